@@ -1,0 +1,17 @@
+//! attnscope: an inference engine for attention research.
+//!
+//! Loads Hugging Face causal-LM checkpoints, runs prefill and generation, and captures attention exactly
+//! (post-softmax probabilities and per-head statistics) as a side output of the real forward pass.
+//! See ARCHITECTURE.md for the map of modules and the data flow of a run.
+
+pub mod capture;
+pub mod config;
+pub mod error;
+pub mod input;
+pub mod io;
+pub mod model;
+pub mod sampling;
+pub mod tokenizer;
+pub mod weights;
+
+pub use error::{Error, Result};
