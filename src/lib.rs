@@ -13,5 +13,6 @@ pub mod model;
 pub mod sampling;
 pub mod tokenizer;
 pub mod weights;
+pub mod weights_map;
 
 pub use error::{Error, Result};

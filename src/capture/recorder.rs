@@ -1,0 +1,252 @@
+//! Per-head recorders: exact weight rows and cheap statistics, computed from each probability row once.
+//! CPU twin of the statistics epilogue of the CUDA attention kernels.
+
+use crate::capture::{CaptureSpec, HeadWeights, WeightsDtype};
+use crate::model::attention::AttentionMask;
+use crate::model::kv_cache::SlotInfo;
+
+/// One probability row as the attention hands it over.
+pub struct RowView<'a> {
+    /// Query slot.
+    pub slot: usize,
+    /// Probabilities over key slots `0..=slot` (0 where hidden).
+    pub probs: &'a [f32],
+    /// log Σ exp(s) over visible keys.
+    pub lse: f32,
+    /// Σ p·s over visible keys.
+    pub expected_score: f64,
+    /// Metadata of all filled slots.
+    pub slots: &'a [SlotInfo],
+    pub mask: &'a AttentionMask<'a>,
+}
+
+/// Statistics of one query row.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RowStats {
+    /// −Σ p ln p, nats.
+    pub entropy: f32,
+    pub max_weight: f32,
+    /// Key slot of the largest weight (lowest slot on ties).
+    pub argmax: u32,
+    /// Weight on slot 0.
+    pub sink_mass: f32,
+    /// Weight on slot q − 1 (0 for q = 0).
+    pub prev_mass: f32,
+    /// Weight on slot q.
+    pub self_mass: f32,
+    /// Weight on the other slots of q's group; `None` when q has no group.
+    pub group_mass: Option<f32>,
+}
+
+/// Number of relative-distance buckets: `d < 0`, `d = 0`, then `[2^(b−1), 2^b − 1]` for b = 1..=63.
+pub const N_DISTANCE_BUCKETS: usize = 65;
+
+/// Bucket index of a position distance `d = position[q] − position[k]`: 0 for d < 0, 1 for d = 0,
+/// 1 + b for d in `[2^(b−1), 2^b)`.
+pub fn distance_bucket(d: i64) -> usize {
+    if d < 0 {
+        0
+    } else if d == 0 {
+        1
+    } else {
+        1 + (64 - d.leading_zeros() as usize)
+    }
+}
+
+/// Inclusive distance range of a bucket (`None` bound for the open negative bucket).
+pub fn bucket_range(bucket: usize) -> (Option<i64>, Option<i64>) {
+    match bucket {
+        0 => (None, Some(-1)),
+        1 => (Some(0), Some(0)),
+        b => {
+            let lo = 1i64 << (b - 2);
+            let hi = if b > 63 {
+                i64::MAX
+            } else {
+                (1i64 << (b - 1)) - 1
+            };
+            (Some(lo), Some(hi))
+        }
+    }
+}
+
+/// Statistics of one head over a whole sequence.
+#[derive(Clone, Debug)]
+pub struct HeadStats {
+    /// Indexed by query slot.
+    pub rows: Vec<RowStats>,
+    /// Σ over query rows of the weight each key slot receives.
+    pub received_sum: Vec<f64>,
+    /// Σ over query rows of the weight in each distance bucket.
+    pub distance_mass: [f64; N_DISTANCE_BUCKETS],
+}
+
+/// Collects what the capture spec asks for from one head's rows.
+pub struct HeadRecorder {
+    active: bool,
+    capacity: usize,
+    stats: Option<HeadStats>,
+    weights: Option<HeadWeights>,
+}
+
+impl HeadRecorder {
+    /// A recorder for a sequence of at most `capacity` slots.
+    pub fn new(spec: &CaptureSpec, capacity: usize) -> HeadRecorder {
+        let stats = spec.stats.then(|| HeadStats {
+            rows: vec![RowStats::default(); capacity],
+            received_sum: vec![0.0; capacity],
+            distance_mass: [0.0; N_DISTANCE_BUCKETS],
+        });
+        let weights = spec.weights.then(|| match spec.weights_dtype {
+            WeightsDtype::F32 => HeadWeights::F32(vec![0.0; capacity * capacity]),
+            WeightsDtype::F16 => HeadWeights::F16(vec![half::f16::ZERO; capacity * capacity]),
+        });
+        HeadRecorder {
+            active: true,
+            capacity,
+            stats,
+            weights,
+        }
+    }
+
+    /// A recorder for a head that is not selected.
+    pub fn inactive() -> HeadRecorder {
+        HeadRecorder {
+            active: false,
+            capacity: 0,
+            stats: None,
+            weights: None,
+        }
+    }
+
+    /// Whether this head records anything.
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+
+    /// Records one row.
+    pub fn observe(&mut self, row: &RowView) {
+        let q = row.slot;
+        if let Some(w) = &mut self.weights {
+            let start = q * self.capacity;
+            match w {
+                HeadWeights::F32(buf) => {
+                    buf[start..start + row.probs.len()].copy_from_slice(row.probs)
+                }
+                HeadWeights::F16(buf) => {
+                    for (dst, &p) in buf[start..start + row.probs.len()]
+                        .iter_mut()
+                        .zip(row.probs)
+                    {
+                        *dst = half::f16::from_f32(p);
+                    }
+                }
+            }
+        }
+        if let Some(stats) = &mut self.stats {
+            stats.rows[q] = row_stats(row, &mut stats.received_sum, &mut stats.distance_mass);
+        }
+    }
+
+    /// Trims to `t` slots and hands over the buffers.
+    pub fn finish(self, t: usize) -> (Option<HeadWeights>, Option<HeadStats>) {
+        let cap = self.capacity;
+        let weights = self.weights.map(|w| match w {
+            HeadWeights::F32(buf) => HeadWeights::F32(trim_square(buf, cap, t)),
+            HeadWeights::F16(buf) => HeadWeights::F16(trim_square(buf, cap, t)),
+        });
+        let stats = self.stats.map(|mut s| {
+            s.rows.truncate(t);
+            s.received_sum.truncate(t);
+            s
+        });
+        (weights, stats)
+    }
+}
+
+/// The leading `[t, t]` block of a `[cap, cap]` row-major matrix.
+fn trim_square<T: Copy>(buf: Vec<T>, cap: usize, t: usize) -> Vec<T> {
+    if t == cap {
+        return buf;
+    }
+    let mut out = Vec::with_capacity(t * t);
+    for r in 0..t {
+        out.extend_from_slice(&buf[r * cap..r * cap + t]);
+    }
+    out
+}
+
+/// Computes the row statistics and accumulates received weight and distance mass.
+fn row_stats(
+    row: &RowView,
+    received: &mut [f64],
+    distance: &mut [f64; N_DISTANCE_BUCKETS],
+) -> RowStats {
+    let q = row.slot;
+    let probs = row.probs;
+    let qpos = row.slots[q].position;
+    let qgroup = row.slots[q].group;
+    let mut max_weight = f32::NEG_INFINITY;
+    let mut argmax = 0u32;
+    let mut group_mass = 0.0f64;
+    for (k, &p) in probs.iter().enumerate() {
+        if p > max_weight {
+            max_weight = p;
+            argmax = k as u32;
+        }
+        received[k] += p as f64;
+        let info = &row.slots[k];
+        distance[distance_bucket(qpos - info.position)] += p as f64;
+        if qgroup >= 0 && info.group == qgroup && k != q {
+            group_mass += p as f64;
+        }
+    }
+    RowStats {
+        entropy: (row.lse as f64 - row.expected_score) as f32,
+        max_weight,
+        argmax,
+        sink_mass: probs[0],
+        prev_mass: if q > 0 { probs[q - 1] } else { 0.0 },
+        self_mass: probs[q],
+        group_mass: (qgroup >= 0).then_some(group_mass as f32),
+    }
+}
+
+/// For each key slot, how many query rows can see it (the denominator of the mean received weight).
+pub fn visible_rows_per_key(mask: &AttentionMask) -> Vec<u32> {
+    let t = mask.slots.len();
+    let mut counts = vec![0u32; t];
+    for q in 0..t {
+        for (k, c) in counts.iter_mut().enumerate().take(q + 1) {
+            if mask.allows(q, k) {
+                *c += 1;
+            }
+        }
+    }
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_log2() {
+        assert_eq!(distance_bucket(-3), 0);
+        assert_eq!(distance_bucket(0), 1);
+        assert_eq!(distance_bucket(1), 2);
+        assert_eq!(distance_bucket(2), 3);
+        assert_eq!(distance_bucket(3), 3);
+        assert_eq!(distance_bucket(4), 4);
+        assert_eq!(distance_bucket(1023), 11);
+        assert_eq!(distance_bucket(1024), 12);
+        for d in [1i64, 2, 3, 5, 8, 100, 4096, i64::MAX] {
+            let (lo, hi) = bucket_range(distance_bucket(d));
+            assert!(
+                lo.is_some_and(|lo| lo <= d) && hi.is_some_and(|hi| d <= hi),
+                "{d}"
+            );
+        }
+        assert!(distance_bucket(i64::MAX) < N_DISTANCE_BUCKETS);
+    }
+}

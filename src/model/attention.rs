@@ -1,0 +1,178 @@
+//! Exact softmax attention over the KV cache, with every probability row handed to the capture recorders as
+//! it is computed. CPU twin of `kernels/attention_*.cu`.
+//!
+//! Visibility is computed from slot metadata, never from a T×T mask in memory: a query slot q sees key slot k
+//! when k ≤ q (causal), q − k < window (sliding window, when the model has one), and, for isolated sequences,
+//! k is not another member of q's group. Each row also yields its log-sum-exp and Σ p·s (s = scaled score), so
+//! that entropy = lse − Σ p·s costs no logarithm per element.
+
+use crate::capture::{HeadRecorder, RowView};
+use crate::input::Visibility;
+use crate::model::kv_cache::SlotInfo;
+use crate::model::ops::{MatRef, matmul};
+use rayon::prelude::*;
+
+/// Which keys each query slot may see.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionMask<'a> {
+    pub slots: &'a [SlotInfo],
+    pub visibility: Visibility,
+    pub sliding_window: Option<usize>,
+}
+
+impl AttentionMask<'_> {
+    /// Whether query slot `q` attends to key slot `k`.
+    #[inline]
+    pub fn allows(&self, q: usize, k: usize) -> bool {
+        if k > q {
+            return false;
+        }
+        if self.sliding_window.is_some_and(|w| q - k >= w) {
+            return false;
+        }
+        if self.visibility == Visibility::Isolated && k != q {
+            let g = self.slots[q].group;
+            if g >= 0 && self.slots[k].group == g {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// The operands of one layer's attention for `n_new` query slots starting at slot `q_start`.
+pub struct AttentionInput<'a> {
+    /// Queries `[n_new, n_heads * head_dim]`, already rotated.
+    pub q: &'a [f32],
+    /// Cached keys and values `[capacity, n_kv_heads * head_dim]`; slots `0..q_start + n_new` are filled.
+    pub keys: &'a [f32],
+    pub values: &'a [f32],
+    pub q_start: usize,
+    pub n_new: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    /// Multiplies q·k.
+    pub scale: f32,
+    pub mask: AttentionMask<'a>,
+}
+
+/// Query rows handled per matmul block.
+const BLOCK: usize = 64;
+
+/// Computes attention outputs `[n_new, n_heads * head_dim]` into `out`, calling the recorder of each head
+/// (when present and active) with every probability row.
+pub fn attention(inp: &AttentionInput, out: &mut [f32], recorders: Option<&mut [HeadRecorder]>) {
+    let hd = inp.head_dim;
+    let width = inp.n_heads * hd;
+    assert_eq!(out.len(), inp.n_new * width, "attention: output size");
+    let per_head: Vec<Vec<f32>> = match recorders {
+        Some(recs) => {
+            assert_eq!(recs.len(), inp.n_heads, "attention: one recorder per head");
+            recs.par_iter_mut()
+                .enumerate()
+                .map(|(h, rec)| head_attention(inp, h, Some(rec)))
+                .collect()
+        }
+        None => (0..inp.n_heads)
+            .into_par_iter()
+            .map(|h| head_attention(inp, h, None))
+            .collect(),
+    };
+    for (h, head_out) in per_head.iter().enumerate() {
+        for (row, src) in out.chunks_mut(width).zip(head_out.chunks(hd)) {
+            row[h * hd..(h + 1) * hd].copy_from_slice(src);
+        }
+    }
+}
+
+/// One head: `[n_new, head_dim]` outputs.
+fn head_attention(inp: &AttentionInput, h: usize, mut rec: Option<&mut HeadRecorder>) -> Vec<f32> {
+    let hd = inp.head_dim;
+    let kv_dim = inp.n_kv_heads * hd;
+    let kvh = h / (inp.n_heads / inp.n_kv_heads);
+    let mut out = vec![0.0f32; inp.n_new * hd];
+    let mut scores = Vec::new();
+    let record = rec.as_ref().is_some_and(|r| r.is_active());
+    for start in (0..inp.n_new).step_by(BLOCK) {
+        let rows = BLOCK.min(inp.n_new - start);
+        let n_keys = inp.q_start + start + rows; // causal bound of the block's last row
+        scores.clear();
+        scores.resize(rows * n_keys, 0.0f32);
+        let q = MatRef {
+            data: &inp.q[start * inp.n_heads * hd + h * hd..],
+            rows,
+            cols: hd,
+            row_stride: inp.n_heads * hd,
+            col_stride: 1,
+        };
+        let k_t = MatRef {
+            data: &inp.keys[kvh * hd..],
+            rows: hd,
+            cols: n_keys,
+            row_stride: 1,
+            col_stride: kv_dim,
+        };
+        matmul(&mut scores, n_keys, q, k_t, inp.scale, false);
+        for (r, row) in scores.chunks_mut(n_keys).enumerate() {
+            let slot = inp.q_start + start + r;
+            let (lse, expected_score) = softmax_row(row, slot, &inp.mask);
+            if let (true, Some(rec)) = (record, rec.as_deref_mut()) {
+                rec.observe(&RowView {
+                    slot,
+                    probs: &row[..=slot],
+                    lse,
+                    expected_score,
+                    slots: inp.mask.slots,
+                    mask: &inp.mask,
+                });
+            }
+        }
+        let p = MatRef::row_major(&scores, rows, n_keys);
+        let v = MatRef {
+            data: &inp.values[kvh * hd..],
+            rows: n_keys,
+            cols: hd,
+            row_stride: kv_dim,
+            col_stride: 1,
+        };
+        matmul(
+            &mut out[start * hd..(start + rows) * hd],
+            hd,
+            p,
+            v,
+            1.0,
+            false,
+        );
+    }
+    out
+}
+
+/// Turns one row of scaled scores into probabilities in place (0 where the mask hides a key).
+/// Returns (log-sum-exp, Σ p·s).
+pub fn softmax_row(row: &mut [f32], slot: usize, mask: &AttentionMask) -> (f32, f64) {
+    let mut max = f32::NEG_INFINITY;
+    for (k, &s) in row.iter().enumerate() {
+        if mask.allows(slot, k) && s > max {
+            max = s;
+        }
+    }
+    let mut sum = 0.0f64;
+    let mut weighted = 0.0f64;
+    for (k, s) in row.iter_mut().enumerate() {
+        if mask.allows(slot, k) {
+            let e = (*s - max).exp();
+            sum += e as f64;
+            weighted += e as f64 * *s as f64;
+            *s = e;
+        } else {
+            *s = 0.0;
+        }
+    }
+    let inv = (1.0 / sum) as f32;
+    for s in row.iter_mut() {
+        *s *= inv;
+    }
+    let lse = max + (sum.ln() as f32);
+    (lse, weighted / sum)
+}

@@ -1,0 +1,300 @@
+//! CPU kernels of the forward pass, f32: matmul (through `gemm`), linear layers, norms, activations.
+//! Each is the CPU twin of a CUDA kernel in `kernels/` and follows transformers' arithmetic.
+
+use crate::config::{Activation, NormKind};
+use crate::weights::{Linear, Norm};
+use rayon::prelude::*;
+
+/// A read-only strided view of a matrix: element (r, c) is `data[r * row_stride + c * col_stride]`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// A contiguous row-major matrix.
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        MatRef {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// Whether every addressed element lies inside `data`.
+    fn in_bounds(&self) -> bool {
+        if self.rows == 0 || self.cols == 0 {
+            return true;
+        }
+        (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride < self.data.len()
+    }
+}
+
+/// dst `[m, n]` (rows `dst_row_stride` apart, columns contiguous) = scale · a `[m, k]` × b `[k, n]`.
+/// `parallel` lets gemm use rayon threads; callers already running inside a parallel loop pass false.
+pub fn matmul(
+    dst: &mut [f32],
+    dst_row_stride: usize,
+    a: MatRef,
+    b: MatRef,
+    scale: f32,
+    parallel: bool,
+) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(b.rows, k, "matmul: inner dimensions differ");
+    assert!(
+        a.in_bounds() && b.in_bounds(),
+        "matmul: operand view out of bounds"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        (m - 1) * dst_row_stride + n <= dst.len(),
+        "matmul: destination too small"
+    );
+    if k == 0 {
+        for r in 0..m {
+            dst[r * dst_row_stride..r * dst_row_stride + n].fill(0.0);
+        }
+        return;
+    }
+    let par = if parallel {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the asserts above guarantee that every element gemm addresses through these pointers and strides
+    // lies inside the borrowed slices, and `dst` is borrowed mutably so it aliases neither operand.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_row_stride as isize,
+            false,
+            a.data.as_ptr(),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.data.as_ptr(),
+            b.col_stride as isize,
+            b.row_stride as isize,
+            0.0,
+            scale,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+/// out `[t, out_dim]` = x `[t, in_dim]` · Wᵀ + b.
+pub fn linear(x: &[f32], t: usize, lin: &Linear, out: &mut Vec<f32>) {
+    project(
+        x,
+        t,
+        &lin.weight,
+        lin.in_dim,
+        lin.out_dim,
+        lin.bias.as_deref(),
+        out,
+    );
+}
+
+/// out `[t, out_dim]` = x `[t, in_dim]` · Wᵀ + b for a weight stored `[out_dim, in_dim]`.
+pub fn project(
+    x: &[f32],
+    t: usize,
+    weight: &[f32],
+    in_dim: usize,
+    out_dim: usize,
+    bias: Option<&[f32]>,
+    out: &mut Vec<f32>,
+) {
+    out.clear();
+    out.resize(t * out_dim, 0.0);
+    let a = MatRef::row_major(&x[..t * in_dim], t, in_dim);
+    let w_t = MatRef {
+        data: weight,
+        rows: in_dim,
+        cols: out_dim,
+        row_stride: 1,
+        col_stride: in_dim,
+    };
+    matmul(out, out_dim, a, w_t, 1.0, true);
+    if let Some(bias) = bias {
+        out.par_chunks_mut(out_dim)
+            .for_each(|row| row.iter_mut().zip(bias).for_each(|(y, b)| *y += b));
+    }
+}
+
+/// Normalises each row of `x` (width = weight length) into `out`.
+pub fn norm(x: &[f32], n: &Norm, kind: NormKind, eps: f32, out: &mut Vec<f32>) {
+    let dim = n.weight.len();
+    out.clear();
+    out.resize(x.len(), 0.0);
+    out.par_chunks_mut(dim)
+        .zip(x.par_chunks(dim))
+        .for_each(|(o, row)| norm_row(row, n, kind, eps, o));
+}
+
+/// One row of RMSNorm (`w · x / sqrt(mean(x²) + eps)`) or LayerNorm (`w · (x − μ) / sqrt(var + eps) + b`).
+pub fn norm_row(x: &[f32], n: &Norm, kind: NormKind, eps: f32, out: &mut [f32]) {
+    let dim = x.len() as f32;
+    match kind {
+        NormKind::RmsNorm => {
+            let ms = x.iter().map(|v| v * v).sum::<f32>() / dim;
+            let inv = 1.0 / (ms + eps).sqrt();
+            for ((o, v), w) in out.iter_mut().zip(x).zip(&n.weight) {
+                *o = w * (v * inv);
+            }
+        }
+        NormKind::LayerNorm => {
+            let mean = x.iter().sum::<f32>() / dim;
+            let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / dim;
+            let inv = 1.0 / (var + eps).sqrt();
+            for (i, (o, v)) in out.iter_mut().zip(x).enumerate() {
+                let b = n.bias.as_ref().map_or(0.0, |b| b[i]);
+                *o = (v - mean) * inv * n.weight[i] + b;
+            }
+        }
+    }
+}
+
+/// Applies an activation in place.
+pub fn activate(x: &mut [f32], act: Activation) {
+    x.par_chunks_mut(4096).for_each(|c| {
+        for v in c.iter_mut() {
+            *v = activation(*v, act);
+        }
+    });
+}
+
+/// One activation value.
+pub fn activation(x: f32, act: Activation) -> f32 {
+    match act {
+        Activation::Silu => x / (1.0 + (-x).exp()),
+        Activation::Relu => x.max(0.0),
+        Activation::Gelu => {
+            let xd = x as f64;
+            (0.5 * xd * (1.0 + erf(xd / std::f64::consts::SQRT_2))) as f32
+        }
+        Activation::GeluTanh => {
+            let xd = x as f64;
+            let inner = (2.0 / std::f64::consts::PI).sqrt() * (xd + 0.044715 * xd * xd * xd);
+            (0.5 * xd * (1.0 + inner.tanh())) as f32
+        }
+    }
+}
+
+/// Error function, |error| < 1.2e-7 (Numerical Recipes' erfc Chebyshev fit), evaluated in f64.
+pub fn erf(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -z * z - 1.265_512_23
+        + t * (1.000_023_68
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_203_98
+                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+    let erfc = t * poly.exp();
+    if x >= 0.0 { 1.0 - erfc } else { erfc - 1.0 }
+}
+
+/// Adds `y` into `x` elementwise.
+pub fn add_in_place(x: &mut [f32], y: &[f32]) {
+    x.par_chunks_mut(4096)
+        .zip(y.par_chunks(4096))
+        .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, b)| *a += b));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        let mut out = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matmul_matches_naive_for_odd_shapes() {
+        for &(m, k, n) in &[(1, 1, 1), (3, 5, 7), (17, 33, 9), (64, 8, 130)] {
+            let a: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0)
+                .collect();
+            let b: Vec<f32> = (0..k * n)
+                .map(|i| ((i * 11 % 17) as f32 - 8.0) / 7.0)
+                .collect();
+            let mut out = vec![0.0; m * n];
+            matmul(
+                &mut out,
+                n,
+                MatRef::row_major(&a, m, k),
+                MatRef::row_major(&b, k, n),
+                1.0,
+                true,
+            );
+            let want = naive(&a, &b, m, k, n);
+            for (x, y) in out.iter().zip(&want) {
+                assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+            }
+        }
+    }
+
+    #[test]
+    fn linear_uses_out_in_layout_and_bias() {
+        // W = [[1, 2], [3, 4], [5, 6]] (out 3, in 2), b = [0.5, 0, -1]
+        let lin = Linear {
+            weight: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            bias: Some(vec![0.5, 0.0, -1.0]),
+            in_dim: 2,
+            out_dim: 3,
+        };
+        let mut out = Vec::new();
+        linear(&[1.0, -1.0], 1, &lin, &mut out);
+        assert_eq!(out, vec![-0.5, -1.0, -2.0]);
+    }
+
+    #[test]
+    fn erf_matches_known_values() {
+        for (x, want) in [
+            (0.0, 0.0),
+            (0.5, 0.520_499_877_8),
+            (1.0, 0.842_700_792_9),
+            (-2.0, -0.995_322_265_0),
+        ] {
+            assert!((erf(x) - want).abs() < 2e-7, "erf({x}) = {}", erf(x));
+        }
+    }
+
+    #[test]
+    fn norms_follow_their_definitions() {
+        let n = Norm {
+            weight: vec![1.0, 2.0],
+            bias: Some(vec![0.0, 1.0]),
+        };
+        let mut out = [0.0; 2];
+        norm_row(&[3.0, 4.0], &n, NormKind::RmsNorm, 0.0, &mut out);
+        let rms = (12.5f32).sqrt();
+        assert!((out[0] - 3.0 / rms).abs() < 1e-6 && (out[1] - 8.0 / rms).abs() < 1e-6);
+        norm_row(&[3.0, 5.0], &n, NormKind::LayerNorm, 0.0, &mut out);
+        assert!((out[0] + 1.0).abs() < 1e-6 && (out[1] - 3.0).abs() < 1e-6);
+    }
+}
