@@ -4,6 +4,7 @@ pub mod attention;
 pub mod forward;
 pub mod kv_cache;
 pub mod ops;
+pub mod random;
 pub mod rope;
 
 pub use forward::LogitRows;

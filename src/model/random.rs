@@ -1,0 +1,1 @@
+//! placeholder: random-weight models for benchmarks
