@@ -5,11 +5,13 @@
 //! See ARCHITECTURE.md for the map of modules and the data flow of a run.
 
 pub mod capture;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod input;
 pub mod io;
 pub mod model;
+pub mod run;
 pub mod sampling;
 pub mod tokenizer;
 pub mod weights;

@@ -1,3 +1,5 @@
-fn main() {
-    println!("Hello, world!");
+//! The `attnscope` binary; everything lives in the library's `cli` module.
+
+fn main() -> std::process::ExitCode {
+    attnscope::cli::main()
 }

@@ -5,7 +5,7 @@
 use std::cmp::Ordering;
 
 /// Sampling parameters.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct SamplerConfig {
     /// Softmax temperature; `0` (or any value that is not positive and finite) means greedy.
     pub temperature: f32,

@@ -1,1 +1,219 @@
-//! placeholder
+//! Captured statistics → long-format tables (written as Parquet by `run::outputs`).
+//!
+//! - stats: seq, layer, head, slot, metric, value — one row per query row and metric.
+//! - received: seq, layer, head, slot, received_sum, received_mean, visible_rows — per key slot.
+//! - distance: seq, layer, head, bucket, label, distance_min, distance_max, mass_sum, mass_mean, rows —
+//!   attention mass by position distance position[q] − position[k] in log2 buckets.
+
+use crate::capture::recorder::{bucket_range, distance_bucket, visible_rows_per_key};
+use crate::capture::{HeadStats, SequenceResult};
+use crate::input::Visibility;
+use crate::io::{ColumnData, Table};
+use crate::model::SlotInfo;
+use crate::model::attention::AttentionMask;
+
+/// Metric names of the stats table, in the order they are written.
+pub const ROW_METRICS: [&str; 7] = [
+    "entropy",
+    "max_weight",
+    "argmax_slot",
+    "sink_mass",
+    "prev_mass",
+    "self_mass",
+    "group_mass",
+];
+
+/// One sequence's captured statistics with what is needed to interpret them.
+pub struct StatsSource<'a> {
+    pub seq: usize,
+    pub slots: &'a [SlotInfo],
+    pub visibility: Visibility,
+    pub sliding_window: Option<usize>,
+    pub result: &'a SequenceResult,
+}
+
+/// Builds the stats, received and distance tables over all sequences.
+pub fn stats_tables(sources: &[StatsSource]) -> (Table, Table, Table) {
+    let mut stats = LongTable::default();
+    let mut received = ReceivedTable::default();
+    let mut distance = DistanceTable::default();
+    for src in sources {
+        let mask = AttentionMask {
+            slots: src.slots,
+            visibility: src.visibility,
+            sliding_window: src.sliding_window,
+        };
+        let visible_rows = visible_rows_per_key(&mask);
+        let max_bucket = max_bucket(src.slots);
+        let any_negative = has_negative_distance(&mask);
+        for layer in &src.result.layers {
+            for (head, hs) in layer.heads.iter().zip(&layer.stats) {
+                let key = (src.seq as i32, layer.layer as i32, *head as i32);
+                stats.add(key, src.slots, hs);
+                received.add(key, hs, &visible_rows);
+                distance.add(key, hs, src.slots.len(), max_bucket, any_negative);
+            }
+        }
+    }
+    (
+        stats.into_table(),
+        received.into_table(),
+        distance.into_table(),
+    )
+}
+
+/// Largest positive-distance bucket any (query, key ≤ query) pair of the sequence can fall in.
+fn max_bucket(slots: &[SlotInfo]) -> usize {
+    let lo = slots.iter().map(|s| s.position).min().unwrap_or(0);
+    let hi = slots.iter().map(|s| s.position).max().unwrap_or(0);
+    distance_bucket(hi - lo).max(1)
+}
+
+/// Whether some visible key has a larger position than its query (only with unusual explicit positions).
+fn has_negative_distance(mask: &AttentionMask) -> bool {
+    let s = mask.slots;
+    (0..s.len()).any(|q| (0..=q).any(|k| mask.allows(q, k) && s[k].position > s[q].position))
+}
+
+type Key = (i32, i32, i32);
+
+#[derive(Default)]
+struct LongTable {
+    key: [Vec<i32>; 4],
+    metric: Vec<String>,
+    value: Vec<f32>,
+}
+
+impl LongTable {
+    fn add(&mut self, (seq, layer, head): Key, slots: &[SlotInfo], hs: &HeadStats) {
+        for (slot, r) in hs.rows.iter().enumerate() {
+            let values = [
+                Some(r.entropy),
+                Some(r.max_weight),
+                Some(r.argmax as f32),
+                Some(r.sink_mass),
+                Some(r.prev_mass),
+                Some(r.self_mass),
+                r.group_mass.filter(|_| slots[slot].group >= 0),
+            ];
+            for (name, value) in ROW_METRICS.iter().zip(values) {
+                let Some(value) = value else { continue };
+                for (col, v) in self.key.iter_mut().zip([seq, layer, head, slot as i32]) {
+                    col.push(v);
+                }
+                self.metric.push((*name).to_string());
+                self.value.push(value);
+            }
+        }
+    }
+
+    fn into_table(self) -> Table {
+        let [seq, layer, head, slot] = self.key;
+        let mut t = Table::new();
+        t.push("seq", ColumnData::I32(seq))
+            .push("layer", ColumnData::I32(layer))
+            .push("head", ColumnData::I32(head))
+            .push("slot", ColumnData::I32(slot))
+            .push("metric", ColumnData::Utf8(self.metric))
+            .push("value", ColumnData::F32(self.value));
+        t
+    }
+}
+
+#[derive(Default)]
+struct ReceivedTable {
+    key: [Vec<i32>; 4],
+    sum: Vec<f32>,
+    mean: Vec<f32>,
+    rows: Vec<i32>,
+}
+
+impl ReceivedTable {
+    fn add(&mut self, (seq, layer, head): Key, hs: &HeadStats, visible_rows: &[u32]) {
+        for (slot, (&sum, &rows)) in hs.received_sum.iter().zip(visible_rows).enumerate() {
+            for (col, v) in self.key.iter_mut().zip([seq, layer, head, slot as i32]) {
+                col.push(v);
+            }
+            self.sum.push(sum as f32);
+            self.mean.push(if rows > 0 {
+                (sum / rows as f64) as f32
+            } else {
+                0.0
+            });
+            self.rows.push(rows as i32);
+        }
+    }
+
+    fn into_table(self) -> Table {
+        let [seq, layer, head, slot] = self.key;
+        let mut t = Table::new();
+        t.push("seq", ColumnData::I32(seq))
+            .push("layer", ColumnData::I32(layer))
+            .push("head", ColumnData::I32(head))
+            .push("slot", ColumnData::I32(slot))
+            .push("received_sum", ColumnData::F32(self.sum))
+            .push("received_mean", ColumnData::F32(self.mean))
+            .push("visible_rows", ColumnData::I32(self.rows));
+        t
+    }
+}
+
+#[derive(Default)]
+struct DistanceTable {
+    key: [Vec<i32>; 4],
+    label: Vec<String>,
+    lo: Vec<i64>,
+    hi: Vec<i64>,
+    sum: Vec<f64>,
+    mean: Vec<f64>,
+    rows: Vec<i32>,
+}
+
+impl DistanceTable {
+    fn add(
+        &mut self,
+        (seq, layer, head): Key,
+        hs: &HeadStats,
+        n_rows: usize,
+        max_bucket: usize,
+        neg: bool,
+    ) {
+        let first = if neg { 0 } else { 1 };
+        for bucket in first..=max_bucket {
+            let (lo, hi) = bucket_range(bucket);
+            let (lo, hi) = (lo.unwrap_or(i64::MIN), hi.unwrap_or(i64::MAX));
+            let label = match bucket {
+                0 => "<0".to_string(),
+                _ if lo == hi => lo.to_string(),
+                _ => format!("{lo}-{hi}"),
+            };
+            for (col, v) in self.key.iter_mut().zip([seq, layer, head, bucket as i32]) {
+                col.push(v);
+            }
+            self.label.push(label);
+            self.lo.push(lo);
+            self.hi.push(hi);
+            let sum = hs.distance_mass[bucket];
+            self.sum.push(sum);
+            self.mean
+                .push(if n_rows > 0 { sum / n_rows as f64 } else { 0.0 });
+            self.rows.push(n_rows as i32);
+        }
+    }
+
+    fn into_table(self) -> Table {
+        let [seq, layer, head, bucket] = self.key;
+        let mut t = Table::new();
+        t.push("seq", ColumnData::I32(seq))
+            .push("layer", ColumnData::I32(layer))
+            .push("head", ColumnData::I32(head))
+            .push("bucket", ColumnData::I32(bucket))
+            .push("label", ColumnData::Utf8(self.label))
+            .push("distance_min", ColumnData::I64(self.lo))
+            .push("distance_max", ColumnData::I64(self.hi))
+            .push("mass_sum", ColumnData::F64(self.sum))
+            .push("mass_mean", ColumnData::F64(self.mean))
+            .push("rows", ColumnData::I32(self.rows));
+        t
+    }
+}

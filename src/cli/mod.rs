@@ -1,0 +1,151 @@
+//! The `attnscope` command line: `run` and `inspect`.
+
+mod inspect;
+mod run_cmd;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// attnscope — exact attention capture for interpretability research.
+///
+/// Loads a Hugging Face causal-LM checkpoint (config.json, safetensors, tokenizer.json), runs prefill and
+/// generation, and captures attention probabilities and per-head statistics as a side output of the real
+/// forward pass. Results go to a self-describing run directory (manifest.json, Parquet tables, safetensors).
+#[derive(Parser, Debug)]
+#[command(name = "attnscope", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run prompts (or an --input spec) through a model and write captured attention to --out.
+    Run(Box<RunArgs>),
+    /// Describe a model directory: architecture, parameter count, dtypes, tokenizer.
+    Inspect(InspectArgs),
+}
+
+/// Options of `attnscope run`.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    attnscope run --prompt \"Once upon a time\" --generate 20 --out runs/demo\n  \
+    attnscope run --model path/to/hf-model --prompt \"The capital of France is\" --capture weights,stats --layers 0-3 --out runs/paris\n  \
+    attnscope run --model path/to/hf-model --input spec.json --capture weights --out runs/parallel\n\n\
+    Load the results in Python:\n  \
+    pd.read_parquet(\"runs/demo/stats.parquet\")\n  \
+    safetensors.numpy.load_file(\"runs/demo/attention.safetensors\")")]
+pub struct RunArgs {
+    /// Model directory (config.json, model.safetensors or sharded index, tokenizer.json). Default: the
+    /// tiny random-weight model in models/tiny-random-llama (for smoke tests; its output is gibberish).
+    #[arg(long, short = 'm')]
+    pub model: Option<PathBuf>,
+    /// Prompt text; repeat for several sequences. The tokenizer adds BOS as the model's tokenizer config says.
+    #[arg(long, short = 'p', conflicts_with = "input")]
+    pub prompt: Vec<String>,
+    /// Experiment spec JSON: {"sequences": [{"token_ids": [...], "positions": [...], "groups": [...],
+    /// "visibility": "visible"|"isolated"}]}. Token ids are used as given (no BOS added).
+    #[arg(long, short = 'i')]
+    pub input: Option<PathBuf>,
+    /// What to capture: none, stats, weights, or a comma list (weights,stats); "all" = weights,stats.
+    #[arg(long, default_value = "stats")]
+    pub capture: String,
+    /// Layers to capture, e.g. "0,3,8-11" (default: all).
+    #[arg(long)]
+    pub layers: Option<String>,
+    /// Query heads to capture, e.g. "0-3" (default: all).
+    #[arg(long)]
+    pub heads: Option<String>,
+    /// Storage type of captured weights.
+    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
+    pub weights_dtype: DtypeArg,
+    /// Tokens to generate after each prompt (0 = prefill only).
+    #[arg(long, short = 'g', default_value_t = 0)]
+    pub generate: usize,
+    /// Sampling temperature; 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Keep only the k most probable tokens when sampling (0 = off).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Nucleus sampling: keep the smallest set of tokens with probability ≥ p (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Seed of the sampler (recorded in the manifest).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Keep generating after an EOS token.
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Output directory (written to a temporary sibling and renamed at the end).
+    /// Default: runs/run-<unix time>.
+    #[arg(long, short = 'o')]
+    pub out: Option<PathBuf>,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Compute backend. Only the CPU reference exists in this version.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// No progress bar or summary.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+/// Storage type of captured weights.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum DtypeArg {
+    F32,
+    F16,
+}
+
+/// Options of `attnscope inspect`.
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Model directory.
+    pub model: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Entry point of the binary: parses arguments, runs, prints one-line errors, returns the exit code.
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run_cmd::run(*args),
+        Command::Inspect(args) => inspect::inspect(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let msg = e.to_string().replace('\n', " ");
+            eprintln!("error: {msg}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The model directory to use: `--model`, else the committed tiny random model.
+pub(crate) fn model_dir(arg: Option<PathBuf>, quiet: bool) -> PathBuf {
+    if let Some(dir) = arg {
+        return dir;
+    }
+    let local = PathBuf::from("models/tiny-random-llama");
+    let dir = if local.join("config.json").exists() {
+        local
+    } else {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/tiny-random-llama")
+    };
+    if !quiet {
+        eprintln!(
+            "note: no --model given; using {} (RANDOM weights: output is gibberish; pass --model DIR for a real checkpoint)",
+            dir.display()
+        );
+    }
+    dir
+}
