@@ -181,7 +181,7 @@ impl InputSpec {
         let path = path_for_errors;
         let root: Value = serde_json::from_str(text).map_err(|e| Error::Json {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            message: format!("not valid JSON: {e}"),
         })?;
         let obj = root.as_object().ok_or_else(|| Error::Json {
             path: path.to_path_buf(),

@@ -48,12 +48,66 @@ pub fn run(args: RunArgs) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("runs/run-{unix}")));
-    // Claim the output first so a bad --out fails before any long work; dropping it removes the temp dir.
-    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    // Claim the output first so a bad --out fails before any long work. On failure the temp dir is dropped
+    // and any parent directories this run created are removed again.
+    let created = create_parents(&out)?;
+    let result = RunDir::create(&out, args.overwrite).and_then(|run_dir| {
+        execute(
+            &args,
+            run_dir,
+            generation,
+            (kinds_stats, kinds_weights),
+            unix,
+            started,
+        )
+    });
+    if result.is_err() {
+        for dir in created.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
-    let run_dir = RunDir::create(&out, args.overwrite)?;
+    result
+}
 
+/// Creates the missing ancestors of `out`, returning them outermost first. An ancestor that exists but is
+/// not a directory is reported by name.
+fn create_parents(out: &Path) -> Result<Vec<PathBuf>> {
+    let mut missing = Vec::new();
+    for dir in out
+        .ancestors()
+        .skip(1)
+        .filter(|p| !p.as_os_str().is_empty())
+    {
+        if dir.is_dir() {
+            break;
+        }
+        if dir.exists() {
+            return Err(Error::output(
+                dir,
+                format!(
+                    "is not a directory, so --out {} cannot be created",
+                    out.display()
+                ),
+            ));
+        }
+        missing.push(dir.to_path_buf());
+    }
+    missing.reverse();
+    for dir in &missing {
+        std::fs::create_dir(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    Ok(missing)
+}
+
+/// Everything after the output directory is claimed.
+fn execute(
+    args: &RunArgs,
+    run_dir: RunDir,
+    generation: GenerateOptions,
+    (kinds_stats, kinds_weights): (bool, bool),
+    unix: u64,
+    started: Instant,
+) -> Result<()> {
     let dir = model_dir(args.model.clone(), args.quiet);
     let model = Model::load(&dir)?;
     let tokenizer = TextTokenizer::from_dir(&dir)?;
@@ -77,7 +131,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         layers: parse_opt(&args.layers, "--layers", model.cfg.n_layers)?,
         heads: parse_opt(&args.heads, "--heads", model.cfg.n_heads)?,
     };
-    let (sequences, mut inputs) = build_sequences(&args, &model, tokenizer.as_ref(), &generation)?;
+    let (sequences, mut inputs) = build_sequences(args, &model, tokenizer.as_ref(), &generation)?;
 
     let total_steps: u64 = sequences.len() as u64 * (1 + generation.max_new_tokens as u64);
     let bar = progress_bar(total_steps, args.quiet);

@@ -64,7 +64,7 @@ impl RunDir {
         if fs::symlink_metadata(final_path).is_ok() && !overwrite {
             return Err(Error::output(
                 final_path,
-                "already exists (pass overwrite to replace it)",
+                "already exists (pass --overwrite to replace it)",
             ));
         }
         let tmp_path = sibling(parent, name, "tmp");
