@@ -626,5 +626,8 @@ fn failed_run_removes_parent_directories_it_created() {
         .args(["--prompt", "hello", "--out"])
         .arg(&out);
     expect_error(cmd, &s.outs(), &["tokenizer"]);
-    assert!(!s.outs().join("new").exists(), "created parents must be removed");
+    assert!(
+        !s.outs().join("new").exists(),
+        "created parents must be removed"
+    );
 }
