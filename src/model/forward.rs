@@ -21,6 +21,13 @@ pub enum LogitRows {
     None,
 }
 
+/// One sequence's part of a batched forward: its cache, the slots to append, and its recorders.
+pub struct BatchItem<'a> {
+    pub cache: &'a mut KvCache,
+    pub new: &'a [SlotInfo],
+    pub capture: Option<&'a mut SequenceCapture>,
+}
+
 impl Model {
     /// Appends `new` slots to `cache`, runs them through the model, records attention into `capture`,
     /// and returns logits `[rows, vocab]` for the rows `logit_rows` asks for.
@@ -28,30 +35,60 @@ impl Model {
         &self,
         cache: &mut KvCache,
         new: &[SlotInfo],
-        mut capture: Option<&mut SequenceCapture>,
+        capture: Option<&mut SequenceCapture>,
         logit_rows: LogitRows,
     ) -> Result<Vec<f32>> {
+        let mut items = [BatchItem {
+            cache,
+            new,
+            capture,
+        }];
+        let mut out = self.forward_batch(&mut items, logit_rows)?;
+        Ok(out.pop().unwrap_or_default())
+    }
+
+    /// One forward pass over several sequences: their new slots are stacked so that every weight matrix
+    /// is read once per call (batched decode), while attention runs per sequence over its own cache.
+    /// Returns one logits buffer per item.
+    pub fn forward_batch(
+        &self,
+        items: &mut [BatchItem],
+        logit_rows: LogitRows,
+    ) -> Result<Vec<Vec<f32>>> {
         let cfg = &self.cfg;
-        let n = new.len();
-        if n == 0 {
-            return Err(Error::input("forward: no tokens"));
+        for item in items.iter() {
+            if item.new.is_empty() {
+                return Err(Error::input("forward: no tokens"));
+            }
+            self.check_slots(item.new)?;
+            let needed = item.cache.len() + item.new.len();
+            if needed > item.cache.capacity() {
+                return Err(Error::input(format!(
+                    "sequence of {needed} slots exceeds the KV cache capacity {}",
+                    item.cache.capacity()
+                )));
+            }
         }
-        self.check_slots(new)?;
-        let start = cache.len();
-        if !cache.push_slots(new) {
-            return Err(Error::input(format!(
-                "sequence of {} slots exceeds the KV cache capacity {}",
-                start + n,
-                cache.capacity()
-            )));
+        // Row ranges of each item in the stacked activations, and where its new slots start in its cache.
+        let mut ranges = Vec::with_capacity(items.len());
+        let mut starts = Vec::with_capacity(items.len());
+        let mut n = 0;
+        for item in items.iter_mut() {
+            ranges.push(n..n + item.new.len());
+            n += item.new.len();
+            starts.push(item.cache.len());
+            let pushed = item.cache.push_slots(item.new);
+            debug_assert!(pushed, "capacity was checked above");
         }
         let (h, hd) = (cfg.hidden_size, cfg.head_dim);
         let kv_dim = cfg.n_kv_heads * hd;
-        let positions: Vec<i64> = new.iter().map(|s| s.position).collect();
+        let q_dim = cfg.n_heads * hd;
+        let slots: Vec<SlotInfo> = items.iter().flat_map(|i| i.new.iter().copied()).collect();
+        let positions: Vec<i64> = slots.iter().map(|s| s.position).collect();
 
         // Embeddings (+ learned positions).
         let mut x = vec![0.0f32; n * h];
-        for (row, slot) in x.chunks_mut(h).zip(new) {
+        for (row, slot) in x.chunks_mut(h).zip(&slots) {
             let t = slot.token as usize;
             row.copy_from_slice(&self.weights.embed[t * h..(t + 1) * h]);
             if let Some(wpe) = &self.weights.pos_embed {
@@ -79,33 +116,42 @@ impl Model {
                 rope.apply(&mut q, &positions, cfg.n_heads, hd);
                 rope.apply(&mut k, &positions, cfg.n_kv_heads, hd);
             }
-            cache.keys[l][start * kv_dim..(start + n) * kv_dim].copy_from_slice(&k);
-            cache.values[l][start * kv_dim..(start + n) * kv_dim].copy_from_slice(&v);
-
             let mut scale = cfg.attn_scale;
             if cfg.scale_attn_by_inverse_layer_idx {
                 scale /= (l + 1) as f32;
             }
-            let input = AttentionInput {
-                q: &q,
-                keys: &cache.keys[l],
-                values: &cache.values[l],
-                q_start: start,
-                n_new: n,
-                n_heads: cfg.n_heads,
-                n_kv_heads: cfg.n_kv_heads,
-                head_dim: hd,
-                scale,
-                mask: AttentionMask {
-                    slots: cache.slots(),
-                    visibility: cache.visibility,
-                    sliding_window: cfg.sliding_window,
-                },
-            };
             attn.clear();
-            attn.resize(n * cfg.n_heads * hd, 0.0);
-            let recorders = capture.as_deref_mut().and_then(|c| c.layer_mut(l));
-            attention(&input, &mut attn, recorders);
+            attn.resize(n * q_dim, 0.0);
+            for ((item, rows), &start) in items.iter_mut().zip(&ranges).zip(&starts) {
+                let m = rows.len();
+                let cache = &mut *item.cache;
+                cache.keys[l][start * kv_dim..(start + m) * kv_dim]
+                    .copy_from_slice(&k[rows.start * kv_dim..rows.end * kv_dim]);
+                cache.values[l][start * kv_dim..(start + m) * kv_dim]
+                    .copy_from_slice(&v[rows.start * kv_dim..rows.end * kv_dim]);
+                let input = AttentionInput {
+                    q: &q[rows.start * q_dim..rows.end * q_dim],
+                    keys: &cache.keys[l],
+                    values: &cache.values[l],
+                    q_start: start,
+                    n_new: m,
+                    n_heads: cfg.n_heads,
+                    n_kv_heads: cfg.n_kv_heads,
+                    head_dim: hd,
+                    scale,
+                    mask: AttentionMask {
+                        slots: cache.slots(),
+                        visibility: cache.visibility,
+                        sliding_window: cfg.sliding_window,
+                    },
+                };
+                let recorders = item.capture.as_deref_mut().and_then(|c| c.layer_mut(l));
+                attention(
+                    &input,
+                    &mut attn[rows.start * q_dim..rows.end * q_dim],
+                    recorders,
+                );
+            }
             linear(&attn, n, &lw.o, &mut o);
 
             // MLP block, sequential or parallel residual.
@@ -129,15 +175,19 @@ impl Model {
             add_in_place(&mut x, &mlp);
         }
 
-        // Final norm and logits.
-        let rows = match logit_rows {
-            LogitRows::All => 0..n,
-            LogitRows::Last => n - 1..n,
-            LogitRows::None => return Ok(Vec::new()),
+        // Final norm and logits for the requested rows of every item.
+        let picked: Vec<std::ops::Range<usize>> = match logit_rows {
+            LogitRows::All => ranges.clone(),
+            LogitRows::Last => ranges.iter().map(|r| r.end - 1..r.end).collect(),
+            LogitRows::None => return Ok(vec![Vec::new(); items.len()]),
         };
-        let m = rows.len();
+        let mut rows_x = Vec::new();
+        for r in &picked {
+            rows_x.extend_from_slice(&x[r.start * h..r.end * h]);
+        }
+        let m = rows_x.len() / h;
         norm(
-            &x[rows.start * h..rows.end * h],
+            &rows_x,
             &self.weights.final_norm,
             cfg.norm,
             cfg.norm_eps,
@@ -156,7 +206,14 @@ impl Model {
                 &mut logits,
             ),
         }
-        Ok(logits)
+        let vocab = cfg.vocab_size;
+        let mut out = Vec::with_capacity(items.len());
+        let mut row = 0;
+        for r in &picked {
+            out.push(logits[row * vocab..(row + r.len()) * vocab].to_vec());
+            row += r.len();
+        }
+        Ok(out)
     }
 
     /// Rejects token ids and positions the model cannot take.
