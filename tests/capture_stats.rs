@@ -62,7 +62,8 @@ fn check(model: &Model, case: &Case) {
         sliding_window: window,
         result: &run.capture,
     }];
-    let (stats, received, distance) = stats_tables(&sources);
+    let tables = stats_tables(&sources);
+    let (stats, received, distance) = (tables.stats, tables.received, tables.distance);
 
     // stats: (layer, head, slot, metric) -> value
     let metric_names = match col(&stats, "metric") {

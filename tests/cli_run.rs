@@ -187,6 +187,8 @@ fn default_model_smoke() {
             "manifest.json",
             "received.parquet",
             "stats.parquet",
+            "step_groups.parquet",
+            "steps.parquet",
             "tokens.parquet",
         ]
     );

@@ -79,6 +79,35 @@ pub struct HeadStats {
     pub received_sum: Vec<f64>,
     /// Σ over query rows of the weight in each distance bucket.
     pub distance_mass: [f64; N_DISTANCE_BUCKETS],
+    /// Σ over generation-step query rows (step > 0) of the weight each key slot receives.
+    pub received_decode: Vec<f64>,
+    /// Per generation-step query row: mass by key kind.
+    pub steps: Vec<StepRow>,
+    /// Per generation-step query row and key group: mass on that group's slots.
+    pub step_groups: Vec<StepGroupMass>,
+}
+
+/// Where one generation-step query row puts its attention, by kind of key slot (itself excluded).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepRow {
+    pub slot: u32,
+    pub mass_prompt: f32,
+    pub mass_generated: f32,
+    pub mass_parallel: f32,
+    pub mass_self: f32,
+    /// Visible key slots of each kind (the query itself excluded).
+    pub n_prompt: u32,
+    pub n_generated: u32,
+    pub n_parallel: u32,
+}
+
+/// Mass a generation-step query row puts on the visible slots of one group (itself excluded).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepGroupMass {
+    pub slot: u32,
+    pub group: i32,
+    pub mass: f32,
+    pub n_slots: u32,
 }
 
 /// Collects what the capture spec asks for from one head's rows.
@@ -96,6 +125,9 @@ impl HeadRecorder {
             rows: vec![RowStats::default(); capacity],
             received_sum: vec![0.0; capacity],
             distance_mass: [0.0; N_DISTANCE_BUCKETS],
+            received_decode: vec![0.0; capacity],
+            steps: Vec::new(),
+            step_groups: Vec::new(),
         });
         let weights = spec.weights.then(|| match spec.weights_dtype {
             WeightsDtype::F32 => HeadWeights::F32(vec![0.0; capacity * capacity]),
@@ -145,6 +177,9 @@ impl HeadRecorder {
         }
         if let Some(stats) = &mut self.stats {
             stats.rows[q] = row_stats(row, &mut stats.received_sum, &mut stats.distance_mass);
+            if row.slots[q].step > 0 {
+                step_stats(row, stats);
+            }
         }
     }
 
@@ -158,6 +193,7 @@ impl HeadRecorder {
         let stats = self.stats.map(|mut s| {
             s.rows.truncate(t);
             s.received_sum.truncate(t);
+            s.received_decode.truncate(t);
             s
         });
         (weights, stats)
@@ -210,6 +246,49 @@ fn row_stats(
         self_mass: probs[q],
         group_mass: (qgroup >= 0).then_some(group_mass as f32),
     }
+}
+
+/// Per-step instrumentation of a generation-step row: mass by key kind and by group, received mass.
+fn step_stats(row: &RowView, stats: &mut HeadStats) {
+    use crate::model::SlotKind;
+    let q = row.slot;
+    let mut out = StepRow {
+        slot: q as u32,
+        mass_self: row.probs[q],
+        ..StepRow::default()
+    };
+    let mut groups: Vec<StepGroupMass> = Vec::new();
+    for (k, &p) in row.probs.iter().enumerate().take(q) {
+        if !row.mask.allows(q, k) {
+            continue;
+        }
+        stats.received_decode[k] += p as f64;
+        let info = &row.slots[k];
+        let (mass, n) = match info.kind {
+            SlotKind::Prompt => (&mut out.mass_prompt, &mut out.n_prompt),
+            SlotKind::Generated => (&mut out.mass_generated, &mut out.n_generated),
+            SlotKind::Parallel => (&mut out.mass_parallel, &mut out.n_parallel),
+        };
+        *mass += p;
+        *n += 1;
+        if info.group >= 0 {
+            match groups.iter_mut().find(|g| g.group == info.group) {
+                Some(g) => {
+                    g.mass += p;
+                    g.n_slots += 1;
+                }
+                None => groups.push(StepGroupMass {
+                    slot: q as u32,
+                    group: info.group,
+                    mass: p,
+                    n_slots: 1,
+                }),
+            }
+        }
+    }
+    stats.received_decode[q] += row.probs[q] as f64;
+    stats.steps.push(out);
+    stats.step_groups.extend(groups);
 }
 
 /// For each key slot, how many query rows can see it (the denominator of the mean received weight).

@@ -32,11 +32,23 @@ pub struct StatsSource<'a> {
     pub result: &'a SequenceResult,
 }
 
-/// Builds the stats, received and distance tables over all sequences.
-pub fn stats_tables(sources: &[StatsSource]) -> (Table, Table, Table) {
+/// All statistics tables of a run.
+pub struct StatsTables {
+    pub stats: Table,
+    pub received: Table,
+    pub distance: Table,
+    /// Per generation-step query row: mass on prompt / generated / parallel slots.
+    pub steps: Table,
+    /// Per generation-step query row: mass on each group.
+    pub step_groups: Table,
+}
+
+/// Builds the statistics tables over all sequences.
+pub fn stats_tables(sources: &[StatsSource]) -> StatsTables {
     let mut stats = LongTable::default();
     let mut received = ReceivedTable::default();
     let mut distance = DistanceTable::default();
+    let mut steps = StepTable::default();
     for src in sources {
         let mask = AttentionMask {
             slots: src.slots,
@@ -52,14 +64,18 @@ pub fn stats_tables(sources: &[StatsSource]) -> (Table, Table, Table) {
                 stats.add(key, src.slots, hs);
                 received.add(key, hs, &visible_rows);
                 distance.add(key, hs, src.slots.len(), max_bucket, any_negative);
+                steps.add(key, src.slots, hs);
             }
         }
     }
-    (
-        stats.into_table(),
-        received.into_table(),
-        distance.into_table(),
-    )
+    let (steps, step_groups) = steps.into_tables();
+    StatsTables {
+        stats: stats.into_table(),
+        received: received.into_table(),
+        distance: distance.into_table(),
+        steps,
+        step_groups,
+    }
 }
 
 /// Largest positive-distance bucket any (query, key ≤ query) pair of the sequence can fall in.
@@ -126,6 +142,7 @@ struct ReceivedTable {
     sum: Vec<f32>,
     mean: Vec<f32>,
     rows: Vec<i32>,
+    decode: Vec<f32>,
 }
 
 impl ReceivedTable {
@@ -141,6 +158,7 @@ impl ReceivedTable {
                 0.0
             });
             self.rows.push(rows as i32);
+            self.decode.push(hs.received_decode[slot] as f32);
         }
     }
 
@@ -153,7 +171,8 @@ impl ReceivedTable {
             .push("slot", ColumnData::I32(slot))
             .push("received_sum", ColumnData::F32(self.sum))
             .push("received_mean", ColumnData::F32(self.mean))
-            .push("visible_rows", ColumnData::I32(self.rows));
+            .push("visible_rows", ColumnData::I32(self.rows))
+            .push("received_decode_sum", ColumnData::F32(self.decode));
         t
     }
 }
@@ -215,5 +234,90 @@ impl DistanceTable {
             .push("mass_mean", ColumnData::F64(self.mean))
             .push("rows", ColumnData::I32(self.rows));
         t
+    }
+}
+
+#[derive(Default)]
+struct StepTable {
+    key: [Vec<i32>; 5],
+    kind: Vec<String>,
+    mass: [Vec<f32>; 4],
+    count: [Vec<i32>; 3],
+    group_key: [Vec<i32>; 6],
+    group_mass: Vec<f32>,
+    group_n: Vec<i32>,
+}
+
+impl StepTable {
+    fn add(&mut self, (seq, layer, head): Key, slots: &[SlotInfo], hs: &HeadStats) {
+        for r in &hs.steps {
+            let info = &slots[r.slot as usize];
+            for (col, v) in
+                self.key
+                    .iter_mut()
+                    .zip([seq, info.step as i32, r.slot as i32, layer, head])
+            {
+                col.push(v);
+            }
+            self.kind.push(info.kind.as_str().to_string());
+            for (col, v) in self.mass.iter_mut().zip([
+                r.mass_prompt,
+                r.mass_generated,
+                r.mass_parallel,
+                r.mass_self,
+            ]) {
+                col.push(v);
+            }
+            for (col, v) in self
+                .count
+                .iter_mut()
+                .zip([r.n_prompt, r.n_generated, r.n_parallel])
+            {
+                col.push(v as i32);
+            }
+        }
+        for g in &hs.step_groups {
+            let step = slots[g.slot as usize].step as i32;
+            for (col, v) in
+                self.group_key
+                    .iter_mut()
+                    .zip([seq, step, g.slot as i32, layer, head, g.group])
+            {
+                col.push(v);
+            }
+            self.group_mass.push(g.mass);
+            self.group_n.push(g.n_slots as i32);
+        }
+    }
+
+    fn into_tables(self) -> (Table, Table) {
+        let [seq, step, slot, layer, head] = self.key;
+        let [prompt, generated, parallel, own] = self.mass;
+        let [n_prompt, n_generated, n_parallel] = self.count;
+        let mut t = Table::new();
+        t.push("seq", ColumnData::I32(seq))
+            .push("step", ColumnData::I32(step))
+            .push("slot", ColumnData::I32(slot))
+            .push("layer", ColumnData::I32(layer))
+            .push("head", ColumnData::I32(head))
+            .push("query_kind", ColumnData::Utf8(self.kind))
+            .push("mass_prompt", ColumnData::F32(prompt))
+            .push("mass_generated", ColumnData::F32(generated))
+            .push("mass_parallel", ColumnData::F32(parallel))
+            .push("mass_self", ColumnData::F32(own))
+            .push("n_prompt", ColumnData::I32(n_prompt))
+            .push("n_generated", ColumnData::I32(n_generated))
+            .push("n_parallel", ColumnData::I32(n_parallel));
+        let [seq, step, slot, layer, head, group] = self.group_key;
+        let mut g = Table::new();
+        g.push("seq", ColumnData::I32(seq))
+            .push("step", ColumnData::I32(step))
+            .push("slot", ColumnData::I32(slot))
+            .push("layer", ColumnData::I32(layer))
+            .push("head", ColumnData::I32(head))
+            .push("group", ColumnData::I32(group))
+            .push("mass", ColumnData::F32(self.group_mass))
+            .push("n_slots", ColumnData::I32(self.group_n));
+        (t, g)
     }
 }

@@ -78,6 +78,26 @@ pub struct RunArgs {
     /// Keep generating after an EOS token.
     #[arg(long)]
     pub ignore_eos: bool,
+    /// TEMPO-style parallel generation: at each step emit every token with probability ≥ P (softmax at
+    /// temperature 1) as one parallel set sharing a position; fewer than two such tokens → one sampled token.
+    #[arg(long, value_name = "P")]
+    pub parallel_threshold: Option<f32>,
+    /// Most tokens in one parallel set (most probable first).
+    #[arg(
+        long,
+        value_name = "K",
+        default_value_t = 5,
+        requires = "parallel_threshold"
+    )]
+    pub parallel_max: usize,
+    /// Which distribution follows a parallel set: the last member's row, the first (most probable)
+    /// member's row, or the mean of the members' probabilities.
+    #[arg(long, value_enum, default_value_t = SetDistributionArg::Last, requires = "parallel_threshold")]
+    pub set_distribution: SetDistributionArg,
+    /// Visibility of every sequence (overrides the --input file's): visible = plain causal; isolated = a
+    /// slot does not see the other members of its group (parallel set).
+    #[arg(long, value_enum)]
+    pub visibility: Option<VisibilityArg>,
     /// Output directory (written to a temporary sibling and renamed at the end).
     /// Default: runs/run-<unix time>.
     #[arg(long, short = 'o')]
@@ -94,6 +114,21 @@ pub struct RunArgs {
     /// No progress bar or summary.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+}
+
+/// How the next distribution is formed from a parallel set.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum SetDistributionArg {
+    Last,
+    First,
+    Mean,
+}
+
+/// Visibility rule of a sequence.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum VisibilityArg {
+    Visible,
+    Isolated,
 }
 
 /// Storage type of captured weights.

@@ -1,7 +1,8 @@
 //! `attnscope run`: validate flags, load, run every sequence with capture, write the run directory.
 
 use crate::capture::{CaptureSpec, WeightsDtype};
-use crate::cli::{DtypeArg, RunArgs, model_dir};
+use crate::cli::{DtypeArg, RunArgs, SetDistributionArg, VisibilityArg, model_dir};
+use crate::input::Visibility;
 use crate::input::{InputSpec, SequenceInput};
 use crate::io::{RunDir, write_json};
 use crate::model::Model;
@@ -9,6 +10,7 @@ use crate::run::manifest::{
     InputRecord, LAYOUT_VERSION, Manifest, ModelRecord, Timings, file_descriptions,
 };
 use crate::run::outputs::write_run_files;
+use crate::run::parallel::{ParallelOptions, SetDistribution};
 use crate::run::{GenerateOptions, SequenceOutcome, check_fits, run_sequence};
 use crate::sampling::SamplerConfig;
 use crate::tokenizer::TextTokenizer;
@@ -39,6 +41,15 @@ pub fn run(args: RunArgs) -> Result<()> {
             seed: args.seed,
         },
         stop_at_eos: !args.ignore_eos,
+        parallel: args.parallel_threshold.map(|threshold| ParallelOptions {
+            threshold,
+            max_set: args.parallel_max,
+            next: match args.set_distribution {
+                SetDistributionArg::Last => SetDistribution::Last,
+                SetDistributionArg::First => SetDistribution::First,
+                SetDistributionArg::Mean => SetDistribution::Mean,
+            },
+        }),
     };
     let unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -170,7 +181,11 @@ fn execute(
         generation,
         inputs,
         timings: timings(&outcomes, load_seconds, write_seconds, started),
-        files: file_descriptions(spec.weights, spec.stats),
+        files: file_descriptions(
+            spec.weights,
+            spec.stats,
+            outcomes.iter().any(|o| o.slots.len() > o.n_prompt),
+        ),
     };
     write_json(&run_dir.file("manifest.json"), &manifest)?;
     let final_path = run_dir.commit()?;
@@ -195,6 +210,16 @@ fn check_flags(args: &RunArgs) -> Result<()> {
     }
     if !(args.top_p > 0.0 && args.top_p <= 1.0) {
         return Err(Error::input("--top-p: must be in (0, 1]"));
+    }
+    if let Some(p) = args.parallel_threshold
+        && !(p > 0.0 && p <= 1.0)
+    {
+        return Err(Error::input("--parallel-threshold: must be in (0, 1]"));
+    }
+    if args.parallel_max < 2 {
+        return Err(Error::input(
+            "--parallel-max: a parallel set needs at least 2 tokens",
+        ));
     }
     if args.threads == Some(0) {
         return Err(Error::input("--threads: must be at least 1"));
@@ -242,7 +267,10 @@ fn build_sequences(
     let mut records = Vec::new();
     if let Some(path) = &args.input {
         let spec = InputSpec::from_file(path)?;
-        for (i, seq) in spec.sequences.into_iter().enumerate() {
+        for (i, mut seq) in spec.sequences.into_iter().enumerate() {
+            if let Some(v) = visibility_override(args) {
+                seq.visibility = v;
+            }
             check_fits(
                 model,
                 &seq,
@@ -260,13 +288,23 @@ fn build_sequences(
             )
         })?;
         for (i, text) in args.prompt.iter().enumerate() {
-            let seq = SequenceInput::from_tokens(tok.encode(text)?);
+            let mut seq = SequenceInput::from_tokens(tok.encode(text)?);
+            if let Some(v) = visibility_override(args) {
+                seq.visibility = v;
+            }
             check_fits(model, &seq, generation, &format!("--prompt #{}", i + 1))?;
             records.push(record(i, "prompt".into(), Some(text.clone()), &seq));
             seqs.push(seq);
         }
     }
     Ok((seqs, records))
+}
+
+fn visibility_override(args: &RunArgs) -> Option<Visibility> {
+    args.visibility.map(|v| match v {
+        VisibilityArg::Visible => Visibility::Visible,
+        VisibilityArg::Isolated => Visibility::Isolated,
+    })
 }
 
 fn record(seq: usize, source: String, text: Option<String>, s: &SequenceInput) -> InputRecord {

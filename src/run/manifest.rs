@@ -73,12 +73,12 @@ pub struct Manifest {
 }
 
 /// Descriptions of the files a run may write.
-pub fn file_descriptions(weights: bool, stats: bool) -> BTreeMap<String, String> {
+pub fn file_descriptions(weights: bool, stats: bool, generated: bool) -> BTreeMap<String, String> {
     let mut files = BTreeMap::new();
     files.insert(
         "tokens.parquet".into(),
         "one row per slot: seq, slot, token_id, token, position, group, step (0 = prompt, k = k-th generated), \
-         kind (prompt | generated | parallel)"
+         kind (prompt | generated | parallel: a member of a parallel set sharing one position)"
             .into(),
     );
     if stats {
@@ -91,7 +91,8 @@ pub fn file_descriptions(weights: bool, stats: bool) -> BTreeMap<String, String>
         files.insert(
             "received.parquet".into(),
             "per key slot: seq, layer, head, slot, received_sum (sum over query rows), received_mean (over the \
-             visible_rows query rows that can see the key), visible_rows"
+             visible_rows query rows that can see the key), visible_rows, received_decode_sum (sum over \
+             generation-step query rows only)"
                 .into(),
         );
         files.insert(
@@ -99,6 +100,21 @@ pub fn file_descriptions(weights: bool, stats: bool) -> BTreeMap<String, String>
             "attention mass by position distance d = position[q] - position[k] in log2 buckets (bucket 0: d < 0, \
              1: d = 0, b >= 2: 2^(b-2) <= d < 2^(b-1)): seq, layer, head, bucket, label, distance_min, \
              distance_max, mass_sum (over query rows), mass_mean (mass_sum / rows), rows"
+                .into(),
+        );
+    }
+    if stats && generated {
+        files.insert(
+            "steps.parquet".into(),
+            "per generation-step query row (step > 0), layer and head: seq, step, slot, layer, head, query_kind, \
+             mass_prompt, mass_generated, mass_parallel (attention to visible key slots of each kind, the query itself \
+             excluded), mass_self, n_prompt, n_generated, n_parallel (visible key slots of each kind)"
+                .into(),
+        );
+        files.insert(
+            "step_groups.parquet".into(),
+            "per generation-step query row, layer, head and key group: seq, step, slot, layer, head, group, mass, \
+             n_slots (visible members of the group, the query itself excluded)"
                 .into(),
         );
     }

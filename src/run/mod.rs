@@ -3,22 +3,27 @@
 
 pub mod manifest;
 pub mod outputs;
+pub mod parallel;
 
 use crate::capture::{CaptureSpec, SequenceCapture, SequenceResult};
 use crate::input::SequenceInput;
 use crate::model::{KvCache, LogitRows, Model, SlotInfo, SlotKind};
 use crate::sampling::{Sampler, SamplerConfig};
 use crate::{Error, Result};
+use parallel::{ParallelOptions, SetDistribution};
 use std::time::Instant;
 
 /// Generation settings of a run.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct GenerateOptions {
-    /// Tokens to generate after the prompt (0 = prefill only).
+    /// Logical generation steps after the prompt (0 = prefill only); with parallel sets a step may emit
+    /// several tokens at one position.
     pub max_new_tokens: usize,
     pub sampler: SamplerConfig,
     /// Stop a sequence when it emits one of the model's EOS tokens.
     pub stop_at_eos: bool,
+    /// TEMPO-style parallel sets; `None` = one token per step.
+    pub parallel: Option<ParallelOptions>,
 }
 
 impl Default for GenerateOptions {
@@ -27,6 +32,7 @@ impl Default for GenerateOptions {
             max_new_tokens: 0,
             sampler: SamplerConfig::default(),
             stop_at_eos: true,
+            parallel: None,
         }
     }
 }
@@ -81,7 +87,8 @@ pub fn run_sequence(
     on_step: &mut dyn FnMut(),
 ) -> Result<SequenceOutcome> {
     let n_prompt = seq.token_ids.len();
-    let capacity = n_prompt + generation.max_new_tokens;
+    let per_step = generation.parallel.map_or(1, |p| p.max_set.max(1));
+    let capacity = n_prompt + generation.max_new_tokens * per_step;
     let mut cache = KvCache::new(&model.cfg, capacity, seq.visibility);
     let mut capture = spec
         .any()
@@ -102,27 +109,56 @@ pub fn run_sequence(
 
     let mut sampler = Sampler::new(generation.sampler);
     let first_position = seq.positions.iter().copied().max().unwrap_or(-1) + 1;
+    let mut next_group = seq.groups.iter().copied().max().unwrap_or(-1).max(-1) + 1;
     let mut decode_seconds = Vec::with_capacity(generation.max_new_tokens);
     let mut stopped_at_eos = false;
     for step in 1..=generation.max_new_tokens {
         let started = Instant::now();
-        let token = sampler.sample(&logits);
-        let slot = SlotInfo {
-            token,
-            position: first_position + step as i64 - 1,
-            group: -1,
-            step: step as u32,
-            kind: SlotKind::Generated,
-            ablated: false,
+        // One token, or a parallel set when at least two tokens pass the threshold.
+        let set = match generation.parallel {
+            Some(p) => parallel::parallel_candidates(&logits, p.threshold, p.max_set),
+            None => Vec::new(),
         };
-        let is_eos = model.cfg.eos_token_ids.contains(&token);
-        // The sampled token enters the cache so that its own attention row is captured too.
+        let tokens = if set.len() >= 2 {
+            set
+        } else {
+            vec![sampler.sample(&logits)]
+        };
+        let is_set = tokens.len() >= 2;
+        let (group, kind) = if is_set {
+            next_group += 1;
+            (next_group - 1, SlotKind::Parallel)
+        } else {
+            (-1, SlotKind::Generated)
+        };
+        let new: Vec<SlotInfo> = tokens
+            .iter()
+            .map(|&token| SlotInfo {
+                token,
+                position: first_position + step as i64 - 1,
+                group,
+                step: step as u32,
+                kind,
+                ablated: false,
+            })
+            .collect();
+        let is_eos = tokens.iter().any(|t| model.cfg.eos_token_ids.contains(t));
+        // The sampled tokens enter the cache so that their own attention rows are captured too.
+        let how = generation
+            .parallel
+            .map_or(SetDistribution::Last, |p| p.next);
         let rows = if step == generation.max_new_tokens {
             LogitRows::None
+        } else if is_set && how != SetDistribution::Last {
+            LogitRows::All
         } else {
             LogitRows::Last
         };
-        logits = model.forward(&mut cache, &[slot], capture.as_mut(), rows)?;
+        let out = model.forward(&mut cache, &new, capture.as_mut(), rows)?;
+        logits = match rows {
+            LogitRows::All => parallel::next_logits(&out, model.cfg.vocab_size, how),
+            _ => out,
+        };
         decode_seconds.push(started.elapsed().as_secs_f64());
         on_step();
         if is_eos && generation.stop_at_eos {

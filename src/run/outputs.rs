@@ -77,10 +77,14 @@ pub fn write_run_files(
         })
         .collect();
     if !sources.is_empty() {
-        let (stats, received, distance) = stats_tables(&sources);
-        write_parquet(&dir.join("stats.parquet"), &stats)?;
-        write_parquet(&dir.join("received.parquet"), &received)?;
-        write_parquet(&dir.join("distance.parquet"), &distance)?;
+        let tables = stats_tables(&sources);
+        write_parquet(&dir.join("stats.parquet"), &tables.stats)?;
+        write_parquet(&dir.join("received.parquet"), &tables.received)?;
+        write_parquet(&dir.join("distance.parquet"), &tables.distance)?;
+        if outcomes.iter().any(|o| o.slots.len() > o.n_prompt) {
+            write_parquet(&dir.join("steps.parquet"), &tables.steps)?;
+            write_parquet(&dir.join("step_groups.parquet"), &tables.step_groups)?;
+        }
     }
 
     let mut tensors = Vec::new();
