@@ -1,5 +1,6 @@
 //! The `attnscope` command line: `run` and `inspect`.
 
+mod analyze_cmd;
 mod inspect;
 mod run_cmd;
 
@@ -25,6 +26,33 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Describe a model directory: architecture, parameter count, dtypes, tokenizer.
     Inspect(InspectArgs),
+    /// Analyses over finished run directories.
+    #[command(subcommand)]
+    Analyze(AnalyzeCommand),
+}
+
+/// `attnscope analyze ...`
+#[derive(Subcommand, Debug)]
+pub enum AnalyzeCommand {
+    /// Do parallel (TEMPO set) slots get less attention than ordinary generated slots? Reads each run's
+    /// steps.parquet (runs made with --generate, --parallel-threshold and --capture stats): attention
+    /// reduction per prompt, early/late and thirds, per layer, and a paired t-test across prompts per
+    /// condition (visibility, threshold).
+    Parallel(AnalyzeParallelArgs),
+}
+
+/// Options of `attnscope analyze parallel`.
+#[derive(Args, Debug)]
+pub struct AnalyzeParallelArgs {
+    /// Run directories.
+    #[arg(required = true)]
+    pub runs: Vec<PathBuf>,
+    /// Also write prompts.parquet and study.json into this directory.
+    #[arg(long, short = 'o')]
+    pub out: Option<PathBuf>,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 /// Options of `attnscope run`.
@@ -154,6 +182,7 @@ pub fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Run(args) => run_cmd::run(*args),
         Command::Inspect(args) => inspect::inspect(args),
+        Command::Analyze(AnalyzeCommand::Parallel(args)) => analyze_cmd::analyze_parallel_cmd(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,9 +1,11 @@
 //! Output writing: Parquet tables, safetensors files, and atomic run directories.
 
+pub mod parquet_read;
 pub mod parquet_table;
 pub mod run_dir;
 pub mod tensors;
 
+pub use parquet_read::read_parquet;
 pub use parquet_table::{Column, ColumnData, Table, write_parquet};
 pub use run_dir::{RunDir, write_json};
 pub use tensors::{NamedTensor, TensorData, write_safetensors};

@@ -1,0 +1,4 @@
+//! Analyses over finished run directories (`attnscope analyze ...`).
+
+pub mod parallel;
+pub mod stats;
