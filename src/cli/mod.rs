@@ -1,5 +1,6 @@
 //! The `attnscope` command line: `run` and `inspect`.
 
+mod ablate_cmd;
 mod analyze_cmd;
 mod inspect;
 mod run_cmd;
@@ -29,6 +30,66 @@ pub enum Command {
     /// Analyses over finished run directories.
     #[command(subcommand)]
     Analyze(AnalyzeCommand),
+    /// Zero, mean or replace the keys/values of chosen slots at chosen layers, and report the change in
+    /// log-probability of target tokens (token-importance studies).
+    Ablate(Box<AblateArgs>),
+}
+
+/// Options of `attnscope ablate`.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    attnscope ablate --model M --prompt \"The capital of France is\" --target \" Paris\" --slots 4 --mode zero\n  \
+    attnscope ablate --model M --prompt \"Once upon a time\" --continuation 10 --slots 1-2 --ablate-layers 0-1 --mode mean\n\n\
+    The prompt is prefilled up to the last ablated slot, the cache entries are altered, then the rest of\n\
+    the prompt and the targets run on top: the ablation changes what later slots read.")]
+pub struct AblateArgs {
+    /// Model directory (default: the tiny random model).
+    #[arg(long, short = 'm')]
+    pub model: Option<PathBuf>,
+    /// Prompt text.
+    #[arg(long, short = 'p')]
+    pub prompt: Option<String>,
+    /// One-sequence --input spec (token ids, positions, groups, visibility).
+    #[arg(long, short = 'i')]
+    pub input: Option<PathBuf>,
+    /// Prompt slots whose keys/values are altered, e.g. "3,5-7".
+    #[arg(long)]
+    pub slots: String,
+    /// Layers at which they are altered (default: all).
+    #[arg(long)]
+    pub ablate_layers: Option<String>,
+    /// What replaces them.
+    #[arg(long, value_enum, default_value_t = AblationModeArg::Zero)]
+    pub mode: AblationModeArg,
+    /// Source slot for --mode replace.
+    #[arg(long)]
+    pub replace_with: Option<usize>,
+    /// Target text whose tokens are scored after the prompt.
+    #[arg(long, conflicts_with = "target_ids")]
+    pub target: Option<String>,
+    /// Target token ids, comma-separated.
+    #[arg(long)]
+    pub target_ids: Option<String>,
+    /// Without a target: score the unablated model's greedy continuation of this many tokens.
+    #[arg(long, default_value_t = 10)]
+    pub continuation: usize,
+    /// Also write ablation.parquet and manifest.json into this directory.
+    #[arg(long, short = 'o')]
+    pub out: Option<PathBuf>,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+/// What replaces ablated keys/values.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum AblationModeArg {
+    /// Zeros.
+    Zero,
+    /// The mean over all prefilled slots at that layer.
+    Mean,
+    /// The keys/values of --replace-with SLOT.
+    Replace,
 }
 
 /// `attnscope analyze ...`
@@ -183,6 +244,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Run(args) => run_cmd::run(*args),
         Command::Inspect(args) => inspect::inspect(args),
         Command::Analyze(AnalyzeCommand::Parallel(args)) => analyze_cmd::analyze_parallel_cmd(args),
+        Command::Ablate(args) => ablate_cmd::ablate(*args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -115,4 +115,13 @@ impl KvCache {
         self.slots.extend_from_slice(new);
         true
     }
+
+    /// Marks slots as altered by an ablation (their metadata records it).
+    pub(crate) fn mark_ablated(&mut self, slots: &[usize]) {
+        for &s in slots {
+            if let Some(info) = self.slots.get_mut(s) {
+                info.ablated = true;
+            }
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! One run: prefill each sequence, optionally generate, capture attention, and hand the results to
 //! `run::outputs` for writing. The CLI and the tests drive this module; it owns no I/O but the model's.
 
+pub mod ablation;
 pub mod manifest;
 pub mod outputs;
 pub mod parallel;
