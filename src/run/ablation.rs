@@ -105,11 +105,10 @@ pub fn score_targets(
         cache.ablate(ab)?;
     }
     // Rest of the prompt, then all targets but the last (teacher forcing), one position after another.
-    let mut position = prompt.positions.iter().copied().max().unwrap_or(-1) + 1;
+    let next_position = prompt.positions.iter().copied().max().unwrap_or(-1) + 1;
     let mut rest: Vec<SlotInfo> = slots[split_after + 1..].to_vec();
-    for &t in &targets[..targets.len() - 1] {
-        rest.push(SlotInfo::prompt(t, position, -1));
-        position += 1;
+    for (j, &t) in targets[..targets.len() - 1].iter().enumerate() {
+        rest.push(SlotInfo::prompt(t, next_position + j as i64, -1));
     }
     let vocab = model.cfg.vocab_size;
     let mut rows: Vec<f32> = first;
