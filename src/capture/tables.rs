@@ -93,6 +93,20 @@ fn has_negative_distance(mask: &AttentionMask) -> bool {
 
 type Key = (i32, i32, i32);
 
+/// Appends one row of key values to key columns.
+fn push_key<const N: usize>(cols: &mut [Vec<i32>; N], values: [i32; N]) {
+    cols.iter_mut().zip(values).for_each(|(c, v)| c.push(v));
+}
+
+/// A table that starts with the given int32 key columns.
+fn key_table<const N: usize>(names: [&str; N], cols: [Vec<i32>; N]) -> Table {
+    let mut t = Table::new();
+    for (name, col) in names.into_iter().zip(cols) {
+        t.push(name, ColumnData::I32(col));
+    }
+    t
+}
+
 #[derive(Default)]
 struct LongTable {
     key: [Vec<i32>; 4],
@@ -114,9 +128,7 @@ impl LongTable {
             ];
             for (name, value) in ROW_METRICS.iter().zip(values) {
                 let Some(value) = value else { continue };
-                for (col, v) in self.key.iter_mut().zip([seq, layer, head, slot as i32]) {
-                    col.push(v);
-                }
+                push_key(&mut self.key, [seq, layer, head, slot as i32]);
                 self.metric.push((*name).to_string());
                 self.value.push(value);
             }
@@ -124,13 +136,8 @@ impl LongTable {
     }
 
     fn into_table(self) -> Table {
-        let [seq, layer, head, slot] = self.key;
-        let mut t = Table::new();
-        t.push("seq", ColumnData::I32(seq))
-            .push("layer", ColumnData::I32(layer))
-            .push("head", ColumnData::I32(head))
-            .push("slot", ColumnData::I32(slot))
-            .push("metric", ColumnData::Utf8(self.metric))
+        let mut t = key_table(["seq", "layer", "head", "slot"], self.key);
+        t.push("metric", ColumnData::Utf8(self.metric))
             .push("value", ColumnData::F32(self.value));
         t
     }
@@ -148,9 +155,7 @@ struct ReceivedTable {
 impl ReceivedTable {
     fn add(&mut self, (seq, layer, head): Key, hs: &HeadStats, visible_rows: &[u32]) {
         for (slot, (&sum, &rows)) in hs.received_sum.iter().zip(visible_rows).enumerate() {
-            for (col, v) in self.key.iter_mut().zip([seq, layer, head, slot as i32]) {
-                col.push(v);
-            }
+            push_key(&mut self.key, [seq, layer, head, slot as i32]);
             self.sum.push(sum as f32);
             self.mean.push(if rows > 0 {
                 (sum / rows as f64) as f32
@@ -163,13 +168,8 @@ impl ReceivedTable {
     }
 
     fn into_table(self) -> Table {
-        let [seq, layer, head, slot] = self.key;
-        let mut t = Table::new();
-        t.push("seq", ColumnData::I32(seq))
-            .push("layer", ColumnData::I32(layer))
-            .push("head", ColumnData::I32(head))
-            .push("slot", ColumnData::I32(slot))
-            .push("received_sum", ColumnData::F32(self.sum))
+        let mut t = key_table(["seq", "layer", "head", "slot"], self.key);
+        t.push("received_sum", ColumnData::F32(self.sum))
             .push("received_mean", ColumnData::F32(self.mean))
             .push("visible_rows", ColumnData::I32(self.rows))
             .push("received_decode_sum", ColumnData::F32(self.decode));
@@ -206,9 +206,7 @@ impl DistanceTable {
                 _ if lo == hi => lo.to_string(),
                 _ => format!("{lo}-{hi}"),
             };
-            for (col, v) in self.key.iter_mut().zip([seq, layer, head, bucket as i32]) {
-                col.push(v);
-            }
+            push_key(&mut self.key, [seq, layer, head, bucket as i32]);
             self.label.push(label);
             self.lo.push(lo);
             self.hi.push(hi);
@@ -221,13 +219,8 @@ impl DistanceTable {
     }
 
     fn into_table(self) -> Table {
-        let [seq, layer, head, bucket] = self.key;
-        let mut t = Table::new();
-        t.push("seq", ColumnData::I32(seq))
-            .push("layer", ColumnData::I32(layer))
-            .push("head", ColumnData::I32(head))
-            .push("bucket", ColumnData::I32(bucket))
-            .push("label", ColumnData::Utf8(self.label))
+        let mut t = key_table(["seq", "layer", "head", "bucket"], self.key);
+        t.push("label", ColumnData::Utf8(self.label))
             .push("distance_min", ColumnData::I64(self.lo))
             .push("distance_max", ColumnData::I64(self.hi))
             .push("mass_sum", ColumnData::F64(self.sum))
@@ -291,16 +284,10 @@ impl StepTable {
     }
 
     fn into_tables(self) -> (Table, Table) {
-        let [seq, step, slot, layer, head] = self.key;
         let [prompt, generated, parallel, own] = self.mass;
         let [n_prompt, n_generated, n_parallel] = self.count;
-        let mut t = Table::new();
-        t.push("seq", ColumnData::I32(seq))
-            .push("step", ColumnData::I32(step))
-            .push("slot", ColumnData::I32(slot))
-            .push("layer", ColumnData::I32(layer))
-            .push("head", ColumnData::I32(head))
-            .push("query_kind", ColumnData::Utf8(self.kind))
+        let mut t = key_table(["seq", "step", "slot", "layer", "head"], self.key);
+        t.push("query_kind", ColumnData::Utf8(self.kind))
             .push("mass_prompt", ColumnData::F32(prompt))
             .push("mass_generated", ColumnData::F32(generated))
             .push("mass_parallel", ColumnData::F32(parallel))
@@ -308,15 +295,11 @@ impl StepTable {
             .push("n_prompt", ColumnData::I32(n_prompt))
             .push("n_generated", ColumnData::I32(n_generated))
             .push("n_parallel", ColumnData::I32(n_parallel));
-        let [seq, step, slot, layer, head, group] = self.group_key;
-        let mut g = Table::new();
-        g.push("seq", ColumnData::I32(seq))
-            .push("step", ColumnData::I32(step))
-            .push("slot", ColumnData::I32(slot))
-            .push("layer", ColumnData::I32(layer))
-            .push("head", ColumnData::I32(head))
-            .push("group", ColumnData::I32(group))
-            .push("mass", ColumnData::F32(self.group_mass))
+        let mut g = key_table(
+            ["seq", "step", "slot", "layer", "head", "group"],
+            self.group_key,
+        );
+        g.push("mass", ColumnData::F32(self.group_mass))
             .push("n_slots", ColumnData::I32(self.group_n));
         (t, g)
     }
