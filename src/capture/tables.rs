@@ -93,8 +93,8 @@ fn has_negative_distance(mask: &AttentionMask) -> bool {
 
 type Key = (i32, i32, i32);
 
-/// Appends one row of key values to key columns.
-fn push_key<const N: usize>(cols: &mut [Vec<i32>; N], values: [i32; N]) {
+/// Appends one row of values to parallel columns.
+fn push_key<T, const N: usize>(cols: &mut [Vec<T>; N], values: [T; N]) {
     cols.iter_mut().zip(values).for_each(|(c, v)| c.push(v));
 }
 
@@ -245,39 +245,31 @@ impl StepTable {
     fn add(&mut self, (seq, layer, head): Key, slots: &[SlotInfo], hs: &HeadStats) {
         for r in &hs.steps {
             let info = &slots[r.slot as usize];
-            for (col, v) in
-                self.key
-                    .iter_mut()
-                    .zip([seq, info.step as i32, r.slot as i32, layer, head])
-            {
-                col.push(v);
-            }
+            push_key(
+                &mut self.key,
+                [seq, info.step as i32, r.slot as i32, layer, head],
+            );
             self.kind.push(info.kind.as_str().to_string());
-            for (col, v) in self.mass.iter_mut().zip([
-                r.mass_prompt,
-                r.mass_generated,
-                r.mass_parallel,
-                r.mass_self,
-            ]) {
-                col.push(v);
-            }
-            for (col, v) in self
-                .count
-                .iter_mut()
-                .zip([r.n_prompt, r.n_generated, r.n_parallel])
-            {
-                col.push(v as i32);
-            }
+            push_key(
+                &mut self.mass,
+                [
+                    r.mass_prompt,
+                    r.mass_generated,
+                    r.mass_parallel,
+                    r.mass_self,
+                ],
+            );
+            push_key(
+                &mut self.count,
+                [r.n_prompt, r.n_generated, r.n_parallel].map(|n| n as i32),
+            );
         }
         for g in &hs.step_groups {
             let step = slots[g.slot as usize].step as i32;
-            for (col, v) in
-                self.group_key
-                    .iter_mut()
-                    .zip([seq, step, g.slot as i32, layer, head, g.group])
-            {
-                col.push(v);
-            }
+            push_key(
+                &mut self.group_key,
+                [seq, step, g.slot as i32, layer, head, g.group],
+            );
             self.group_mass.push(g.mass);
             self.group_n.push(g.n_slots as i32);
         }
