@@ -408,6 +408,9 @@ def bench_model(name, cfg, args, device, dtype, dtype_bytes, peak_tflops, peak_b
                 if not per_step[m]:
                     continue
                 s = summarize(per_step[m])
+                if s["min"] <= 0:
+                    log(f"   WARNING: {m} batch={b}: a repeat had t(generate {steps + 1}) <= t(generate 1); "
+                        "the machine is too noisy for the subtraction method (raise --decode-steps/--repeats)")
                 sec_total = s["median"] / 1e3 * steps
                 bps = total_bytes / sec_total if sec_total > 0 else None
                 entry["decode"].append(dict(
