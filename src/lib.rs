@@ -4,6 +4,7 @@
 //! (post-softmax probabilities and per-head statistics) as a side output of the real forward pass.
 //! See ARCHITECTURE.md for the map of modules and the data flow of a run.
 
+pub mod bench;
 pub mod capture;
 pub mod cli;
 pub mod config;
