@@ -3,13 +3,32 @@
 //! Before a measurement [`reset_peak`] writes "5" to `/proc/self/clear_refs`, which resets the kernel's
 //! high-water mark to the current RSS; afterwards [`peak_rss_bytes`] reads `VmHWM` from `/proc/self/status`.
 //! The figure is the whole process (model weights included), which is what a user's run would need. Where
-//! either step fails (not Linux, a restricted /proc) the peak is unknown and reported as null.
+//! either step fails (not Linux, a restricted /proc) the peak is unknown and reported as null. With glibc,
+//! freed heap memory is first handed back to the kernel (`malloc_trim`), so that what an earlier
+//! measurement freed but the allocator kept resident does not raise the next measurement's baseline.
 
 use std::path::Path;
 
-/// Resets the resident-set high-water mark to the current RSS. Returns false when it could not.
+/// Resets the resident-set high-water mark to the current RSS (after returning free heap memory to the
+/// kernel where the allocator supports it). Returns false when it could not.
 pub fn reset_peak() -> bool {
+    release_free_heap();
     std::fs::write(Path::new("/proc/self/clear_refs"), b"5").is_ok()
+}
+
+/// Returns free heap pages of every malloc arena to the kernel (glibc only; elsewhere nothing).
+fn release_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: glibc's malloc_trim takes a byte count, touches only the allocator's free lists and is
+        // thread-safe; the Rust global allocator is the system malloc here.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
 }
 
 /// The resident-set high-water mark in bytes since the last [`reset_peak`] (or process start).
