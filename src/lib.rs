@@ -5,6 +5,7 @@
 //! See ARCHITECTURE.md for the map of modules and the data flow of a run.
 
 pub mod analyze;
+pub mod bench;
 pub mod capture;
 pub mod cli;
 pub mod config;

@@ -1,7 +1,8 @@
-//! The `attnscope` command line: `run` and `inspect`.
+//! The `attnscope` command line: `run`, `inspect` and `bench`.
 
 mod ablate_cmd;
 mod analyze_cmd;
+mod bench_cmd;
 mod inspect;
 mod run_cmd;
 
@@ -33,6 +34,9 @@ pub enum Command {
     /// Zero, mean or replace the keys/values of chosen slots at chosen layers, and report the change in
     /// log-probability of target tokens (token-importance studies).
     Ablate(Box<AblateArgs>),
+    /// Measure prefill latency, decode throughput and peak memory of random-weight models under each
+    /// capture mode (no download).
+    Bench(Box<BenchArgs>),
 }
 
 /// Options of `attnscope ablate`.
@@ -237,6 +241,76 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
+/// Options of `attnscope bench`.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    attnscope bench\n  \
+    attnscope bench --models gpt2-124m,llama-3.2-1b --prefill 128,256,512 --batch 1,4 --json bench.json\n  \
+    attnscope bench --config path/to/config.json --modes none,stats --repeats 3\n  \
+    attnscope bench --models llama-100m --peak-tflops 989 --peak-bandwidth-gbs 3350   # fractions of an H100 SXM\n\n\
+    Models are built with random weights in memory (f32), so nothing is downloaded; the figures depend only\n\
+    on the shapes. Each repeat measures every mode in turn (interleaved), after --warmup unrecorded rounds;\n\
+    the median over --repeats is reported with min/max/p10/p90. \"x none\" is the ratio to the \"none\"\n\
+    mode of the same run. Peak memory is the process's peak RSS during a measurement (Linux; weights included).")]
+pub struct BenchArgs {
+    /// Named random-weight shapes, comma separated: llama-100m, gpt2-124m, tinyllama-1.1b, llama-3.2-1b,
+    /// qwen2.5-7b. Default (when no --config is given either): llama-100m,gpt2-124m.
+    #[arg(long, value_delimiter = ',')]
+    pub models: Vec<String>,
+    /// A config.json (or a directory holding one) to build a random-weight model from; repeatable.
+    #[arg(long)]
+    pub config: Vec<PathBuf>,
+    /// Prompt lengths T of the prefill measurements.
+    #[arg(long, value_delimiter = ',', default_value = "128,256")]
+    pub prefill: Vec<usize>,
+    /// Batch sizes of the decode measurements.
+    #[arg(long, value_delimiter = ',', default_value = "1,4")]
+    pub batch: Vec<usize>,
+    /// Prompt length of each sequence before the timed decode steps.
+    #[arg(long, default_value_t = 128)]
+    pub decode_context: usize,
+    /// Timed decode steps per measurement (one new token per sequence each).
+    #[arg(long, default_value_t = 16)]
+    pub decode_steps: usize,
+    /// Capture modes: none, stats (all layers), weights_all (f32 probabilities of all layers),
+    /// weights_one_layer (the middle layer, all heads).
+    #[arg(long, default_value = "none,stats,weights_all,weights_one_layer")]
+    pub modes: String,
+    /// Unrecorded rounds over all modes before the recorded ones.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Recorded rounds; the median is the figure.
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
+    /// Seed of the random weights and prompt token ids.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Also write the results as attnscope-bench/1 JSON to this file (temporary file + rename).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Dense peak TFLOP/s of the device, to report prefill as a fraction of it (H100 SXM bf16: 989).
+    /// Default: unknown (null), as for any CPU.
+    #[arg(long)]
+    pub peak_tflops: Option<f64>,
+    /// Peak memory bandwidth in GB/s, to report decode bytes/s as a fraction of it (H100 SXM: 3350).
+    /// Default: unknown (null).
+    #[arg(long)]
+    pub peak_bandwidth_gbs: Option<f64>,
+    /// Skip models with more parameters than this (f32 weights take 4 bytes each); they are listed under
+    /// "not measured".
+    #[arg(long, default_value_t = 1.5e9)]
+    pub max_params: f64,
+    /// Compute backend. Only the CPU reference exists in this version.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// No progress bar.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
 /// Entry point of the binary: parses arguments, runs, prints one-line errors, returns the exit code.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -245,6 +319,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Inspect(args) => inspect::inspect(args),
         Command::Analyze(AnalyzeCommand::Parallel(args)) => analyze_cmd::analyze_parallel_cmd(args),
         Command::Ablate(args) => ablate_cmd::ablate(*args),
+        Command::Bench(args) => bench_cmd::bench(*args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

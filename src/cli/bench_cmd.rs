@@ -1,0 +1,212 @@
+//! `attnscope bench`: validate flags, plan the models, measure them, print the table, write `--json`.
+
+use crate::bench::report::{BenchReport, DeviceInfo, SCHEMA, SettingsRecord, apply_peaks};
+use crate::bench::table::render_table;
+use crate::bench::{BenchSettings, Mode, ModelSource, measurement_count, plan, run_model};
+use crate::cli::BenchArgs;
+use crate::{Error, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Named shapes measured when neither --models nor --config is given.
+const DEFAULT_MODELS: &[&str] = &["llama-100m", "gpt2-124m"];
+
+/// Runs the `bench` subcommand.
+pub fn bench(args: BenchArgs) -> Result<()> {
+    let settings = check_flags(&args)?;
+    if let Some(json) = &args.json {
+        check_json_target(json)?;
+    }
+    if let Some(n) = args.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| Error::input(format!("--threads: {e}")))?;
+    }
+    let mut sources: Vec<ModelSource> = args
+        .models
+        .iter()
+        .map(|m| ModelSource::Named(m.trim().to_string()))
+        .chain(args.config.iter().cloned().map(ModelSource::Config))
+        .collect();
+    if sources.is_empty() {
+        sources = DEFAULT_MODELS
+            .iter()
+            .map(|m| ModelSource::Named(m.to_string()))
+            .collect();
+    }
+    let planned = plan(&sources, &settings)?;
+    let created_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+
+    let measured = planned.iter().filter(|p| p.skip.is_none()).count() as u64;
+    let bar = progress_bar(measured * measurement_count(&settings), args.quiet);
+    let mut models = Vec::new();
+    let mut not_measured = Vec::new();
+    for p in &planned {
+        if let Some(reason) = &p.skip {
+            not_measured.push(reason.clone());
+            continue;
+        }
+        let mut first = true;
+        let mut tick = |msg: &str| {
+            // The first call announces the build, each later one a measurement: the bar counts the
+            // measurements started.
+            if !std::mem::take(&mut first) {
+                bar.inc(1);
+            }
+            bar.set_message(msg.to_string());
+        };
+        models.push(run_model(p, &settings, &mut not_measured, &mut tick)?);
+    }
+    bar.finish_and_clear();
+
+    let mut report = BenchReport {
+        schema: SCHEMA,
+        engine: "attnscope",
+        engine_version: env!("CARGO_PKG_VERSION"),
+        created_unix,
+        command: command_line(),
+        device: DeviceInfo::cpu(
+            rayon::current_num_threads(),
+            args.peak_tflops,
+            args.peak_bandwidth_gbs,
+        ),
+        settings: SettingsRecord {
+            warmup: settings.warmup,
+            repeats: settings.repeats,
+            decode_steps: settings.decode_steps,
+            decode_context: settings.decode_context,
+            seed: settings.seed,
+        },
+        models,
+        not_measured,
+    };
+    apply_peaks(&mut report);
+    print!("{}", render_table(&report));
+    if let Some(json) = &args.json {
+        write_json_atomic(json, &report)?;
+        println!("\nwrote {}", json.display());
+    }
+    Ok(())
+}
+
+/// Rejects flag values that cannot work, before any model is built.
+fn check_flags(args: &BenchArgs) -> Result<BenchSettings> {
+    match args.device.as_str() {
+        "auto" | "cpu" => {}
+        d if d.starts_with("cuda") => {
+            return Err(Error::input(format!(
+                "--device {d}: this build has no CUDA backend yet; use --device cpu"
+            )));
+        }
+        d => {
+            return Err(Error::input(format!(
+                "--device {d}: expected auto, cpu or cuda:N"
+            )));
+        }
+    }
+    let positive = |flag: &str, values: &[usize]| -> Result<()> {
+        if values.is_empty() {
+            return Err(Error::input(format!("{flag}: empty list")));
+        }
+        match values.iter().find(|&&v| v == 0) {
+            Some(_) => Err(Error::input(format!("{flag}: values must be at least 1"))),
+            None => Ok(()),
+        }
+    };
+    positive("--prefill", &args.prefill)?;
+    positive("--batch", &args.batch)?;
+    positive("--decode-context", &[args.decode_context])?;
+    positive("--decode-steps", &[args.decode_steps])?;
+    positive("--repeats", &[args.repeats])?;
+    if args.threads == Some(0) {
+        return Err(Error::input("--threads: must be at least 1"));
+    }
+    if args.max_params.is_nan() || args.max_params <= 0.0 {
+        return Err(Error::input("--max-params: must be a number > 0"));
+    }
+    for (flag, v) in [
+        ("--peak-tflops", args.peak_tflops),
+        ("--peak-bandwidth-gbs", args.peak_bandwidth_gbs),
+    ] {
+        if v.is_some_and(|v| v.is_nan() || v <= 0.0 || v.is_infinite()) {
+            return Err(Error::input(format!("{flag}: must be a finite number > 0")));
+        }
+    }
+    if args.models.iter().any(|m| m.trim().is_empty()) {
+        return Err(Error::input("--models: empty name"));
+    }
+    Ok(BenchSettings {
+        prefill: args.prefill.clone(),
+        batches: args.batch.clone(),
+        decode_context: args.decode_context,
+        decode_steps: args.decode_steps,
+        modes: Mode::parse_list(&args.modes)?,
+        warmup: args.warmup,
+        repeats: args.repeats,
+        seed: args.seed,
+        max_params: args.max_params,
+    })
+}
+
+/// Fails early when `--json` cannot be written (missing parent, or a directory in the way).
+fn check_json_target(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Err(Error::output(path, "--json: is a directory"));
+    }
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    match parent {
+        Some(dir) if !dir.is_dir() => Err(Error::output(
+            path,
+            format!("--json: directory {} does not exist", dir.display()),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Writes the report to a temporary sibling of `path` and renames it into place.
+fn write_json_atomic(path: &Path, report: &BenchReport) -> Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| Error::output(path, "--json: not a file name"))?;
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let result = crate::io::write_json(&tmp, report)
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// The command line as one string, arguments with spaces or quotes quoted.
+fn command_line() -> String {
+    let mut parts = vec!["attnscope".to_string()];
+    parts.extend(std::env::args().skip(1).map(|a| {
+        if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '\'' || c == '"') {
+            format!("'{}'", a.replace('\'', "'\\''"))
+        } else {
+            a
+        }
+    }));
+    parts.join(" ")
+}
+
+/// A bar on stderr, hidden with --quiet or when stderr is not a terminal.
+fn progress_bar(total: u64, quiet: bool) -> ProgressBar {
+    if quiet || total == 0 || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} [{bar:30}] {pos}/{len} {msg} (elapsed {elapsed}, eta {eta})",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
