@@ -35,6 +35,10 @@ pub enum Error {
     /// Writing the run directory failed.
     #[error("{path}: {message}")]
     Output { path: PathBuf, message: String },
+    /// The CUDA backend is unavailable or failed: no driver or NVRTC, a kernel that does not compile, a
+    /// failed launch. The message names the library or kernel file concerned.
+    #[error("{0}")]
+    Cuda(String),
 }
 
 /// Crate-wide result alias.
@@ -84,6 +88,11 @@ impl Error {
             path: path.into(),
             message: message.into(),
         }
+    }
+
+    /// A CUDA backend failure (library missing, kernel compile error, launch error).
+    pub fn cuda(message: impl Into<String>) -> Self {
+        Error::Cuda(message.into())
     }
 
     /// Bad user input not tied to a file.

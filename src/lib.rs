@@ -9,6 +9,7 @@ pub mod bench;
 pub mod capture;
 pub mod cli;
 pub mod config;
+pub mod cuda;
 pub mod error;
 pub mod input;
 pub mod io;

@@ -1,0 +1,103 @@
+// common.cuh: helpers shared by every kernel in kernels/*.cu.
+//
+// NVRTC compiles each kernels/*.cu as one program with this file prepended (src/cuda/nvrtc.rs does the
+// concatenation and adds a `#line 1 "<file>.cu"` directive so compiler errors name the right file and line).
+// Nothing here needs a CUDA header: bf16/f16 are plain 16-bit storage types converted with inline PTX `cvt`
+// (sm_80+), and infinities/limits are spelled out, so the kernels compile with NVRTC's built-ins alone.
+//
+// Conventions of every kernel:
+//   * element types: `float` (f32), `bf16` and `f16` (16-bit storage, all arithmetic in f32);
+//   * sizes and strides are `int` counts of elements; slot positions are `long long` (int64, as the CPU);
+//   * every exported kernel is `extern "C"` with a dtype suffix (`_f32`, `_bf16`, `_f16`) so the host can
+//     look it up by name after loading the PTX module.
+
+#define ATTN_NEG_INF __int_as_float(0xff800000)
+#define ATTN_POS_INF __int_as_float(0x7f800000)
+
+/// bfloat16 storage (no arithmetic).
+struct bf16 {
+    unsigned short bits;
+};
+/// IEEE half storage (no arithmetic).
+struct f16 {
+    unsigned short bits;
+};
+
+__device__ __forceinline__ float to_f32(float v) { return v; }
+__device__ __forceinline__ float to_f32(bf16 v) { return __int_as_float(((unsigned int)v.bits) << 16); }
+__device__ __forceinline__ float to_f32(f16 v) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.bits));
+    return f;
+}
+
+/// Converts from f32 with round-to-nearest-even (the rounding of PyTorch's `.to(dtype)`).
+template <typename T> __device__ __forceinline__ T from_f32(float v);
+template <> __device__ __forceinline__ float from_f32<float>(float v) { return v; }
+template <> __device__ __forceinline__ bf16 from_f32<bf16>(float v) {
+    bf16 r;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r.bits) : "f"(v));
+    return r;
+}
+template <> __device__ __forceinline__ f16 from_f32<f16>(float v) {
+    f16 r;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r.bits) : "f"(v));
+    return r;
+}
+
+/// Packs two f32 into one 32-bit register of two 16-bit values (low half = `lo`), as mma.sync wants them.
+template <typename T> __device__ __forceinline__ unsigned int pack2(float lo, float hi) {
+    return (unsigned int)from_f32<T>(lo).bits | ((unsigned int)from_f32<T>(hi).bits << 16);
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ double warp_sum_d(double v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/// Sum over the whole block (blockDim.x a multiple of 32, at most 1024). Every thread gets the result.
+/// `scratch` is 32 floats of shared memory; the call synchronises the block twice.
+__device__ float block_sum(float v, float* scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    float total = 0.0f;
+    for (int w = 0; w < n_warps; ++w) total += scratch[w];
+    return total;
+}
+
+/// Visibility of key slot `k` to query slot `q`: the rule of `AttentionMask::allows` (src/model/attention.rs).
+///   k > q                                  → hidden (causal)
+///   window > 0 and q − k >= window         → hidden (sliding window, by slot index)
+///   isolated, k != q, group[q] >= 0 and group[k] == group[q] → hidden (parallel tokens of one group)
+/// `group_q`/`group_k` are the slots' int32 group ids (−1 = none); `isolated` is 0 or 1; `window` 0 = none.
+__device__ __forceinline__ bool slot_visible_g(int q, int k, int group_q, int group_k, int isolated, int window) {
+    if (k > q) return false;
+    if (window > 0 && q - k >= window) return false;
+    if (isolated && k != q && group_q >= 0 && group_k == group_q) return false;
+    return true;
+}
+/// The same rule reading the group ids from `groups` (one int32 per slot).
+__device__ __forceinline__ bool slot_visible(int q, int k, const int* groups, int isolated, int window) {
+    if (k > q) return false;
+    return slot_visible_g(q, k, groups[q], groups[k], isolated, window);
+}
+
+/// Relative-distance bucket, exactly `distance_bucket` of src/capture/recorder.rs:
+/// 0 for d < 0, 1 for d = 0, 1 + b for d in [2^(b−1), 2^b).
+#define ATTN_DISTANCE_BUCKETS 65
+__device__ __forceinline__ int distance_bucket(long long d) {
+    if (d < 0) return 0;
+    if (d == 0) return 1;
+    return 1 + (64 - __clzll(d));
+}

@@ -1,0 +1,427 @@
+//! Kernels against their CPU twins on a real GPU: norm.cu vs `ops::norm_row`, rope.cu vs `Rope::apply`,
+//! attention_prefill.cu (exact SIMT f32 path) vs `attention::attention` + `HeadRecorder` statistics.
+//!
+//! Without a CUDA device every test prints `SKIP: no CUDA device (...)` and passes.
+
+use attnscope::capture::{CaptureSpec, HeadRecorder};
+use attnscope::config::{NormKind, RopeConfig, RopeScaling};
+use attnscope::cuda::{CudaStatus, compile_kernel, kernel_sources, probe};
+use attnscope::input::Visibility;
+use attnscope::model::attention::{AttentionInput, AttentionMask, attention};
+use attnscope::model::kv_cache::SlotInfo;
+use attnscope::model::ops::norm_row;
+use attnscope::model::rope::Rope;
+use attnscope::weights::Norm;
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PushKernelArg,
+};
+use std::sync::Arc;
+
+/// A device context with one stream.
+struct Gpu {
+    _ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    arch: String,
+}
+
+/// The GPU, or `None` after printing SKIP.
+fn gpu_or_skip() -> Option<Gpu> {
+    match probe() {
+        CudaStatus::Unavailable(reason) => {
+            println!("SKIP: no CUDA device ({reason})");
+            None
+        }
+        CudaStatus::Available {
+            compute_capability: (ma, mi),
+            ..
+        } => {
+            let ctx = CudaContext::new(0).expect("CUDA context on device 0");
+            let stream = ctx.default_stream();
+            Some(Gpu {
+                _ctx: ctx,
+                stream,
+                arch: format!("sm_{ma}{mi}"),
+            })
+        }
+    }
+}
+
+impl Gpu {
+    /// Compiles and loads one kernel file.
+    fn module(&self, file: &str) -> Arc<CudaModule> {
+        let src = kernel_sources()
+            .iter()
+            .find(|(n, _)| *n == file)
+            .map(|(_, s)| *s)
+            .expect("kernel file is embedded");
+        let ptx = compile_kernel(file, src, &self.arch).unwrap_or_else(|e| panic!("{e}"));
+        self._ctx.load_module(ptx).expect("PTX loads")
+    }
+
+    fn function(&self, module: &Arc<CudaModule>, name: &str) -> CudaFunction {
+        module
+            .load_function(name)
+            .unwrap_or_else(|e| panic!("kernel {name}: {e:?}"))
+    }
+
+    fn upload<T: cudarc::driver::DeviceRepr>(&self, data: &[T]) -> CudaSlice<T> {
+        self.stream.clone_htod(data).expect("upload")
+    }
+
+    fn download<T: cudarc::driver::DeviceRepr + Default + Clone>(
+        &self,
+        d: &CudaSlice<T>,
+    ) -> Vec<T> {
+        self.stream.clone_dtoh(d).expect("download")
+    }
+
+    fn zeros<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
+        &self,
+        n: usize,
+    ) -> CudaSlice<T> {
+        self.stream.alloc_zeros::<T>(n.max(1)).expect("alloc")
+    }
+}
+
+/// Deterministic values in [-1, 1) (splitmix64).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut x = seed;
+    (0..n)
+        .map(|_| {
+            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Largest |a − b| / (1 + |b|).
+fn max_rel_err(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn norm_matches_cpu() {
+    let Some(gpu) = gpu_or_skip() else { return };
+    let m = gpu.module("norm.cu");
+    let rms = gpu.function(&m, "rmsnorm_f32");
+    let ln = gpu.function(&m, "layernorm_f32");
+    for &(rows, dim) in &[(1usize, 64usize), (37, 80), (5, 1000), (3, 4096)] {
+        let x = values(rows * dim, 1 + dim as u64);
+        let n = Norm {
+            weight: values(dim, 2).iter().map(|v| 1.0 + v).collect(),
+            bias: Some(values(dim, 3)),
+        };
+        for kind in [NormKind::RmsNorm, NormKind::LayerNorm] {
+            let eps = 1e-5f32;
+            let mut want = vec![0.0f32; rows * dim];
+            for (o, r) in want.chunks_mut(dim).zip(x.chunks(dim)) {
+                norm_row(r, &n, kind, eps, o);
+            }
+            let dx = gpu.upload(&x);
+            let dw = gpu.upload(&n.weight);
+            let db = gpu.upload(n.bias.as_deref().unwrap_or(&[]));
+            let mut dout = gpu.zeros::<f32>(rows * dim);
+            let (rows_i, dim_i) = (rows as i32, dim as i32);
+            let cfg = LaunchConfig {
+                grid_dim: (rows as u32, 1, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let mut b = gpu.stream.launch_builder(match kind {
+                NormKind::RmsNorm => &rms,
+                NormKind::LayerNorm => &ln,
+            });
+            b.arg(&dx).arg(&dw);
+            if kind == NormKind::LayerNorm {
+                b.arg(&db);
+            }
+            b.arg(&mut dout).arg(&rows_i).arg(&dim_i).arg(&eps);
+            // SAFETY: the argument list matches the kernel signature in kernels/norm.cu and every buffer
+            // holds rows·dim (x, out) or dim (w, b) f32 values.
+            unsafe { b.launch(cfg) }.expect("launch");
+            let got = gpu.download(&dout);
+            let err = max_rel_err(&got, &want);
+            assert!(err < 1e-5, "{kind:?} rows {rows} dim {dim}: error {err}");
+        }
+    }
+}
+
+#[test]
+fn rope_matches_cpu() {
+    let Some(gpu) = gpu_or_skip() else { return };
+    let m = gpu.module("rope.cu");
+    let f = gpu.function(&m, "rope_f32");
+    let llama3 = RopeScaling::Llama3 {
+        factor: 8.0,
+        low_freq_factor: 1.0,
+        high_freq_factor: 4.0,
+        original_max_position_embeddings: 8192.0,
+    };
+    for &head_dim in &[64usize, 80, 128] {
+        for rotary_dim in [head_dim, head_dim / 4 * 2] {
+            for scaling in [
+                RopeScaling::None,
+                RopeScaling::Linear { factor: 4.0 },
+                llama3.clone(),
+            ] {
+                let rope = Rope::new(&RopeConfig {
+                    theta: 500000.0,
+                    rotary_dim,
+                    scaling,
+                });
+                let (t, n_heads) = (67usize, 3usize);
+                // Positions with repeats (parallel tokens) and large values.
+                let positions: Vec<i64> = (0..t as i64)
+                    .map(|i| if i % 5 == 3 { i - 1 } else { i * 97 })
+                    .collect();
+                let x = values(t * n_heads * head_dim, head_dim as u64);
+                let mut want = x.clone();
+                rope.apply(&mut want, &positions, n_heads, head_dim);
+                let mut dx = gpu.upload(&x);
+                let dpos = gpu.upload(&positions);
+                let dfreq = gpu.upload(&rope.inv_freq);
+                let args = [t, n_heads, head_dim, rotary_dim, n_heads * head_dim].map(|v| v as i32);
+                let cfg = LaunchConfig {
+                    grid_dim: (t as u32, n_heads as u32, 1),
+                    block_dim: (64, 1, 1),
+                    shared_mem_bytes: 0,
+                };
+                let mut b = gpu.stream.launch_builder(&f);
+                b.arg(&mut dx).arg(&dpos).arg(&dfreq);
+                for a in &args {
+                    b.arg(a);
+                }
+                // SAFETY: arguments match `rope_f32` in kernels/rope.cu; x holds t·n_heads·head_dim values,
+                // positions t, inv_freq rotary_dim/2.
+                unsafe { b.launch(cfg) }.expect("launch");
+                let got = gpu.download(&dx);
+                let err = max_rel_err(&got, &want);
+                assert!(err < 2e-6, "hd {head_dim} rotary {rotary_dim}: error {err}");
+            }
+        }
+    }
+}
+
+/// One attention configuration of the grid.
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    t: usize,
+    q_start: usize,
+    head_dim: usize,
+    n_heads: usize,
+    n_kv_heads: usize,
+    isolated: bool,
+    window: Option<usize>,
+}
+
+/// Slot metadata: groups of 3 parallel slots sharing a position every 7 slots.
+fn slots(t: usize) -> Vec<SlotInfo> {
+    let mut pos = 0i64;
+    (0..t)
+        .map(|i| {
+            let in_group = i % 7 >= 3 && i % 7 <= 5;
+            if i > 0 && !(in_group && i % 7 != 3) {
+                pos += 1;
+            }
+            let group = if in_group { (i / 7) as i32 } else { -1 };
+            SlotInfo::prompt(0, pos, group)
+        })
+        .collect()
+}
+
+#[test]
+fn attention_prefill_simt_f32_matches_cpu() {
+    let Some(gpu) = gpu_or_skip() else { return };
+    let m = gpu.module("attention_prefill.cu");
+    let f = gpu.function(&m, "attn_prefill_simt_f32");
+    f.set_attribute(
+        cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+        276 * 256,
+    )
+    .expect("raise the dynamic shared memory limit");
+    let mut cases = Vec::new();
+    for &head_dim in &[64usize, 80, 128] {
+        for &(n_heads, n_kv_heads) in &[(4usize, 4usize), (4, 2), (6, 1)] {
+            for &t in &[1usize, 17, 64, 129, 1000] {
+                for (isolated, window) in [(false, None), (true, None), (true, Some(16))] {
+                    cases.push(Case {
+                        t,
+                        q_start: 0,
+                        head_dim,
+                        n_heads,
+                        n_kv_heads,
+                        isolated,
+                        window,
+                    });
+                }
+            }
+        }
+    }
+    // Chunked prefill: the first half of the slots is already in the cache.
+    cases.push(Case {
+        t: 129,
+        q_start: 64,
+        head_dim: 64,
+        n_heads: 4,
+        n_kv_heads: 2,
+        isolated: true,
+        window: None,
+    });
+    for case in cases {
+        check_prefill(&gpu, &f, case);
+    }
+}
+
+fn check_prefill(gpu: &Gpu, f: &CudaFunction, c: Case) {
+    let (hd, nh, nkv) = (c.head_dim, c.n_heads, c.n_kv_heads);
+    let n_keys = c.t;
+    let n_new = c.t - c.q_start;
+    let slot_info = slots(n_keys);
+    let visibility = if c.isolated {
+        Visibility::Isolated
+    } else {
+        Visibility::Visible
+    };
+    let mask = AttentionMask {
+        slots: &slot_info,
+        visibility,
+        sliding_window: c.window,
+    };
+    let q = values(n_new * nh * hd, 11 + c.t as u64);
+    // Larger keys make sharper rows, so the argmax is meaningful.
+    let k: Vec<f32> = values(n_keys * nkv * hd, 12)
+        .iter()
+        .map(|v| 4.0 * v)
+        .collect();
+    let v = values(n_keys * nkv * hd, 13);
+    let scale = 1.0 / (hd as f32).sqrt();
+
+    // CPU twin.
+    let inp = AttentionInput {
+        q: &q,
+        keys: &k,
+        values: &v,
+        q_start: c.q_start,
+        n_new,
+        n_heads: nh,
+        n_kv_heads: nkv,
+        head_dim: hd,
+        scale,
+        mask,
+    };
+    let spec = CaptureSpec::default();
+    let mut recs: Vec<HeadRecorder> = (0..nh).map(|_| HeadRecorder::new(&spec, n_keys)).collect();
+    let mut want_o = vec![0.0f32; n_new * nh * hd];
+    attention(&inp, &mut want_o, Some(&mut recs));
+    let stats: Vec<_> = recs
+        .into_iter()
+        .map(|r| r.finish(n_keys).1.expect("stats recorded"))
+        .collect();
+
+    // GPU.
+    let groups: Vec<i32> = slot_info.iter().map(|s| s.group).collect();
+    let dq = gpu.upload(&q);
+    let dk = gpu.upload(&k);
+    let dv = gpu.upload(&v);
+    let dg = gpu.upload(&groups);
+    let mut dout = gpu.zeros::<f32>(n_new * nh * hd);
+    let mut dlse = gpu.zeros::<f32>(nh * n_new);
+    let mut dent = gpu.zeros::<f32>(nh * n_new);
+    let mut dmax = gpu.zeros::<f32>(nh * n_new);
+    let mut darg = gpu.zeros::<u32>(nh * n_new);
+    let q_stride = (nh * hd) as i32;
+    let kv_stride = (nkv * hd) as i32;
+    let isolated = c.isolated as i32;
+    let window = c.window.unwrap_or(0) as i32;
+    let ints = [c.q_start, n_new, nh, nkv, hd].map(|x| x as i32);
+    let cfg = LaunchConfig {
+        grid_dim: (n_new.div_ceil(4) as u32, nh as u32, 1),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: (276 * hd) as u32,
+    };
+    let mut b = gpu.stream.launch_builder(f);
+    b.arg(&dq).arg(&q_stride).arg(&dk).arg(&dv).arg(&kv_stride);
+    b.arg(&mut dout).arg(&q_stride);
+    b.arg(&mut dlse)
+        .arg(&mut dent)
+        .arg(&mut dmax)
+        .arg(&mut darg);
+    b.arg(&dg).arg(&isolated).arg(&window);
+    for x in &ints {
+        b.arg(x);
+    }
+    b.arg(&scale);
+    // SAFETY: the arguments follow `attn_prefill_simt_f32` in kernels/attention_prefill.cu; q and out hold
+    // n_new·nh·hd values, k and v n_keys·nkv·hd, groups n_keys, the statistics nh·n_new; the dynamic shared
+    // memory is the documented 276·head_dim bytes.
+    unsafe { b.launch(cfg) }.expect("launch");
+    let got_o = gpu.download(&dout);
+    let got_lse = gpu.download(&dlse);
+    let got_ent = gpu.download(&dent);
+    let got_max = gpu.download(&dmax);
+    let got_arg = gpu.download(&darg);
+
+    let err = max_rel_err(&got_o, &want_o);
+    assert!(err < 1e-5, "{c:?}: output error {err}");
+    for h in 0..nh {
+        let kvh = h / (nh / nkv);
+        for i in 0..n_new {
+            let slot = c.q_start + i;
+            // lse from a naive f64 reference.
+            let qrow = &q[i * nh * hd + h * hd..][..hd];
+            let scores: Vec<f64> = (0..=slot)
+                .filter(|&j| mask.allows(slot, j))
+                .map(|j| {
+                    let krow = &k[j * nkv * hd + kvh * hd..][..hd];
+                    let dot: f32 = qrow.iter().zip(krow).map(|(a, b)| a * b).sum();
+                    (scale * dot) as f64
+                })
+                .collect();
+            let mx = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let lse = mx + scores.iter().map(|s| (s - mx).exp()).sum::<f64>().ln();
+            let gi = h * n_new + i;
+            assert!(
+                (got_lse[gi] as f64 - lse).abs() < 1e-4 * (1.0 + lse.abs()),
+                "{c:?} head {h} row {i}: lse {} vs {lse}",
+                got_lse[gi]
+            );
+            let row = &stats[h].rows[slot];
+            assert!(
+                (got_ent[gi] - row.entropy).abs() < 1e-4,
+                "{c:?} head {h} row {i}: entropy {} vs {}",
+                got_ent[gi],
+                row.entropy
+            );
+            assert!(
+                (got_max[gi] - row.max_weight).abs() < 1e-5,
+                "{c:?} head {h} row {i}: max weight {} vs {}",
+                got_max[gi],
+                row.max_weight
+            );
+            // Exact ties of rounded probabilities may legitimately pick another slot: accept any slot
+            // whose CPU probability equals the max weight to within rounding.
+            if got_arg[gi] != row.argmax {
+                let w = |j: usize| {
+                    let krow = &k[j * nkv * hd + kvh * hd..][..hd];
+                    let dot: f32 = qrow.iter().zip(krow).map(|(a, b)| a * b).sum();
+                    ((scale * dot) as f64 - lse).exp() as f32
+                };
+                let j = got_arg[gi] as usize;
+                assert!(
+                    j <= slot && mask.allows(slot, j) && (w(j) - row.max_weight).abs() < 1e-6,
+                    "{c:?} head {h} row {i}: argmax {} vs {}",
+                    got_arg[gi],
+                    row.argmax
+                );
+            }
+        }
+    }
+}
