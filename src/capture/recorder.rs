@@ -222,19 +222,41 @@ fn row_stats(
     let probs = row.probs;
     let qpos = row.slots[q].position;
     let qgroup = row.slots[q].group;
+    // Separate simple loops: each is branch-light and the received sums vectorise.
     let mut max_weight = f32::NEG_INFINITY;
     let mut argmax = 0u32;
-    let mut group_mass = 0.0f64;
     for (k, &p) in probs.iter().enumerate() {
         if p > max_weight {
             max_weight = p;
             argmax = k as u32;
         }
-        received[k] += p as f64;
-        let info = &row.slots[k];
-        distance[distance_bucket(qpos - info.position)] += p as f64;
-        if qgroup >= 0 && info.group == qgroup && k != q {
-            group_mass += p as f64;
+    }
+    for (r, &p) in received.iter_mut().zip(probs) {
+        *r += p as f64;
+    }
+    // Distance buckets: consecutive keys usually share a bucket, so sum runs locally and flush on change.
+    let mut bucket = usize::MAX;
+    let mut run = 0.0f64;
+    for (info, &p) in row.slots.iter().zip(probs) {
+        let b = distance_bucket(qpos - info.position);
+        if b != bucket {
+            if bucket != usize::MAX {
+                distance[bucket] += run;
+            }
+            bucket = b;
+            run = 0.0;
+        }
+        run += p as f64;
+    }
+    if bucket != usize::MAX {
+        distance[bucket] += run;
+    }
+    let mut group_mass = 0.0f64;
+    if qgroup >= 0 {
+        for (k, (info, &p)) in row.slots.iter().zip(probs).enumerate() {
+            if info.group == qgroup && k != q {
+                group_mass += p as f64;
+            }
         }
     }
     RowStats {

@@ -122,19 +122,72 @@ pub fn project(
 ) {
     out.clear();
     out.resize(t * out_dim, 0.0);
-    let a = MatRef::row_major(&x[..t * in_dim], t, in_dim);
-    let w_t = MatRef {
-        data: weight,
-        rows: in_dim,
-        cols: out_dim,
-        row_stride: 1,
-        col_stride: in_dim,
-    };
-    matmul(out, out_dim, a, w_t, 1.0, true);
+    if t <= SMALL_BATCH_ROWS {
+        project_few_rows(&x[..t * in_dim], t, weight, in_dim, out_dim, out);
+    } else {
+        let a = MatRef::row_major(&x[..t * in_dim], t, in_dim);
+        let w_t = MatRef {
+            data: weight,
+            rows: in_dim,
+            cols: out_dim,
+            row_stride: 1,
+            col_stride: in_dim,
+        };
+        matmul(out, out_dim, a, w_t, 1.0, true);
+    }
     if let Some(bias) = bias {
         out.par_chunks_mut(out_dim)
             .for_each(|row| row.iter_mut().zip(bias).for_each(|(y, b)| *y += b));
     }
+}
+
+/// Up to this many rows, `project` streams each weight row once and reuses it for every input row
+/// (decode, batched decode) instead of packing the whole weight matrix for gemm.
+const SMALL_BATCH_ROWS: usize = 16;
+
+/// out `[t, out_dim]` = x `[t, in_dim]` · Wᵀ for small t: parallel over blocks of output features, each
+/// weight row read once and dotted with all t input rows.
+fn project_few_rows(
+    x: &[f32],
+    t: usize,
+    weight: &[f32],
+    in_dim: usize,
+    out_dim: usize,
+    out: &mut [f32],
+) {
+    const BLOCK: usize = 64;
+    let mut transposed = vec![0.0f32; out_dim * t]; // [out_dim, t]
+    transposed
+        .par_chunks_mut(BLOCK * t)
+        .enumerate()
+        .for_each(|(b, chunk)| {
+            for (i, cell) in chunk.chunks_mut(t).enumerate() {
+                let o = b * BLOCK + i;
+                let w = &weight[o * in_dim..(o + 1) * in_dim];
+                for (r, c) in cell.iter_mut().enumerate() {
+                    *c = dot(w, &x[r * in_dim..(r + 1) * in_dim]);
+                }
+            }
+        });
+    for o in 0..out_dim {
+        for r in 0..t {
+            out[r * out_dim + o] = transposed[o * t + r];
+        }
+    }
+}
+
+/// Dot product with eight independent accumulators (vectorisable without fast-math).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
 }
 
 /// Normalises each row of `x` (width = weight length) into `out`.
@@ -254,6 +307,26 @@ mod tests {
             let want = naive(&a, &b, m, k, n);
             for (x, y) in out.iter().zip(&want) {
                 assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+            }
+        }
+    }
+
+    #[test]
+    fn few_row_projection_matches_naive() {
+        for &(t, k, n) in &[(1, 13, 70), (3, 64, 129), (16, 9, 1), (5, 100, 64)] {
+            let x: Vec<f32> = (0..t * k)
+                .map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0)
+                .collect();
+            let w: Vec<f32> = (0..n * k)
+                .map(|i| ((i * 3 % 7) as f32 - 3.0) / 3.0)
+                .collect();
+            let mut out = Vec::new();
+            project(&x, t, &w, k, n, None, &mut out);
+            for r in 0..t {
+                for o in 0..n {
+                    let want: f32 = (0..k).map(|i| x[r * k + i] * w[o * k + i]).sum();
+                    assert!((out[r * n + o] - want).abs() < 1e-4, "t={t} k={k} n={n}");
+                }
             }
         }
     }
