@@ -242,9 +242,13 @@ pub fn activation(x: f32, act: Activation) -> f32 {
             (0.5 * xd * (1.0 + erf(xd / std::f64::consts::SQRT_2))) as f32
         }
         Activation::GeluTanh => {
-            let xd = x as f64;
-            let inner = (2.0 / std::f64::consts::PI).sqrt() * (xd + 0.044715 * xd * xd * xd);
-            (0.5 * xd * (1.0 + inner.tanh())) as f32
+            // f32 throughout, as transformers' gelu_new: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
+            const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+            let inner = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x);
+            // tanh(y) = 1 − 2 / (1 + e^{2y}): one expf instead of tanhf (absolute error ~1e-7, saturates
+            // correctly at ±1 for large |y|).
+            let tanh = 1.0 - 2.0 / (1.0 + (2.0 * inner).exp());
+            0.5 * x * (1.0 + tanh)
         }
     }
 }
