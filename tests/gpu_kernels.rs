@@ -1,7 +1,8 @@
 //! Kernels against their CPU twins on a real GPU: norm.cu vs `ops::norm_row`, rope.cu vs `Rope::apply`,
 //! attention_prefill.cu (exact SIMT f32 path) vs `attention::attention` + `HeadRecorder` statistics.
 //!
-//! Without a CUDA device every test prints `SKIP: no CUDA device (...)` and passes.
+//! Without a CUDA device every test prints `SKIP: no CUDA device (...)` and passes, unless
+//! `ATTNSCOPE_REQUIRE_GPU=1` (set by scripts/gpu-check.sh), which turns the skip into a failure.
 
 use attnscope::capture::{CaptureSpec, HeadRecorder};
 use attnscope::config::{NormKind, RopeConfig, RopeScaling};
@@ -28,6 +29,10 @@ struct Gpu {
 fn gpu_or_skip() -> Option<Gpu> {
     match probe() {
         CudaStatus::Unavailable(reason) => {
+            // scripts/gpu-check.sh sets this on GPU hosts, where a missing device is a failure.
+            if std::env::var("ATTNSCOPE_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+                panic!("ATTNSCOPE_REQUIRE_GPU=1 but no CUDA device: {reason}");
+            }
             println!("SKIP: no CUDA device ({reason})");
             None
         }

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# GPU validation in two halves, for hosts where the GPU machine has no Rust toolchain:
+#
+#   scripts/gpu-check.sh build      # on a machine with cargo: release binary + test executables → .gpu-bundle/
+#   scripts/gpu-check.sh run        # on the GPU host (nvcc/compute-sanitizer there): runs the bundle
+#   scripts/gpu-check.sh all        # both, on a GPU host that also has cargo
+#
+# `run` executes the GPU tests (tests/gpu_kernels.rs: every kernel against its CPU twin; they fail rather
+# than skip when ATTNSCOPE_REQUIRE_GPU=1), the NVRTC compile test, and compute-sanitizer memcheck and
+# racecheck on the kernel tests, then prints one summary line per step. Exit status is non-zero if any step
+# failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BUNDLE=".gpu-bundle"
+
+build() {
+    set -e
+    cargo build --release
+    rm -rf "$BUNDLE" && mkdir -p "$BUNDLE"
+    cp target/release/attnscope "$BUNDLE/"
+    # Test executables: cargo prints their paths as JSON artifacts.
+    cargo test --release --no-run --message-format=json --test gpu_kernels --test nvrtc_compile \
+        | python3 -c '
+import json, sys, shutil
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
+        shutil.copy(m["executable"], ".gpu-bundle/" + m["target"]["name"])
+        print("bundled", m["target"]["name"])
+'
+    set +e
+    echo "bundle ready in $BUNDLE (carry it to the GPU host and run: scripts/gpu-check.sh run)"
+}
+
+run() {
+    local failed=0
+    local summary=()
+    step() {
+        local name="$1"
+        shift
+        echo "== $name: $*"
+        if "$@"; then summary+=("PASS  $name"); else summary+=("FAIL  $name"); failed=1; fi
+    }
+    nvidia-smi --query-gpu=name,driver_version,compute_cap --format=csv,noheader || true
+    export ATTNSCOPE_REQUIRE_GPU=1 ATTNSCOPE_REQUIRE_NVRTC=1
+    step "nvrtc compile (sm_80, sm_90)" "$BUNDLE/nvrtc_compile" --test-threads 1
+    step "gpu kernels vs CPU twins" "$BUNDLE/gpu_kernels" --test-threads 1
+    if command -v compute-sanitizer >/dev/null; then
+        step "compute-sanitizer memcheck" compute-sanitizer --tool memcheck --error-exitcode 1 \
+            "$BUNDLE/gpu_kernels" --test-threads 1
+        step "compute-sanitizer racecheck" compute-sanitizer --tool racecheck --error-exitcode 1 \
+            "$BUNDLE/gpu_kernels" --test-threads 1
+    else
+        summary+=("SKIP  compute-sanitizer (not found)")
+    fi
+    echo
+    echo "== summary"
+    printf '%s\n' "${summary[@]}"
+    return $failed
+}
+
+case "${1:-}" in
+    build) build ;;
+    run) run ;;
+    all) build && run ;;
+    *)
+        echo "usage: scripts/gpu-check.sh build|run|all" >&2
+        exit 2
+        ;;
+esac
