@@ -153,7 +153,8 @@ pub struct RunArgs {
     /// Storage type of captured weights.
     #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
     pub weights_dtype: DtypeArg,
-    /// Tokens to generate after each prompt (0 = prefill only).
+    /// Generation steps after each prompt (0 = prefill only); with --parallel-threshold one step may emit
+    /// a parallel set of several tokens at one position.
     #[arg(long, short = 'g', default_value_t = 0)]
     pub generate: usize,
     /// Sampling temperature; 0 = greedy.
