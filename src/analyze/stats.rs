@@ -16,12 +16,21 @@ pub fn median(xs: &[f64]) -> f64 {
     }
     let mut v = xs.to_vec();
     v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    percentile(&v, 50.0)
+}
+
+/// The `p`-th percentile (0–100) of ascending `sorted` values, interpolating linearly between the two
+/// nearest ranks (rank = p/100 · (n − 1), numpy's default). `sorted` must not be empty.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let n = sorted.len();
+    if n == 1 {
+        return sorted[0];
     }
+    let rank = (p.clamp(0.0, 100.0) / 100.0) * (n - 1) as f64;
+    let lo = rank.floor() as usize;
+    let hi = (lo + 1).min(n - 1);
+    let frac = rank - lo as f64;
+    sorted[lo] + (sorted[hi] - sorted[lo]) * frac
 }
 
 /// Sample standard deviation (n − 1 in the denominator; NaN below two values).

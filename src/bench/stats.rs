@@ -1,5 +1,7 @@
 //! Order statistics of repeated measurements: median, min/max and linearly interpolated percentiles.
 
+pub use crate::analyze::stats::percentile;
+
 /// Summary of one series of repeated measurements (same unit as the samples).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Summary {
@@ -34,20 +36,6 @@ impl Summary {
             n: sorted.len(),
         })
     }
-}
-
-/// The `p`-th percentile (0–100) of ascending `sorted` values, interpolating linearly between the two
-/// nearest ranks (rank = p/100 · (n − 1)). `sorted` must not be empty.
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let n = sorted.len();
-    if n == 1 {
-        return sorted[0];
-    }
-    let rank = (p.clamp(0.0, 100.0) / 100.0) * (n - 1) as f64;
-    let lo = rank.floor() as usize;
-    let hi = (lo + 1).min(n - 1);
-    let frac = rank - lo as f64;
-    sorted[lo] + (sorted[hi] - sorted[lo]) * frac
 }
 
 #[cfg(test)]
