@@ -106,7 +106,7 @@ fn benches(c: &mut Criterion) {
                     let cap = s
                         .as_ref()
                         .map(|s| SequenceCapture::new(s, &model.cfg, T + 1));
-                    (prefilled.clone(), cap)
+                    (prefilled.try_clone().expect("host cache"), cap)
                 },
                 |(mut cache, mut cap)| {
                     let logits = model

@@ -1,168 +1,24 @@
 //! Golden tests against Hugging Face transformers (eager attention, output_attentions=True, float32):
 //! the tiny random checkpoints of every supported architecture in tests/fixtures (made by
-//! scripts/make_golden.py) and the real stories260K model in ../shared.
+//! scripts/make_golden.py) and the real stories260K model in ../shared, on the CPU reference.
 //! Tolerances: attention probabilities max abs error ≤ 1e-5, logits ≤ 1e-4, greedy tokens equal.
+//! The same checks run on the GPU in tests/gpu_model.rs.
 
 mod common;
 
-use attnscope::input::Visibility;
-use attnscope::model::Model;
-use common::*;
-use serde_json::Value;
-use std::path::Path;
+use common::golden::{Tolerance, check_fixtures, check_stories260k};
 
-const ATTN_TOL: f32 = 1e-5;
-const LOGIT_TOL: f32 = 1e-4;
-
-fn visibility(s: &str) -> Visibility {
-    match s {
-        "visible" => Visibility::Visible,
-        "isolated" => Visibility::Isolated,
-        other => panic!("bad visibility {other}"),
-    }
-}
-
-fn ints<T: TryFrom<i64>>(v: &Value) -> Vec<T>
-where
-    T::Error: std::fmt::Debug,
-{
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| T::try_from(x.as_i64().unwrap()).unwrap())
-        .collect()
-}
-
-/// Compares logits and every layer's attention of one case, in one prefill and stepwise through the cache.
-fn check_case(
-    model: &Model,
-    case: &Case,
-    gold: &std::collections::HashMap<String, (Vec<usize>, Vec<f32>)>,
-    prefix: &str,
-    label: &str,
-) {
-    let spec = full_spec();
-    let t = case.ids.len();
-    for (mode, run) in [
-        ("prefill", prefill(model, case, &spec)),
-        ("stepwise", stepwise(model, case, &spec)),
-    ] {
-        let (_, want_logits) = &gold[&format!("{prefix}logits")];
-        let d = max_abs_diff(&run.logits, want_logits);
-        assert!(d <= LOGIT_TOL, "{label} {mode}: logits max abs diff {d}");
-        for l in 0..model.cfg.n_layers {
-            let (shape, want) = &gold[&format!("{prefix}attn.{l}")];
-            assert_eq!(
-                shape,
-                &vec![model.cfg.n_heads, t, t],
-                "{label}: golden attn shape"
-            );
-            for h in 0..model.cfg.n_heads {
-                let got = head_weights(&run.capture, l, h);
-                let d = max_abs_diff(&got, &want[h * t * t..(h + 1) * t * t]);
-                assert!(
-                    d <= ATTN_TOL,
-                    "{label} {mode}: layer {l} head {h}: attention max abs diff {d}"
-                );
-            }
-        }
-    }
-}
+const CPU: Tolerance = Tolerance {
+    attention: 1e-5,
+    logits: Some(1e-4),
+};
 
 #[test]
 fn fixtures_match_transformers() {
-    let root = repo().join("tests/fixtures");
-    let mut checked = 0;
-    let mut dirs: Vec<_> = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("golden.json").exists())
-        .collect();
-    dirs.sort();
-    assert!(
-        dirs.len() >= 10,
-        "expected the committed fixtures, found {}",
-        dirs.len()
-    );
-    for dir in dirs {
-        let name = dir.file_name().unwrap().to_string_lossy().to_string();
-        let model = Model::load(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let golden: Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap())
-                .unwrap();
-        let gold = read_tensors(&dir.join("golden.safetensors"));
-        for c in golden["cases"].as_array().unwrap() {
-            let case = Case {
-                name: c["name"].as_str().unwrap().to_string(),
-                ids: ints(&c["input_ids"]),
-                positions: ints(&c["position_ids"]),
-                groups: ints(&c["groups"]),
-                visibility: visibility(c["visibility"].as_str().unwrap()),
-            };
-            check_case(
-                &model,
-                &case,
-                &gold,
-                &format!("{}.", case.name),
-                &format!("{name}/{}", case.name),
-            );
-        }
-        let prompt: Vec<u32> = ints(&golden["greedy"]["input_ids"]);
-        let want: Vec<u32> = ints(&golden["greedy"]["greedy_ids"]);
-        assert_eq!(
-            greedy(&model, &prompt, want.len()),
-            want,
-            "{name}: greedy tokens"
-        );
-        eprintln!(
-            "ok: {name} ({} cases + greedy)",
-            golden["cases"].as_array().unwrap().len()
-        );
-        checked += 1;
-    }
-    assert!(checked >= 10);
+    check_fixtures(&|_| {}, CPU);
 }
 
 #[test]
 fn stories260k_matches_transformers() {
-    let Some(shared) = shared("golden/stories260K.json") else {
-        return;
-    };
-    let model = Model::load(&shared.join("models/stories260K")).unwrap();
-    let golden: Value = serde_json::from_str(
-        &std::fs::read_to_string(shared.join("golden/stories260K.json")).unwrap(),
-    )
-    .unwrap();
-    let gold = read_tensors(&shared.join("golden/stories260K.safetensors"));
-    let ids: Vec<u32> = ints(&golden["input_ids"]);
-    let t = ids.len();
-    let plain = Case {
-        name: "plain".into(),
-        ids: ids.clone(),
-        positions: (0..t as i64).collect(),
-        groups: vec![-1; t],
-        visibility: Visibility::Visible,
-    };
-    check_case(&model, &plain, &gold, "", "stories260K/plain");
-    for mode in ["visible", "isolated"] {
-        let case = Case {
-            name: format!("par_{mode}"),
-            ids: ids.clone(),
-            positions: ints(&golden["parallel"]["position_ids"]),
-            groups: ints(&golden["parallel"]["groups"]),
-            visibility: visibility(mode),
-        };
-        check_case(
-            &model,
-            &case,
-            &gold,
-            &format!("par_{mode}."),
-            &format!("stories260K/par_{mode}"),
-        );
-    }
-    let (_, want) = &gold["greedy_ids"];
-    let want: Vec<u32> = want.iter().map(|&x| x as u32).collect();
-    let got = greedy(&model, &ids, want.len());
-    assert_eq!(got, want, "stories260K greedy continuation");
-    let _ = Path::new("");
+    check_stories260k(&|_| {}, CPU);
 }

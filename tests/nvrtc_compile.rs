@@ -4,6 +4,7 @@
 //! Without NVRTC the tests print `SKIP: NVRTC not found (...)`, unless `ATTNSCOPE_REQUIRE_NVRTC=1`
 //! (set by CI), in which case a missing NVRTC fails.
 
+use attnscope::cuda::context::kernel_names;
 use attnscope::cuda::{compile_kernel, kernel_sources, nvrtc_version};
 
 const ARCHS: [&str; 2] = ["sm_80", "sm_90"];
@@ -47,7 +48,12 @@ fn every_kernel_compiles_for_sm80_and_sm90() {
                     let outcome = compile_kernel(name, src, arch).map(|ptx| {
                         let text = ptx.to_src();
                         let entries = text.matches(".entry").count();
-                        (entries, text.contains(&format!(".target {arch}")))
+                        // Every name the backend loads must be an entry of this file's PTX.
+                        let missing: Vec<String> = kernel_names(name)
+                            .into_iter()
+                            .filter(|k| !text.contains(&format!(".entry {k}(")))
+                            .collect();
+                        (entries, text.contains(&format!(".target {arch}")), missing)
                     });
                     let secs = t0.elapsed().as_secs_f32();
                     results
@@ -62,11 +68,22 @@ fn every_kernel_compiles_for_sm80_and_sm90() {
     let mut failures = Vec::new();
     for (name, arch, outcome, secs) in &results {
         match outcome {
-            Ok((entries, target_ok)) => {
+            Ok((entries, target_ok, missing)) => {
                 println!("{name} {arch}: {entries} kernels, {secs:.1}s");
                 if *entries == 0 || !target_ok {
                     failures.push(format!(
                         "{name} {arch}: PTX has {entries} entries, target ok {target_ok}"
+                    ));
+                }
+                if !missing.is_empty() {
+                    failures.push(format!(
+                        "{name} {arch}: the backend loads kernels the PTX lacks: {missing:?}"
+                    ));
+                }
+                if *entries != kernel_names(name).len() {
+                    failures.push(format!(
+                        "{name} {arch}: PTX has {entries} entries, cuda::context::kernel_names lists {}",
+                        kernel_names(name).len()
                     ));
                 }
             }

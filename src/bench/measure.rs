@@ -40,7 +40,7 @@ pub fn prefill(model: &Model, prompt: &[SlotInfo], mode: Mode) -> Result<Sample>
     let (result, peak_bytes) = with_peak(|| -> Result<f64> {
         let start = Instant::now();
         let t = prompt.len();
-        let mut cache = KvCache::new(&model.cfg, t, Visibility::Visible);
+        let mut cache = model.new_cache(t, Visibility::Visible)?;
         let mut capture = mode.capture(&model.cfg, t);
         let logits = model.forward(&mut cache, prompt, capture.as_mut(), LogitRows::Last)?;
         let captured = capture.map(|c| c.finish(cache.slots()));
@@ -68,8 +68,8 @@ pub fn decode(
         let capacity = prompts.iter().map(Vec::len).max().unwrap_or(0) + steps;
         let mut caches: Vec<KvCache> = prompts
             .iter()
-            .map(|_| KvCache::new(&model.cfg, capacity, Visibility::Visible))
-            .collect();
+            .map(|_| model.new_cache(capacity, Visibility::Visible))
+            .collect::<Result<_>>()?;
         let mut captures: Vec<_> = prompts
             .iter()
             .map(|_| mode.capture(&model.cfg, capacity))

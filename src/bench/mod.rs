@@ -8,6 +8,7 @@
 //! figure, with min/max/p10/p90 beside it. Overheads are ratios of medians against `none` in the same run.
 //! [`report`] turns the results into the `attnscope-bench/1` JSON, [`table`] into a readable table.
 
+pub mod attention;
 pub mod cost;
 pub mod measure;
 pub mod memory;
@@ -154,6 +155,9 @@ pub struct BenchSettings {
     pub seed: u64,
     /// Models with more parameters are skipped (f32 memory).
     pub max_params: f64,
+    /// Where to run (`--device`) and the GPU storage dtype (`--dtype`).
+    pub device: crate::cuda::DeviceRequest,
+    pub dtype: crate::cuda::GpuDtype,
 }
 
 /// One model to measure, or the reason it is skipped.
@@ -190,7 +194,12 @@ pub fn plan(sources: &[ModelSource], settings: &BenchSettings) -> Result<Vec<Pla
 pub fn measurement_count(settings: &BenchSettings) -> u64 {
     ((settings.warmup + settings.repeats)
         * settings.modes.len()
-        * (settings.prefill.len() + settings.batches.len())) as u64
+        * (settings.prefill.len()
+            + if settings.decode_steps == 0 {
+                0
+            } else {
+                settings.batches.len()
+            })) as u64
 }
 
 /// Why `slots` positions do not fit a model with a learned position table, if they do not.
@@ -208,11 +217,12 @@ pub fn run_model(
     settings: &BenchSettings,
     not_measured: &mut Vec<String>,
     tick: &mut dyn FnMut(&str),
-) -> Result<ModelReport> {
+) -> Result<(ModelReport, crate::model::Placement)> {
     let cfg = &planned.cfg;
     let label = &planned.label;
     tick(&format!("{label}: building random weights"));
-    let model = random_model(cfg.clone(), settings.seed);
+    let mut model = random_model(cfg.clone(), settings.seed);
+    let placement = model.use_device(settings.device, settings.dtype)?;
     let rounds = settings.warmup + settings.repeats;
     let modes = &settings.modes;
 
@@ -240,7 +250,9 @@ pub fn run_model(
 
     let mut decode_rows = Vec::new();
     let (ctx, steps) = (settings.decode_context, settings.decode_steps);
-    for &batch in &settings.batches {
+    // --decode-steps 0 skips the decode measurements.
+    let batches: &[usize] = if steps == 0 { &[] } else { &settings.batches };
+    for &batch in batches {
         if let Some(max) = positions_exceed(cfg, ctx + steps) {
             not_measured.push(format!(
                 "{label} decode batch={batch}: context {ctx} + {steps} steps exceeds the {max} learned positions"
@@ -268,7 +280,7 @@ pub fn run_model(
         ));
     }
 
-    Ok(ModelReport {
+    let report = ModelReport {
         model: label.clone(),
         parameters: cfg.parameter_count(),
         n_layers: cfg.n_layers,
@@ -279,7 +291,8 @@ pub fn run_model(
         vocab_size: cfg.vocab_size,
         prefill: prefill_rows,
         decode: decode_rows,
-    })
+    };
+    Ok((report, placement))
 }
 
 /// Per mode: the summary of milliseconds (divided by `per` units, e.g. decode steps) and the largest peak
@@ -351,6 +364,8 @@ mod tests {
             repeats: 1,
             seed: 0,
             max_params: 1.5e9,
+            device: crate::cuda::DeviceRequest::Cpu,
+            dtype: crate::cuda::GpuDtype::Bf16,
         };
         let sources = [
             ModelSource::Named("llama-100m".into()),

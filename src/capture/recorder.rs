@@ -156,6 +156,38 @@ impl HeadRecorder {
         self.active
     }
 
+    /// Whether this head keeps exact weight rows.
+    pub fn wants_weights(&self) -> bool {
+        self.weights.is_some()
+    }
+
+    /// Whether this head keeps statistics.
+    pub fn wants_stats(&self) -> bool {
+        self.stats.is_some()
+    }
+
+    /// Takes statistics reduced elsewhere (the GPU's second pass) for the query slots
+    /// `q_start..q_start + rows.len()`: their row statistics, the weight each key slot received from them,
+    /// and their distance-bucket mass. Only for prompt-step rows (step 0): generation-step rows need the
+    /// whole row ([`HeadRecorder::observe`]) for the per-step tables.
+    pub fn absorb_reduced(
+        &mut self,
+        q_start: usize,
+        rows: &[RowStats],
+        received: &[f64],
+        distance: &[f64; N_DISTANCE_BUCKETS],
+    ) {
+        if let Some(stats) = &mut self.stats {
+            stats.rows[q_start..q_start + rows.len()].copy_from_slice(rows);
+            for (acc, r) in stats.received_sum.iter_mut().zip(received) {
+                *acc += r;
+            }
+            for (acc, d) in stats.distance_mass.iter_mut().zip(distance) {
+                *acc += d;
+            }
+        }
+    }
+
     /// Records one row.
     pub fn observe(&mut self, row: &RowView) {
         let q = row.slot;

@@ -13,8 +13,14 @@ use crate::{Error, Result};
 
 /// Runs `ablate`.
 pub fn ablate(args: AblateArgs) -> Result<()> {
+    let device = crate::cuda::DeviceRequest::parse(&args.device)?;
+    let dtype = crate::cuda::GpuDtype::parse(&args.dtype)?;
     let dir = model_dir(args.model.clone(), false);
-    let model = Model::load(&dir)?;
+    let mut model = Model::load(&dir)?;
+    let placement = model.use_device(device, dtype)?;
+    if let Some(note) = &placement.note {
+        eprintln!("note: running on the CPU: {note}");
+    }
     let tok = TextTokenizer::from_dir(&dir)?;
     let need_tok = || {
         tok.as_ref().ok_or_else(|| {
@@ -167,6 +173,7 @@ pub fn ablate(args: AblateArgs) -> Result<()> {
             "attnscope_version": env!("CARGO_PKG_VERSION"),
             "command": std::env::args().collect::<Vec<_>>(),
             "model": model.dir.display().to_string(),
+            "device": placement,
             "prompt_token_ids": prompt.token_ids,
             "positions": prompt.positions,
             "groups": prompt.groups,

@@ -4,6 +4,8 @@ use crate::bench::report::{BenchReport, DeviceInfo, SCHEMA, SettingsRecord, appl
 use crate::bench::table::render_table;
 use crate::bench::{BenchSettings, Mode, ModelSource, measurement_count, plan, run_model};
 use crate::cli::BenchArgs;
+use crate::cuda::{DeviceRequest, GpuDtype};
+use crate::model::Placement;
 use crate::{Error, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
@@ -47,6 +49,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let bar = progress_bar(measured * measurement_count(&settings), args.quiet);
     let mut models = Vec::new();
     let mut not_measured = Vec::new();
+    let mut placement: Option<Placement> = None;
     for p in &planned {
         if let Some(reason) = &p.skip {
             not_measured.push(reason.clone());
@@ -61,7 +64,12 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             }
             bar.set_message(msg.to_string());
         };
-        models.push(run_model(p, &settings, &mut not_measured, &mut tick)?);
+        let (report, placed) = run_model(p, &settings, &mut not_measured, &mut tick)?;
+        if let (Some(note), None, false) = (&placed.note, &placement, args.quiet) {
+            eprintln!("note: running on the CPU: {note}");
+        }
+        placement = Some(placed);
+        models.push(report);
     }
     bar.finish_and_clear();
 
@@ -71,11 +79,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         engine_version: env!("CARGO_PKG_VERSION"),
         created_unix,
         command: command_line(),
-        device: DeviceInfo::cpu(
-            rayon::current_num_threads(),
-            args.peak_tflops,
-            args.peak_bandwidth_gbs,
-        ),
+        device: device_info(placement.as_ref(), &args),
         settings: SettingsRecord {
             warmup: settings.warmup,
             repeats: settings.repeats,
@@ -97,19 +101,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
 
 /// Rejects flag values that cannot work, before any model is built.
 fn check_flags(args: &BenchArgs) -> Result<BenchSettings> {
-    match args.device.as_str() {
-        "auto" | "cpu" => {}
-        d if d.starts_with("cuda") => {
-            return Err(Error::input(format!(
-                "--device {d}: this build has no CUDA backend yet; use --device cpu"
-            )));
-        }
-        d => {
-            return Err(Error::input(format!(
-                "--device {d}: expected auto, cpu or cuda:N"
-            )));
-        }
-    }
+    let device = DeviceRequest::parse(&args.device)?;
+    let dtype = GpuDtype::parse(&args.dtype)?;
     let positive = |flag: &str, values: &[usize]| -> Result<()> {
         if values.is_empty() {
             return Err(Error::input(format!("{flag}: empty list")));
@@ -122,7 +115,6 @@ fn check_flags(args: &BenchArgs) -> Result<BenchSettings> {
     positive("--prefill", &args.prefill)?;
     positive("--batch", &args.batch)?;
     positive("--decode-context", &[args.decode_context])?;
-    positive("--decode-steps", &[args.decode_steps])?;
     positive("--repeats", &[args.repeats])?;
     if args.threads == Some(0) {
         return Err(Error::input("--threads: must be at least 1"));
@@ -151,11 +143,41 @@ fn check_flags(args: &BenchArgs) -> Result<BenchSettings> {
         repeats: args.repeats,
         seed: args.seed,
         max_params: args.max_params,
+        device,
+        dtype,
     })
 }
 
+/// The device record of the report: the GPU the models ran on, or the CPU.
+fn device_info(placement: Option<&Placement>, args: &BenchArgs) -> DeviceInfo {
+    let cpu = DeviceInfo::cpu(
+        rayon::current_num_threads(),
+        args.peak_tflops,
+        args.peak_bandwidth_gbs,
+    );
+    match placement {
+        Some(p) if p.gpu_name.is_some() => {
+            let driver = match crate::cuda::probe() {
+                crate::cuda::CudaStatus::Available {
+                    driver_version: (a, b),
+                    ..
+                } => Some(format!("CUDA {a}.{b}")),
+                _ => None,
+            };
+            DeviceInfo {
+                kind: "cuda",
+                name: p.gpu_name.clone().unwrap_or_default(),
+                driver,
+                compute_dtype: GpuDtype::parse(&p.dtype).map_or("bf16", GpuDtype::as_str),
+                ..cpu
+            }
+        }
+        _ => cpu,
+    }
+}
+
 /// Fails early when `--json` cannot be written (missing parent, or a directory in the way).
-fn check_json_target(path: &Path) -> Result<()> {
+pub(crate) fn check_json_target(path: &Path) -> Result<()> {
     if path.is_dir() {
         return Err(Error::output(path, "--json: is a directory"));
     }
@@ -170,7 +192,7 @@ fn check_json_target(path: &Path) -> Result<()> {
 }
 
 /// Writes the report to a temporary sibling of `path` and renames it into place.
-fn write_json_atomic(path: &Path, report: &BenchReport) -> Result<()> {
+pub(crate) fn write_json_atomic<T: serde::Serialize>(path: &Path, report: &T) -> Result<()> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -2,6 +2,7 @@
 
 mod ablate_cmd;
 mod analyze_cmd;
+mod bench_attention_cmd;
 mod bench_cmd;
 mod inspect;
 mod run_cmd;
@@ -37,6 +38,51 @@ pub enum Command {
     /// Measure prefill latency, decode throughput and peak memory of random-weight models under each
     /// capture mode (no download).
     Bench(Box<BenchArgs>),
+    /// Time the fused attention kernel alone (random q/k/v, causal) on a model's attention shape; JSON for
+    /// scripts/attn_bench_compare.py against torch SDPA (scripts/bench_sdpa.py).
+    BenchAttention(Box<BenchAttentionArgs>),
+}
+
+/// Options of `attnscope bench-attention`.
+#[derive(clap::Args, Debug)]
+pub struct BenchAttentionArgs {
+    /// Sequence lengths T (comma-separated).
+    #[arg(
+        long = "t",
+        value_delimiter = ',',
+        default_value = "512,1024,2048,4096,8192"
+    )]
+    pub lengths: Vec<usize>,
+    /// Query heads (default: Llama-3.2-1B).
+    #[arg(long, default_value_t = 32)]
+    pub heads: usize,
+    /// Key/value heads.
+    #[arg(long, default_value_t = 8)]
+    pub kv_heads: usize,
+    /// Head dimension.
+    #[arg(long, default_value_t = 64)]
+    pub head_dim: usize,
+    /// Element type of q/k/v on the GPU: bf16, f16 or f32 (the CPU reference is f32).
+    #[arg(long, default_value = "bf16")]
+    pub dtype: String,
+    /// Untimed calls per implementation before timing.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Timed calls per implementation (interleaved); median, p10 and p90 are reported.
+    #[arg(long, default_value_t = 20)]
+    pub repeats: usize,
+    /// auto, cpu, cuda or cuda:N (auto: the GPU when usable, else the CPU reference).
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Skip prefill_weights where the [H, T, T] f32 weights would exceed this many GiB.
+    #[arg(long, default_value_t = 16.0)]
+    pub max_weights_gib: f64,
+    /// Write the "attnscope-attn-bench/1" JSON here (atomically).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Seed of the random q/k/v.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 /// Options of `attnscope ablate`.
@@ -83,6 +129,12 @@ pub struct AblateArgs {
     /// Replace --out if it exists.
     #[arg(long)]
     pub overwrite: bool,
+    /// Compute backend: auto (a usable GPU, else the CPU), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Storage dtype on the GPU: bf16, f16 or f32 (the CPU always runs in f32).
+    #[arg(long, default_value = "bf16")]
+    pub dtype: String,
 }
 
 /// What replaces ablated keys/values.
@@ -199,9 +251,13 @@ pub struct RunArgs {
     /// Replace --out if it exists.
     #[arg(long)]
     pub overwrite: bool,
-    /// Compute backend. Only the CPU reference exists in this version.
+    /// Compute backend: auto (a usable GPU, else the CPU), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Storage dtype of weights, activations and KV cache on the GPU: bf16, f16 or f32 (kernels compute in
+    /// f32). The CPU always runs in f32.
+    #[arg(long, default_value = "bf16")]
+    pub dtype: String,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -270,7 +326,7 @@ pub struct BenchArgs {
     /// Prompt length of each sequence before the timed decode steps.
     #[arg(long, default_value_t = 128)]
     pub decode_context: usize,
-    /// Timed decode steps per measurement (one new token per sequence each).
+    /// Timed decode steps per measurement (one new token per sequence each); 0 skips decode.
     #[arg(long, default_value_t = 16)]
     pub decode_steps: usize,
     /// Capture modes: none, stats (all layers), weights_all (f32 probabilities of all layers),
@@ -304,9 +360,12 @@ pub struct BenchArgs {
     /// "not measured".
     #[arg(long, default_value_t = 1.5e9)]
     pub max_params: f64,
-    /// Compute backend. Only the CPU reference exists in this version.
+    /// Compute backend: auto (a usable GPU, else the CPU), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Storage dtype on the GPU: bf16, f16 or f32 (the CPU always runs in f32).
+    #[arg(long, default_value = "bf16")]
+    pub dtype: String,
     /// No progress bar.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -321,6 +380,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Analyze(AnalyzeCommand::Parallel(args)) => analyze_cmd::analyze_parallel_cmd(args),
         Command::Ablate(args) => ablate_cmd::ablate(*args),
         Command::Bench(args) => bench_cmd::bench(*args),
+        Command::BenchAttention(args) => bench_attention_cmd::bench_attention(*args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

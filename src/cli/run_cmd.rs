@@ -2,6 +2,7 @@
 
 use crate::capture::{CaptureSpec, WeightsDtype};
 use crate::cli::{DtypeArg, RunArgs, SetDistributionArg, VisibilityArg, model_dir};
+use crate::cuda::{DeviceRequest, GpuDtype};
 use crate::input::Visibility;
 use crate::input::{InputSpec, SequenceInput};
 use crate::io::{RunDir, write_json};
@@ -120,7 +121,14 @@ fn execute(
     started: Instant,
 ) -> Result<()> {
     let dir = model_dir(args.model.clone(), args.quiet);
-    let model = Model::load(&dir)?;
+    let mut model = Model::load(&dir)?;
+    let placement = model.use_device(
+        DeviceRequest::parse(&args.device)?,
+        GpuDtype::parse(&args.dtype)?,
+    )?;
+    if let (Some(note), false) = (&placement.note, args.quiet) {
+        eprintln!("note: running on the CPU: {note}");
+    }
     let tokenizer = TextTokenizer::from_dir(&dir)?;
     if let Some(tok) = &tokenizer {
         check_tokenizer(tok, &model)?;
@@ -173,8 +181,9 @@ fn execute(
         created_unix_seconds: unix,
         command: std::env::args().collect(),
         model: model_record(&model)?,
-        device: "cpu".into(),
-        compute_dtype: "f32",
+        device: placement.device.clone(),
+        device_name: placement.gpu_name.clone(),
+        compute_dtype: placement.dtype.clone(),
         threads: rayon::current_num_threads(),
         capture: spec.clone(),
         seed: args.seed,
@@ -224,15 +233,9 @@ fn check_flags(args: &RunArgs) -> Result<()> {
     if args.threads == Some(0) {
         return Err(Error::input("--threads: must be at least 1"));
     }
-    match args.device.as_str() {
-        "auto" | "cpu" => Ok(()),
-        d if d.starts_with("cuda") => Err(Error::input(format!(
-            "--device {d}: this build has no CUDA backend yet; use --device cpu"
-        ))),
-        d => Err(Error::input(format!(
-            "--device {d}: expected auto, cpu or cuda:N"
-        ))),
-    }
+    DeviceRequest::parse(&args.device)?;
+    GpuDtype::parse(&args.dtype)?;
+    Ok(())
 }
 
 fn parse_opt(arg: &Option<String>, flag: &str, limit: usize) -> Result<Option<Vec<usize>>> {

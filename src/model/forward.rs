@@ -69,6 +69,14 @@ impl Model {
                 )));
             }
         }
+        if let Some(gpu) = &self.gpu {
+            return gpu.forward_batch(cfg, items, logit_rows);
+        }
+        if items.iter().any(|i| i.cache.device.is_some()) {
+            return Err(Error::input(
+                "forward: the KV cache lives on the GPU but the model runs on the CPU",
+            ));
+        }
         // Row ranges of each item in the stacked activations, and where its new slots start in its cache.
         let mut ranges = Vec::with_capacity(items.len());
         let mut starts = Vec::with_capacity(items.len());

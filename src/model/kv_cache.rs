@@ -3,6 +3,7 @@
 //! one position. New slots are written in place: no step ever copies the cache.
 
 use crate::config::ModelConfig;
+use crate::cuda::DeviceKv;
 use crate::input::Visibility;
 use serde::Serialize;
 
@@ -59,14 +60,39 @@ impl SlotInfo {
 }
 
 /// Keys and values of every layer for up to `capacity` slots, `[capacity, n_kv_heads * head_dim]` each.
-#[derive(Clone, Debug)]
+/// On the CPU they live in `keys`/`values`; a cache made by `Model::new_cache` for a model on the GPU keeps
+/// them in `device` (and `keys`/`values` stay empty). The slot metadata is the same for both.
+#[derive(Debug)]
 pub struct KvCache {
     pub keys: Vec<Vec<f32>>,
     pub values: Vec<Vec<f32>>,
     pub kv_dim: usize,
+    pub n_layers: usize,
     capacity: usize,
     slots: Vec<SlotInfo>,
     pub visibility: Visibility,
+    pub device: Option<DeviceKv>,
+}
+
+impl KvCache {
+    /// A copy of a host cache; a cache on the GPU is not copied (an error).
+    pub fn try_clone(&self) -> crate::Result<KvCache> {
+        if self.device.is_some() {
+            return Err(crate::Error::cuda(
+                "copying a KV cache that lives on the GPU is not supported",
+            ));
+        }
+        Ok(KvCache {
+            keys: self.keys.clone(),
+            values: self.values.clone(),
+            kv_dim: self.kv_dim,
+            n_layers: self.n_layers,
+            capacity: self.capacity,
+            slots: self.slots.clone(),
+            visibility: self.visibility,
+            device: None,
+        })
+    }
 }
 
 impl KvCache {
@@ -81,9 +107,30 @@ impl KvCache {
                 .map(|_| vec![0.0; capacity * kv_dim])
                 .collect(),
             kv_dim,
+            n_layers: cfg.n_layers,
             capacity,
             slots: Vec::with_capacity(capacity),
             visibility,
+            device: None,
+        }
+    }
+
+    /// A cache whose keys and values live on the GPU.
+    pub fn on_device(
+        cfg: &ModelConfig,
+        capacity: usize,
+        visibility: Visibility,
+        device: DeviceKv,
+    ) -> KvCache {
+        KvCache {
+            keys: Vec::new(),
+            values: Vec::new(),
+            kv_dim: cfg.n_kv_heads * cfg.head_dim,
+            n_layers: cfg.n_layers,
+            capacity,
+            slots: Vec::with_capacity(capacity),
+            visibility,
+            device: Some(device),
         }
     }
 

@@ -49,33 +49,53 @@ impl KvCache {
                 "--replace-with: slot {r} is not in the cache ({n} slots)"
             )));
         }
-        if let Some(&l) = ab.layers.iter().find(|&&l| l >= self.keys.len()) {
+        if let Some(&l) = ab.layers.iter().find(|&&l| l >= self.n_layers) {
             return Err(Error::input(format!(
                 "--ablate-layers: layer {l} out of range"
             )));
         }
         for &l in &ab.layers {
-            for buf in [&mut self.keys[l], &mut self.values[l]] {
-                let source: Vec<f32> = match ab.mode {
-                    AblationMode::Zero => vec![0.0; d],
-                    AblationMode::Mean => {
-                        let mut m = vec![0.0f64; d];
-                        for row in buf[..n * d].chunks(d) {
-                            m.iter_mut()
-                                .zip(row)
-                                .for_each(|(a, b)| *a += *b as f64 / n as f64);
-                        }
-                        m.into_iter().map(|x| x as f32).collect()
+            for values in [false, true] {
+                match &mut self.device {
+                    // On the GPU: the filled rows come to the host, are altered there, and go back.
+                    Some(dev) => {
+                        let mut rows = dev.read_layer(l, values, n, d)?;
+                        ablate_rows(&mut rows, n, d, ab);
+                        dev.write_layer(l, values, &rows)?;
                     }
-                    AblationMode::Replace(r) => buf[r * d..(r + 1) * d].to_vec(),
-                };
-                for &s in &ab.slots {
-                    buf[s * d..(s + 1) * d].copy_from_slice(&source);
+                    None => {
+                        let buf = if values {
+                            &mut self.values[l]
+                        } else {
+                            &mut self.keys[l]
+                        };
+                        ablate_rows(buf, n, d, ab);
+                    }
                 }
             }
         }
         self.mark_ablated(&ab.slots);
         Ok(())
+    }
+}
+
+/// Alters rows `ab.slots` of a `[n, d]` (or larger) key or value matrix.
+fn ablate_rows(buf: &mut [f32], n: usize, d: usize, ab: &Ablation) {
+    let source: Vec<f32> = match ab.mode {
+        AblationMode::Zero => vec![0.0; d],
+        AblationMode::Mean => {
+            let mut m = vec![0.0f64; d];
+            for row in buf[..n * d].chunks(d) {
+                m.iter_mut()
+                    .zip(row)
+                    .for_each(|(a, b)| *a += *b as f64 / n as f64);
+            }
+            m.into_iter().map(|x| x as f32).collect()
+        }
+        AblationMode::Replace(r) => buf[r * d..(r + 1) * d].to_vec(),
+    };
+    for &s in &ab.slots {
+        buf[s * d..(s + 1) * d].copy_from_slice(&source);
     }
 }
 
@@ -96,7 +116,7 @@ pub fn score_targets(
             "ablation: slot {split_after} is not in the prompt ({n} slots)"
         )));
     }
-    let mut cache = KvCache::new(&model.cfg, n + targets.len(), prompt.visibility);
+    let mut cache = model.new_cache(n + targets.len(), prompt.visibility)?;
     let slots: Vec<SlotInfo> = (0..n)
         .map(|i| SlotInfo::prompt(prompt.token_ids[i], prompt.positions[i], prompt.groups[i]))
         .collect();
@@ -157,7 +177,7 @@ mod tests {
             layers: vec![1],
             mode,
         };
-        let mut c = cache.clone();
+        let mut c = cache.try_clone().unwrap();
         c.ablate(&ab(AblationMode::Zero)).unwrap();
         assert_eq!(&c.keys[1][4..8], &[0.0; 4]);
         assert_eq!(
@@ -166,19 +186,20 @@ mod tests {
             "other layers untouched"
         );
         assert!(c.slots()[1].ablated && !c.slots()[0].ablated);
-        let mut c = cache.clone();
+        let mut c = cache.try_clone().unwrap();
         c.ablate(&ab(AblationMode::Mean)).unwrap();
         assert_eq!(
             &c.keys[1][4..8],
             &[4.0, 5.0, 6.0, 7.0],
             "mean of rows 0..3 is row 1 here"
         );
-        let mut c = cache.clone();
+        let mut c = cache.try_clone().unwrap();
         c.ablate(&ab(AblationMode::Replace(2))).unwrap();
         assert_eq!(&c.keys[1][4..8], &[8.0, 9.0, 10.0, 11.0]);
         assert!(
             cache
-                .clone()
+                .try_clone()
+                .unwrap()
                 .ablate(&Ablation {
                     slots: vec![5],
                     layers: vec![0],

@@ -60,8 +60,12 @@ pub struct Manifest {
     pub created_unix_seconds: u64,
     pub command: Vec<String>,
     pub model: ModelRecord,
+    /// "cpu" or "cuda:N".
     pub device: String,
-    pub compute_dtype: &'static str,
+    /// GPU name when on a GPU.
+    pub device_name: Option<String>,
+    /// Storage dtype of weights / activations / KV cache ("f32" on the CPU).
+    pub compute_dtype: String,
     pub threads: usize,
     pub capture: CaptureSpec,
     pub generation: GenerateOptions,

@@ -8,7 +8,7 @@ pub mod parallel;
 
 use crate::capture::{CaptureSpec, SequenceCapture, SequenceResult};
 use crate::input::SequenceInput;
-use crate::model::{KvCache, LogitRows, Model, SlotInfo, SlotKind};
+use crate::model::{LogitRows, Model, SlotInfo, SlotKind};
 use crate::sampling::{Sampler, SamplerConfig};
 use crate::{Error, Result};
 use parallel::{ParallelOptions, SetDistribution};
@@ -90,7 +90,7 @@ pub fn run_sequence(
     let n_prompt = seq.token_ids.len();
     let per_step = generation.parallel.map_or(1, |p| p.max_set.max(1));
     let capacity = n_prompt + generation.max_new_tokens * per_step;
-    let mut cache = KvCache::new(&model.cfg, capacity, seq.visibility);
+    let mut cache = model.new_cache(capacity, seq.visibility)?;
     let mut capture = spec
         .any()
         .then(|| SequenceCapture::new(spec, &model.cfg, capacity));

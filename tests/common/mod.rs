@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: golden files, running a case, comparing tensors.
 #![allow(dead_code)]
 
+pub mod golden;
+
 use attnscope::capture::{CaptureSpec, HeadWeights, SequenceCapture, SequenceResult, WeightsDtype};
 use attnscope::input::Visibility;
 use attnscope::model::{KvCache, LogitRows, Model, SlotInfo};
@@ -92,7 +94,7 @@ pub fn full_spec() -> CaptureSpec {
 /// Prefills `case` in one forward pass with weights and stats captured.
 pub fn prefill(model: &Model, case: &Case, spec: &CaptureSpec) -> Prefill {
     let t = case.ids.len();
-    let mut cache = KvCache::new(&model.cfg, t, case.visibility);
+    let mut cache = model.new_cache(t, case.visibility).unwrap();
     let mut cap = SequenceCapture::new(spec, &model.cfg, t);
     let logits = model
         .forward(&mut cache, &case.slots(), Some(&mut cap), LogitRows::All)
@@ -108,7 +110,7 @@ pub fn prefill(model: &Model, case: &Case, spec: &CaptureSpec) -> Prefill {
 /// Runs `case` one slot at a time through the KV cache (decode path) with capture.
 pub fn stepwise(model: &Model, case: &Case, spec: &CaptureSpec) -> Prefill {
     let t = case.ids.len();
-    let mut cache = KvCache::new(&model.cfg, t, case.visibility);
+    let mut cache = model.new_cache(t, case.visibility).unwrap();
     let mut cap = SequenceCapture::new(spec, &model.cfg, t);
     let mut logits = Vec::new();
     for slot in case.slots() {
@@ -155,7 +157,9 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 
 /// Greedy continuation of `prompt` by `n` tokens through the KV cache.
 pub fn greedy(model: &Model, prompt: &[u32], n: usize) -> Vec<u32> {
-    let mut cache = KvCache::new(&model.cfg, prompt.len() + n, Visibility::Visible);
+    let mut cache = model
+        .new_cache(prompt.len() + n, Visibility::Visible)
+        .unwrap();
     let slots: Vec<SlotInfo> = prompt
         .iter()
         .enumerate()

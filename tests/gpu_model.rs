@@ -1,0 +1,333 @@
+//! Whole models on the GPU: the Hugging Face goldens (every fixture + stories260K, prefill and stepwise,
+//! greedy tokens) in f32 and bf16, and the GPU against the CPU reference for what the capture produces
+//! (statistics over the device-reduction route and the rows route, weights), parallel generation with its
+//! per-step tables, and KV-cache ablation.
+//!
+//! Tolerances (issue #3): attention probabilities ≤ 1e-4 in f32 and ≤ 2e-3 in bf16 against transformers'
+//! f32 eager attention; logits ≤ 1e-3 in f32 (cuBLAS sums in another order than the CPU; not compared in
+//! bf16, where the greedy tokens are); statistics against the CPU ≤ 1e-4 (f32).
+//!
+//! Without a CUDA device every test prints `SKIP: no CUDA device (...)` and passes, unless
+//! `ATTNSCOPE_REQUIRE_GPU=1` (scripts/gpu-check.sh), which turns the skip into a failure.
+
+mod common;
+
+use attnscope::capture::{CaptureSpec, HeadStats, SequenceResult};
+use attnscope::cuda::{CudaStatus, DeviceRequest, GpuDtype, probe};
+use attnscope::input::{SequenceInput, Visibility};
+use attnscope::model::Model;
+use attnscope::run::ablation::{Ablation, AblationMode, score_targets};
+use attnscope::run::parallel::{ParallelOptions, SetDistribution};
+use attnscope::run::{GenerateOptions, run_sequence};
+use common::golden::{Tolerance, check_fixtures, check_stories260k};
+use common::*;
+
+/// Whether a GPU is present; prints SKIP (or panics under ATTNSCOPE_REQUIRE_GPU=1) when not.
+fn gpu_present() -> bool {
+    match probe() {
+        CudaStatus::Available { .. } => true,
+        CudaStatus::Unavailable(reason) => {
+            if std::env::var("ATTNSCOPE_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+                panic!("ATTNSCOPE_REQUIRE_GPU=1 but no CUDA device: {reason}");
+            }
+            println!("SKIP: no CUDA device ({reason})");
+            false
+        }
+    }
+}
+
+/// Moves a model to GPU 0 in `dtype`.
+fn on_gpu(model: &mut Model, dtype: GpuDtype) {
+    let p = model
+        .use_device(DeviceRequest::Cuda(0), dtype)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(p.device, "cuda:0");
+}
+
+const F32: Tolerance = Tolerance {
+    attention: 1e-4,
+    logits: Some(1e-3),
+};
+const BF16: Tolerance = Tolerance {
+    attention: 2e-3,
+    logits: None,
+};
+
+#[test]
+fn fixtures_match_transformers_on_gpu_f32() {
+    if gpu_present() {
+        check_fixtures(&|m| on_gpu(m, GpuDtype::F32), F32);
+    }
+}
+
+#[test]
+fn fixtures_match_transformers_on_gpu_bf16() {
+    if gpu_present() {
+        check_fixtures(&|m| on_gpu(m, GpuDtype::Bf16), BF16);
+    }
+}
+
+#[test]
+fn stories260k_matches_transformers_on_gpu() {
+    if gpu_present() {
+        check_stories260k(&|m| on_gpu(m, GpuDtype::F32), F32);
+        check_stories260k(&|m| on_gpu(m, GpuDtype::Bf16), BF16);
+    }
+}
+
+/// Every statistic of two captures, to `tol`.
+fn assert_stats_close(a: &SequenceResult, b: &SequenceResult, tol: f64, label: &str) {
+    assert_eq!(a.layers.len(), b.layers.len(), "{label}: layers");
+    for (la, lb) in a.layers.iter().zip(&b.layers) {
+        assert_eq!(la.heads, lb.heads);
+        for ((h, sa), sb) in la.heads.iter().zip(&la.stats).zip(&lb.stats) {
+            let at = format!("{label} layer {} head {h}", la.layer);
+            stats_close(sa, sb, tol, &at);
+        }
+    }
+}
+
+fn stats_close(a: &HeadStats, b: &HeadStats, tol: f64, at: &str) {
+    let close = |x: f64, y: f64, what: &str| {
+        assert!((x - y).abs() <= tol, "{at}: {what} {x} vs {y}");
+    };
+    assert_eq!(a.rows.len(), b.rows.len(), "{at}: rows");
+    for (i, (ra, rb)) in a.rows.iter().zip(&b.rows).enumerate() {
+        close(
+            ra.entropy as f64,
+            rb.entropy as f64,
+            &format!("row {i} entropy"),
+        );
+        close(
+            ra.max_weight as f64,
+            rb.max_weight as f64,
+            &format!("row {i} max"),
+        );
+        close(
+            ra.sink_mass as f64,
+            rb.sink_mass as f64,
+            &format!("row {i} sink"),
+        );
+        close(
+            ra.prev_mass as f64,
+            rb.prev_mass as f64,
+            &format!("row {i} prev"),
+        );
+        close(
+            ra.self_mass as f64,
+            rb.self_mass as f64,
+            &format!("row {i} self"),
+        );
+        assert_eq!(
+            ra.group_mass.is_some(),
+            rb.group_mass.is_some(),
+            "{at} row {i}"
+        );
+        if let (Some(x), Some(y)) = (ra.group_mass, rb.group_mass) {
+            close(x as f64, y as f64, &format!("row {i} group"));
+        }
+    }
+    for (k, (x, y)) in a.received_sum.iter().zip(&b.received_sum).enumerate() {
+        // A sum over up to T rows: scale the tolerance with the number of terms.
+        close(*x, *y, &format!("received[{k}] (tol ×{})", a.rows.len()));
+    }
+    for (d, (x, y)) in a.distance_mass.iter().zip(&b.distance_mass).enumerate() {
+        assert!(
+            (x - y).abs() <= tol * a.rows.len() as f64,
+            "{at}: distance[{d}] {x} vs {y}"
+        );
+    }
+    assert_eq!(a.steps.len(), b.steps.len(), "{at}: steps");
+    for (sa, sb) in a.steps.iter().zip(&b.steps) {
+        assert_eq!(sa.slot, sb.slot);
+        close(
+            sa.mass_prompt as f64,
+            sb.mass_prompt as f64,
+            "step prompt mass",
+        );
+        close(
+            sa.mass_generated as f64,
+            sb.mass_generated as f64,
+            "step generated mass",
+        );
+        close(
+            sa.mass_parallel as f64,
+            sb.mass_parallel as f64,
+            "step parallel mass",
+        );
+        assert_eq!((sa.n_prompt, sa.n_parallel), (sb.n_prompt, sb.n_parallel));
+    }
+}
+
+/// A long prompt for stories260K / the fixtures: T > 8 so the prefill uses the reduction route.
+fn long_case(model: &Model, vis: Visibility) -> Case {
+    let t = 150;
+    let ids: Vec<u32> = (0..t)
+        .map(|i| ((i * 37 + 11) % model.cfg.vocab_size) as u32)
+        .collect();
+    // A parallel group of 3 slots every 10 slots, sharing one position.
+    let mut positions = Vec::new();
+    let mut groups = Vec::new();
+    let mut pos = -1i64;
+    for i in 0..t {
+        let in_group = i % 10 >= 4 && i % 10 <= 6;
+        if !(in_group && i % 10 != 4) {
+            pos += 1;
+        }
+        positions.push(pos);
+        groups.push(if in_group { (i / 10) as i32 } else { -1 });
+    }
+    Case {
+        name: "long".into(),
+        ids,
+        positions,
+        groups,
+        visibility: vis,
+    }
+}
+
+#[test]
+fn gpu_statistics_match_cpu() {
+    if !gpu_present() {
+        return;
+    }
+    let dir = repo().join("tests/fixtures/llama_gqa");
+    let cpu = Model::load(&dir).unwrap();
+    let mut gpu = Model::load(&dir).unwrap();
+    on_gpu(&mut gpu, GpuDtype::F32);
+    let stats_only = CaptureSpec {
+        stats: true,
+        ..CaptureSpec::default()
+    };
+    for vis in [Visibility::Visible, Visibility::Isolated] {
+        let case = long_case(&cpu, vis);
+        // Stats only over a long prefill: the device-reduction route.
+        let want = prefill(&cpu, &case, &stats_only);
+        let got = prefill(&gpu, &case, &stats_only);
+        assert_stats_close(
+            &got.capture,
+            &want.capture,
+            1e-4,
+            &format!("{vis:?} reduced"),
+        );
+        // Weights + stats: the rows route; weights against the CPU too.
+        let want = prefill(&cpu, &case, &full_spec());
+        let got = prefill(&gpu, &case, &full_spec());
+        assert_stats_close(&got.capture, &want.capture, 1e-4, &format!("{vis:?} rows"));
+        for l in 0..cpu.cfg.n_layers {
+            for h in 0..cpu.cfg.n_heads {
+                let d = max_abs_diff(
+                    &head_weights(&got.capture, l, h),
+                    &head_weights(&want.capture, l, h),
+                );
+                assert!(d <= 1e-4, "{vis:?} layer {l} head {h}: weights diff {d}");
+            }
+        }
+        // Stepwise through the device cache (decode kernel) against the CPU's prefill.
+        let step = stepwise(&gpu, &case, &full_spec());
+        for l in 0..cpu.cfg.n_layers {
+            for h in 0..cpu.cfg.n_heads {
+                let d = max_abs_diff(
+                    &head_weights(&step.capture, l, h),
+                    &head_weights(&want.capture, l, h),
+                );
+                assert!(d <= 1e-4, "{vis:?} stepwise layer {l} head {h}: diff {d}");
+            }
+        }
+    }
+}
+
+#[test]
+fn gpu_parallel_generation_matches_cpu() {
+    if !gpu_present() {
+        return;
+    }
+    let dir = repo().join("tests/fixtures/llama_gqa");
+    let cpu = Model::load(&dir).unwrap();
+    let mut gpu = Model::load(&dir).unwrap();
+    on_gpu(&mut gpu, GpuDtype::F32);
+    for vis in [Visibility::Visible, Visibility::Isolated] {
+        for next in [SetDistribution::Last, SetDistribution::Mean] {
+            let mut seq = SequenceInput::from_tokens(vec![1, 5, 9, 13, 2, 7]);
+            seq.visibility = vis;
+            let generation = GenerateOptions {
+                max_new_tokens: 10,
+                stop_at_eos: false,
+                parallel: Some(ParallelOptions {
+                    threshold: 0.05,
+                    max_set: 3,
+                    next,
+                }),
+                ..GenerateOptions::default()
+            };
+            let run = |m: &Model| run_sequence(m, &seq, &full_spec(), &generation, &mut || {});
+            let want = run(&cpu).unwrap();
+            let got = run(&gpu).unwrap();
+            let label = format!("{vis:?} {next:?}");
+            assert_eq!(got.slots, want.slots, "{label}: generated slots");
+            let (g, w) = (got.capture.unwrap(), want.capture.unwrap());
+            assert_stats_close(&g, &w, 1e-4, &label);
+        }
+    }
+}
+
+#[test]
+fn gpu_ablation_matches_cpu() {
+    if !gpu_present() {
+        return;
+    }
+    let dir = repo().join("tests/fixtures/llama_gqa");
+    let cpu = Model::load(&dir).unwrap();
+    let mut gpu = Model::load(&dir).unwrap();
+    on_gpu(&mut gpu, GpuDtype::F32);
+    let prompt = SequenceInput::from_tokens(vec![3, 8, 1, 4, 9, 2, 6]);
+    let targets = [5u32, 7, 1];
+    for mode in [
+        AblationMode::Zero,
+        AblationMode::Mean,
+        AblationMode::Replace(1),
+    ] {
+        let ab = Ablation {
+            slots: vec![2, 4],
+            layers: vec![0, 1],
+            mode,
+        };
+        let want = score_targets(&cpu, &prompt, &targets, Some(&ab), 4).unwrap();
+        let got = score_targets(&gpu, &prompt, &targets, Some(&ab), 4).unwrap();
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() <= 1e-3, "{mode:?}: log-prob {g} vs {w}");
+        }
+    }
+}
+
+#[test]
+fn caches_of_the_other_backend_are_refused() {
+    if !gpu_present() {
+        return;
+    }
+    let dir = repo().join("tests/fixtures/llama_gqa");
+    let cpu = Model::load(&dir).unwrap();
+    let mut gpu = Model::load(&dir).unwrap();
+    on_gpu(&mut gpu, GpuDtype::Bf16);
+    let slots = [attnscope::model::SlotInfo::prompt(1, 0, -1)];
+    let mut device_cache = gpu.new_cache(4, Visibility::Visible).unwrap();
+    let err = cpu
+        .forward(
+            &mut device_cache,
+            &slots,
+            None,
+            attnscope::model::LogitRows::Last,
+        )
+        .expect_err("a CPU model must refuse a device cache");
+    assert!(err.to_string().contains("GPU"), "{err}");
+    let mut host_cache = cpu.new_cache(4, Visibility::Visible).unwrap();
+    let err = gpu
+        .forward(
+            &mut host_cache,
+            &slots,
+            None,
+            attnscope::model::LogitRows::Last,
+        )
+        .expect_err("a GPU model must refuse a host cache");
+    assert!(err.to_string().contains("KV cache"), "{err}");
+}
