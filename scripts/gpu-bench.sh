@@ -22,8 +22,8 @@
 # Environment knobs:
 #   OUT=DIR                 results folder
 #   PYTHON=python3          interpreter with torch + transformers
-#   E2E_ATTNSCOPE_DECODE    decode flags for `attnscope bench` (default "--batch 1 --decode-context 16
-#                           --decode-steps 1": that command refuses --decode-steps 0)
+#   E2E_ATTNSCOPE_DECODE    decode flags for the end-to-end prefill step of `attnscope bench`
+#                           (default "--decode-steps 0": prefill only)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 REPO="$(pwd)"
@@ -118,13 +118,9 @@ device_txt() {
     return $rc
 }
 
-# `attnscope bench-attention` is new: use `--json --out FILE` if its --help lists --out, else `--json FILE`.
 attn_attnscope() {
     need_bin || return $?
     local json_args=(--json "$OUT/attn_attnscope.json")
-    if "$BIN" bench-attention --help 2>/dev/null | grep -q -- '--out'; then
-        json_args=(--json --out "$OUT/attn_attnscope.json")
-    fi
     echo "+ $BIN bench-attention --device cuda --t $T_LIST ${json_args[*]}"
     "$BIN" bench-attention --device cuda --t "$T_LIST" "${json_args[@]}"
 }
@@ -132,7 +128,7 @@ attn_attnscope() {
 e2e_attnscope() {
     need_bin || return $?
     local decode
-    read -r -a decode <<<"${E2E_ATTNSCOPE_DECODE:-"--batch 1 --decode-context 16 --decode-steps 1"}"
+    read -r -a decode <<<"${E2E_ATTNSCOPE_DECODE:-"--decode-steps 0"}"
     echo "+ $BIN bench --device cuda --models llama-3.2-1b --prefill 2048 ${decode[*]} --json $OUT/e2e_attnscope.json"
     "$BIN" bench --device cuda --models llama-3.2-1b --prefill 2048 "${decode[@]}" --json "$OUT/e2e_attnscope.json"
 }
@@ -152,12 +148,19 @@ step attn_compare compare_md scripts/attn_bench_compare.py "$OUT/attn_attnscope.
     "$OUT/attn_compare.md"
 
 # ---- end-to-end prefill, llama-3.2-1b shape (random weights), T=2048, no decode on the HF side
-# (`attnscope bench` refuses --decode-steps 0, hence its minimal decode; the compare shows HF decode as "-").
 step e2e_attnscope e2e_attnscope
 step e2e_hf "$PY" scripts/bench_hf.py --device cuda --dtype bfloat16 --models llama-3.2-1b --prefill 2048 \
     --decode-steps 0 --out "$OUT/e2e_hf.json"
 step e2e_compare compare_md scripts/bench_compare.py "$OUT/e2e_attnscope.json" "$OUT/e2e_hf.json" \
     "$OUT/e2e_compare.md"
+
+# ---- decode: per-step capture cost on the GPU (none / stats / weights), batch 1 and 8, against HF generate
+step decode_attnscope "$BIN" bench --device cuda --models llama-3.2-1b --prefill 128 --batch 1,8 \
+    --decode-context 512 --decode-steps 32 --json "$OUT/decode_attnscope.json"
+step decode_hf "$PY" scripts/bench_hf.py --device cuda --dtype bfloat16 --models llama-3.2-1b --prefill 128 \
+    --batch 1,8 --decode-context 512 --decode-steps 32 --out "$OUT/decode_hf.json"
+step decode_compare compare_md scripts/bench_compare.py "$OUT/decode_attnscope.json" "$OUT/decode_hf.json" \
+    "$OUT/decode_compare.md"
 
 echo
 echo "== summary (results in $OUT)"
