@@ -277,7 +277,8 @@ impl GpuModel {
             cfg.vocab_size,
         )?;
         if let Some(wpe) = &self.pos_embed {
-            let max_pos = cfg.max_positions.unwrap_or(0);
+            // Rows of the uploaded table (as the CPU indexes it), not cfg.max_positions, which may be absent.
+            let max_pos = wpe.len / h;
             ops::position_add(g, dt, wpe.ptr(s), pos_ptr, x.ptr(s), n, h, max_pos)?;
         }
 

@@ -302,9 +302,11 @@ pub struct AttentionCall {
     pub scale: f32,
 }
 
-/// Dynamic shared memory of the SIMT prefill kernel: 276·head_dim bytes (its header comment).
+/// Dynamic shared memory of the SIMT prefill kernel: Ks [32][hd + 1] + Vs [32][hd] + Qs [4][hd] f32, i.e.
+/// (68·hd + 32)·4 bytes. The header comment's 276·hd bytes (33·hd for Ks) is only enough for hd >= 32; the
+/// test models with head_dim 8..16 would overrun it.
 fn simt_shared(head_dim: usize) -> u32 {
-    (276 * head_dim) as u32
+    ((32 * (head_dim + 1) + 32 * head_dim + 4 * head_dim) * 4) as u32
 }
 
 /// Fused prefill attention (kernels/attention_prefill.cu): tensor cores for bf16/f16 at the head dims that
