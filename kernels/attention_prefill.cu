@@ -26,8 +26,8 @@
 // Two paths:
 //  * attn_prefill_simt_<T>  (T = f32, bf16, f16): exact SIMT path, f32 scores, f64 l and a. Any head_dim <= 256.
 //      Launch: grid (ceil(n_new / 4), n_heads), block 128 (4 warps, one query row per warp, keys in tiles of
-//      32, lane j scores key j of the tile). Dynamic shared memory (33·hd + 32·hd + 4·hd)·4 bytes
-//      = 276·hd bytes (35 KiB at hd 128); above 48 KiB (hd > 176) the launcher must raise
+//      32, lane j scores key j of the tile). Dynamic shared memory (32·(hd + 1) + 32·hd + 4·hd)·4 bytes
+//      = (68·hd + 32)·4 bytes (34.9 KiB at hd 128); above 48 KiB (hd > 180) the launcher must raise
 //      CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES.
 //  * attn_prefill_<bf16|f16>_hd<HD> (HD = 32, 64, 80, 96, 128, 256): tensor cores, mma.sync.m16n8k16 with f32
 //      accumulation. Q tile of 64 rows (16 per warp, fragments in registers), K/V tiles of BK = 64 keys

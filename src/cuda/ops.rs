@@ -303,8 +303,7 @@ pub struct AttentionCall {
 }
 
 /// Dynamic shared memory of the SIMT prefill kernel: Ks [32][hd + 1] + Vs [32][hd] + Qs [4][hd] f32, i.e.
-/// (68·hd + 32)·4 bytes. The header comment's 276·hd bytes (33·hd for Ks) is only enough for hd >= 32; the
-/// test models with head_dim 8..16 would overrun it.
+/// (68·hd + 32)·4 bytes, as the kernel's header comment says (the test models have head_dim down to 8).
 fn simt_shared(head_dim: usize) -> u32 {
     ((32 * (head_dim + 1) + 32 * head_dim + 4 * head_dim) * 4) as u32
 }

@@ -101,10 +101,16 @@ impl Model {
                 self.gpu = Some(gpu);
                 Ok(placement)
             }
-            (Err(e), DeviceRequest::Auto) => Ok(Placement::cpu(Some(e.to_string()))),
-            (Err(e), _) => Err(Error::cuda(format!(
-                "--device cuda:{ordinal}: {e} (--device cpu runs on the CPU)"
-            ))),
+            (Err(e), DeviceRequest::Auto) => {
+                self.gpu = None;
+                Ok(Placement::cpu(Some(e.to_string())))
+            }
+            (Err(e), _) => {
+                self.gpu = None;
+                Err(Error::cuda(format!(
+                    "--device cuda:{ordinal}: {e} (--device cpu runs on the CPU)"
+                )))
+            }
         }
     }
 
