@@ -1,0 +1,353 @@
+//! Attention problems for the GPU tests: inputs, slot metadata, the CPU twin (`attention::attention` with
+//! `HeadRecorder`s), a log-sum-exp reference in f64, and the prefill launch of kernels/attention_prefill.cu.
+
+use super::{Elem, Gpu, NULL, values};
+use attnscope::capture::{CaptureSpec, HeadRecorder, HeadStats, HeadWeights};
+use attnscope::input::Visibility;
+use attnscope::model::attention::{AttentionInput, AttentionMask, attention};
+use attnscope::model::kv_cache::SlotInfo;
+use attnscope::model::ops::{MatRef, matmul};
+use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
+
+/// Shape of one attention problem.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    pub n_keys: usize,
+    /// First query slot (chunked prefill / decode: > 0); query rows are slots q_start..n_keys.
+    pub q_start: usize,
+    pub head_dim: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub isolated: bool,
+    pub window: Option<usize>,
+}
+
+/// Slot metadata: groups of 3 parallel slots sharing a position every 7 slots (as tests/gpu_kernels.rs).
+pub fn slots(t: usize) -> Vec<SlotInfo> {
+    let mut pos = 0i64;
+    (0..t)
+        .map(|i| {
+            let in_group = i % 7 >= 3 && i % 7 <= 5;
+            if i > 0 && !(in_group && i % 7 != 3) {
+                pos += 1;
+            }
+            let group = if in_group { (i / 7) as i32 } else { -1 };
+            SlotInfo::prompt(0, pos, group)
+        })
+        .collect()
+}
+
+/// Decode metadata: `slots(n_keys − n_q)`, then the n_q query slots as one parallel set (one shared position,
+/// one new group) or, for n_q = 1, a plain next token.
+pub fn decode_slots(n_keys: usize, n_q: usize) -> Vec<SlotInfo> {
+    let mut s = slots(n_keys - n_q);
+    let pos = s.last().map_or(0, |x| x.position + 1);
+    let group = if n_q > 1 { 1_000_000 } else { -1 };
+    s.extend((0..n_q).map(|_| SlotInfo::prompt(0, pos, group)));
+    s
+}
+
+/// Inputs of one problem; q, k, v are already rounded to the element type under test.
+pub struct Problem {
+    pub s: Shape,
+    pub n_new: usize,
+    pub slots: Vec<SlotInfo>,
+    /// `[n_new, n_heads·head_dim]`
+    pub q: Vec<f32>,
+    /// `[n_keys, n_kv_heads·head_dim]`
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+    pub scale: f32,
+}
+
+/// The CPU twin's results.
+pub struct Reference {
+    /// `[n_new, n_heads·head_dim]`
+    pub out: Vec<f32>,
+    /// `[n_heads, n_new]`, f64 over the f32 scores of the CPU's gemm.
+    pub lse: Vec<f64>,
+    /// Per query head (all heads are recorded), indexed by slot.
+    pub stats: Vec<Option<HeadStats>>,
+    pub weights: Vec<Option<HeadWeights>>,
+}
+
+/// Row statistics as the kernels return them, `[n_heads, n_new]`.
+pub struct RowOutputs {
+    pub out: Vec<f32>,
+    pub lse: Vec<f32>,
+    pub entropy: Vec<f32>,
+    pub max_weight: Vec<f32>,
+    pub argmax: Vec<u32>,
+}
+
+/// Tolerances of the row statistics.
+pub struct StatTol {
+    /// |lse − ref| ≤ lse·(1 + |ref|)
+    pub lse: f64,
+    /// |entropy − ref| ≤ entropy·(1 + |ref|)
+    pub entropy: f32,
+    /// |max_weight − ref| ≤ max_weight
+    pub max_weight: f32,
+    /// A different argmax is accepted when its CPU weight is within `tie` of the max weight.
+    pub tie: f32,
+}
+
+impl Problem {
+    /// Deterministic inputs for `s` with the given slot metadata, rounded by `round`.
+    pub fn new(s: Shape, slots: Vec<SlotInfo>, round: fn(&[f32]) -> Vec<f32>) -> Problem {
+        assert_eq!(slots.len(), s.n_keys);
+        let (hd, nh, nkv) = (s.head_dim, s.n_heads, s.n_kv_heads);
+        let n_new = s.n_keys - s.q_start;
+        let seed = (s.n_keys * 1000 + hd) as u64;
+        let q = round(&values(n_new * nh * hd, 11 + seed));
+        // Larger keys make sharper rows, so the argmax is meaningful.
+        let k: Vec<f32> = values(s.n_keys * nkv * hd, 12 + seed)
+            .iter()
+            .map(|v| 4.0 * v)
+            .collect();
+        let k = round(&k);
+        let v = round(&values(s.n_keys * nkv * hd, 13 + seed));
+        Problem {
+            s,
+            n_new,
+            slots,
+            q,
+            k,
+            v,
+            scale: 1.0 / (hd as f32).sqrt(),
+        }
+    }
+
+    pub fn mask(&self) -> AttentionMask<'_> {
+        AttentionMask {
+            slots: &self.slots,
+            visibility: if self.s.isolated {
+                Visibility::Isolated
+            } else {
+                Visibility::Visible
+            },
+            sliding_window: self.s.window,
+        }
+    }
+
+    pub fn groups(&self) -> Vec<i32> {
+        self.slots.iter().map(|s| s.group).collect()
+    }
+
+    pub fn positions(&self) -> Vec<i64> {
+        self.slots.iter().map(|s| s.position).collect()
+    }
+
+    fn kv_head(&self, h: usize) -> usize {
+        h / (self.s.n_heads / self.s.n_kv_heads)
+    }
+
+    /// scale·q·k of query row i (slot q_start + i), head h, key slot j, naively in f32.
+    pub fn score(&self, h: usize, i: usize, j: usize) -> f32 {
+        let (hd, nh, nkv) = (self.s.head_dim, self.s.n_heads, self.s.n_kv_heads);
+        let qrow = &self.q[i * nh * hd + h * hd..][..hd];
+        let krow = &self.k[j * nkv * hd + self.kv_head(h) * hd..][..hd];
+        self.scale * qrow.iter().zip(krow).map(|(a, b)| a * b).sum::<f32>()
+    }
+
+    /// The CPU twin: outputs and the recorders of every head under `spec`, plus lse in f64.
+    pub fn reference(&self, spec: &CaptureSpec) -> Reference {
+        let s = &self.s;
+        let (hd, nh, nkv) = (s.head_dim, s.n_heads, s.n_kv_heads);
+        let mask = self.mask();
+        let inp = AttentionInput {
+            q: &self.q,
+            keys: &self.k,
+            values: &self.v,
+            q_start: s.q_start,
+            n_new: self.n_new,
+            n_heads: nh,
+            n_kv_heads: nkv,
+            head_dim: hd,
+            scale: self.scale,
+            mask,
+        };
+        let mut recs: Vec<HeadRecorder> =
+            (0..nh).map(|_| HeadRecorder::new(spec, s.n_keys)).collect();
+        let mut out = vec![0.0f32; self.n_new * nh * hd];
+        attention(&inp, &mut out, Some(&mut recs));
+        let (weights, stats) = recs.into_iter().map(|r| r.finish(s.n_keys)).unzip();
+
+        // lse = m + ln Σ exp(s − m) in f64 over the visible f32 scores, rows in blocks through gemm.
+        let mut lse = vec![0.0f64; nh * self.n_new];
+        const B: usize = 256;
+        let mut scores = Vec::new();
+        for h in 0..nh {
+            for start in (0..self.n_new).step_by(B) {
+                let rows = B.min(self.n_new - start);
+                let n_keys = s.q_start + start + rows;
+                scores.clear();
+                scores.resize(rows * n_keys, 0.0f32);
+                let q = MatRef {
+                    data: &self.q[start * nh * hd + h * hd..],
+                    rows,
+                    cols: hd,
+                    row_stride: nh * hd,
+                    col_stride: 1,
+                };
+                let k_t = MatRef {
+                    data: &self.k[self.kv_head(h) * hd..],
+                    rows: hd,
+                    cols: n_keys,
+                    row_stride: 1,
+                    col_stride: nkv * hd,
+                };
+                matmul(&mut scores, n_keys, q, k_t, self.scale, true);
+                for (r, row) in scores.chunks(n_keys).enumerate() {
+                    let slot = s.q_start + start + r;
+                    let vis: Vec<f64> = row[..=slot]
+                        .iter()
+                        .enumerate()
+                        .filter(|&(j, _)| mask.allows(slot, j))
+                        .map(|(_, &x)| x as f64)
+                        .collect();
+                    let m = vis.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let sum: f64 = vis.iter().map(|x| (x - m).exp()).sum();
+                    lse[h * self.n_new + start + r] = m + sum.ln();
+                }
+            }
+        }
+        Reference {
+            out,
+            lse,
+            stats,
+            weights,
+        }
+    }
+
+    /// Checks lse (always) and entropy / max weight / argmax (when `got` has them) against the CPU.
+    pub fn check_stats(&self, label: &str, r: &Reference, got: &RowOutputs, tol: &StatTol) {
+        let mask = self.mask();
+        for h in 0..self.s.n_heads {
+            let stats = r.stats[h].as_ref().expect("stats recorded");
+            for i in 0..self.n_new {
+                let slot = self.s.q_start + i;
+                let gi = h * self.n_new + i;
+                let lse = r.lse[gi];
+                assert!(
+                    (got.lse[gi] as f64 - lse).abs() <= tol.lse * (1.0 + lse.abs()),
+                    "{label} head {h} row {i}: lse {} vs {lse}",
+                    got.lse[gi]
+                );
+                if got.entropy.is_empty() {
+                    continue;
+                }
+                let row = &stats.rows[slot];
+                assert!(
+                    (got.entropy[gi] - row.entropy).abs()
+                        <= tol.entropy * (1.0 + row.entropy.abs()),
+                    "{label} head {h} row {i}: entropy {} vs {}",
+                    got.entropy[gi],
+                    row.entropy
+                );
+                assert!(
+                    (got.max_weight[gi] - row.max_weight).abs() <= tol.max_weight,
+                    "{label} head {h} row {i}: max weight {} vs {}",
+                    got.max_weight[gi],
+                    row.max_weight
+                );
+                // Exact ties of rounded probabilities may legitimately pick another slot: accept a visible
+                // slot whose probability equals the max weight to within `tie`.
+                let j = got.argmax[gi] as usize;
+                if j != row.argmax as usize {
+                    let ok = j <= slot
+                        && mask.allows(slot, j)
+                        && ((self.score(h, i, j) as f64 - lse).exp() as f32 - row.max_weight).abs()
+                            <= tol.tie;
+                    assert!(ok, "{label} head {h} row {i}: argmax {j} vs {}", row.argmax);
+                }
+            }
+        }
+    }
+}
+
+/// Which prefill kernel.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Path {
+    /// `attn_prefill_simt_<T>`: grid (ceil(n_new/4), n_heads), block 128, 276·hd bytes dynamic shared memory.
+    Simt,
+    /// `attn_prefill_<T>_hd<HD>`: grid (ceil(n_new/64), n_heads), block 128, static shared memory only.
+    Tensor,
+}
+
+/// Launches a prefill kernel of kernels/attention_prefill.cu on `p` with element type `E`. With
+/// `with_stats` false, entropy / max weight / argmax are passed as null (the returned vectors are empty).
+pub fn launch_prefill<E: Elem>(
+    gpu: &Gpu,
+    f: &CudaFunction,
+    path: Path,
+    p: &Problem,
+    with_stats: bool,
+) -> RowOutputs {
+    let s = &p.s;
+    let (hd, nh, nkv, n_new) = (s.head_dim, s.n_heads, s.n_kv_heads, p.n_new);
+    let dq = gpu.upload_as::<E>(&p.q);
+    let dk = gpu.upload_as::<E>(&p.k);
+    let dv = gpu.upload_as::<E>(&p.v);
+    let dg = gpu.upload(&p.groups());
+    let mut dout = gpu.zeros::<E>(n_new * nh * hd);
+    let mut dlse = gpu.zeros::<f32>(nh * n_new);
+    let mut dent = gpu.zeros::<f32>(nh * n_new);
+    let mut dmax = gpu.zeros::<f32>(nh * n_new);
+    let mut darg = gpu.zeros::<u32>(nh * n_new);
+    let q_stride = (nh * hd) as i32;
+    let kv_stride = (nkv * hd) as i32;
+    let isolated = s.isolated as i32;
+    let window = s.window.unwrap_or(0) as i32;
+    let ints = [s.q_start, n_new, nh, nkv].map(|x| x as i32);
+    let head_dim = hd as i32;
+    let cfg = match path {
+        Path::Simt => LaunchConfig {
+            grid_dim: (n_new.div_ceil(4) as u32, nh as u32, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: (276 * hd) as u32,
+        },
+        Path::Tensor => LaunchConfig {
+            grid_dim: (n_new.div_ceil(64) as u32, nh as u32, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        },
+    };
+    let mut b = gpu.stream.launch_builder(f);
+    b.arg(&dq).arg(&q_stride).arg(&dk).arg(&dv).arg(&kv_stride);
+    b.arg(&mut dout).arg(&q_stride).arg(&mut dlse);
+    if with_stats {
+        b.arg(&mut dent).arg(&mut dmax).arg(&mut darg);
+    } else {
+        b.arg(&NULL).arg(&NULL).arg(&NULL);
+    }
+    b.arg(&dg).arg(&isolated).arg(&window);
+    for x in &ints {
+        b.arg(x);
+    }
+    if path == Path::Simt {
+        b.arg(&head_dim);
+    }
+    b.arg(&p.scale);
+    // SAFETY: the arguments follow `attn_prefill_simt_<T>` / `attn_prefill_<T>_hd<HD>` in
+    // kernels/attention_prefill.cu (the SIMT kernel alone takes head_dim before scale); q and out hold
+    // n_new·nh·hd elements of E, k and v n_keys·nkv·hd, groups n_keys int32, the statistics nh·n_new (or null,
+    // which the kernel checks); the launch shape and shared memory are the documented ones.
+    unsafe { b.launch(cfg) }.expect("launch");
+    let (entropy, max_weight, argmax) = if with_stats {
+        (
+            gpu.download(&dent),
+            gpu.download(&dmax),
+            gpu.download(&darg),
+        )
+    } else {
+        (Vec::new(), Vec::new(), Vec::new())
+    };
+    RowOutputs {
+        out: gpu.download_f32(&dout),
+        lse: gpu.download(&dlse),
+        entropy,
+        max_weight,
+        argmax,
+    }
+}

@@ -1,0 +1,185 @@
+//! Helpers shared by the GPU kernel tests (tests/gpu_attention.rs, tests/gpu_elementwise.rs): the device
+//! context or a visible SKIP, deterministic inputs, element types, error measures.
+//!
+//! Without a CUDA device every test prints `SKIP: no CUDA device (...)` and passes, unless
+//! `ATTNSCOPE_REQUIRE_GPU=1` (set by scripts/gpu-check.sh), which turns the skip into a failure.
+#![allow(dead_code)]
+
+pub mod attention;
+pub mod launch;
+
+use attnscope::cuda::{CudaStatus, compile_kernel, kernel_sources, probe};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits,
+};
+use std::sync::Arc;
+
+/// A device context with one stream.
+pub struct Gpu {
+    pub ctx: Arc<CudaContext>,
+    pub stream: Arc<CudaStream>,
+    pub arch: String,
+}
+
+/// The GPU, or `None` after printing SKIP.
+pub fn gpu_or_skip() -> Option<Gpu> {
+    match probe() {
+        CudaStatus::Unavailable(reason) => {
+            // scripts/gpu-check.sh sets this on GPU hosts, where a missing device is a failure.
+            if std::env::var("ATTNSCOPE_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+                panic!("ATTNSCOPE_REQUIRE_GPU=1 but no CUDA device: {reason}");
+            }
+            println!("SKIP: no CUDA device ({reason})");
+            None
+        }
+        CudaStatus::Available {
+            compute_capability: (ma, mi),
+            ..
+        } => {
+            let ctx = CudaContext::new(0).expect("CUDA context on device 0");
+            let stream = ctx.default_stream();
+            Some(Gpu {
+                ctx,
+                stream,
+                arch: format!("sm_{ma}{mi}"),
+            })
+        }
+    }
+}
+
+/// Whether to run the reduced grid: scripts/gpu-check.sh sets `ATTNSCOPE_GPU_SMALL=1` for the
+/// compute-sanitizer runs, which are one to two orders of magnitude slower than plain runs.
+pub fn small() -> bool {
+    std::env::var("ATTNSCOPE_GPU_SMALL").is_ok_and(|v| v == "1")
+}
+
+/// A null device pointer for an optional kernel argument (pushed by value: 8 zero bytes).
+pub const NULL: u64 = 0;
+
+impl Gpu {
+    /// Compiles and loads one kernel file.
+    pub fn module(&self, file: &str) -> Arc<CudaModule> {
+        let src = kernel_sources()
+            .iter()
+            .find(|(n, _)| *n == file)
+            .map(|(_, s)| *s)
+            .expect("kernel file is embedded");
+        let ptx = compile_kernel(file, src, &self.arch).unwrap_or_else(|e| panic!("{e}"));
+        self.ctx.load_module(ptx).expect("PTX loads")
+    }
+
+    pub fn function(&self, module: &Arc<CudaModule>, name: &str) -> CudaFunction {
+        module
+            .load_function(name)
+            .unwrap_or_else(|e| panic!("kernel {name}: {e:?}"))
+    }
+
+    pub fn upload<T: DeviceRepr>(&self, data: &[T]) -> CudaSlice<T> {
+        self.stream.clone_htod(data).expect("upload")
+    }
+
+    pub fn download<T: DeviceRepr + Default + Clone>(&self, d: &CudaSlice<T>) -> Vec<T> {
+        self.stream.clone_dtoh(d).expect("download")
+    }
+
+    pub fn zeros<T: DeviceRepr + ValidAsZeroBits>(&self, n: usize) -> CudaSlice<T> {
+        self.stream.alloc_zeros::<T>(n.max(1)).expect("alloc")
+    }
+
+    /// Uploads f32 values converted to the element type `E`.
+    pub fn upload_as<E: Elem>(&self, data: &[f32]) -> CudaSlice<E> {
+        let conv: Vec<E> = data.iter().map(|&x| E::from_f32(x)).collect();
+        self.upload(&conv)
+    }
+
+    /// Downloads `E` values as f32.
+    pub fn download_f32<E: Elem>(&self, d: &CudaSlice<E>) -> Vec<f32> {
+        self.download(d).into_iter().map(E::to_f32).collect()
+    }
+}
+
+/// Element types of the kernels: f32 and the 16-bit storage types (`half` has the same bit layouts).
+pub trait Elem: DeviceRepr + ValidAsZeroBits + Copy + Default + Unpin + 'static {
+    /// Kernel-name suffix.
+    const SUFFIX: &'static str;
+    /// Unit roundoff: the largest relative error of rounding an f32 (normal range) to this type,
+    /// half an ulp: 2^-8 for bf16 (8 significant bits), 2^-11 for f16 (11), 0 for f32.
+    const UNIT: f32;
+    fn from_f32(x: f32) -> Self;
+    fn to_f32(self) -> f32;
+}
+
+impl Elem for f32 {
+    const SUFFIX: &'static str = "f32";
+    const UNIT: f32 = 0.0;
+    fn from_f32(x: f32) -> Self {
+        x
+    }
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+
+impl Elem for half::bf16 {
+    const SUFFIX: &'static str = "bf16";
+    const UNIT: f32 = 1.0 / 256.0;
+    fn from_f32(x: f32) -> Self {
+        half::bf16::from_f32(x)
+    }
+    fn to_f32(self) -> f32 {
+        half::bf16::to_f32(self)
+    }
+}
+
+impl Elem for half::f16 {
+    const SUFFIX: &'static str = "f16";
+    const UNIT: f32 = 1.0 / 2048.0;
+    fn from_f32(x: f32) -> Self {
+        half::f16::from_f32(x)
+    }
+    fn to_f32(self) -> f32 {
+        half::f16::to_f32(self)
+    }
+}
+
+/// `x` rounded to `E` (round to nearest even, as the kernels' `cvt.rn`) and back to f32.
+pub fn round_to<E: Elem>(x: &[f32]) -> Vec<f32> {
+    x.iter().map(|&v| E::from_f32(v).to_f32()).collect()
+}
+
+/// Deterministic values in [-1, 1) (splitmix64).
+pub fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut x = seed;
+    (0..n)
+        .map(|_| {
+            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Largest |a − b| / (1 + |b|).
+pub fn max_rel_err(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
+        .fold(0.0, f32::max)
+}
+
+/// Asserts |got − want| ≤ tol(want) element by element, naming the first offending index.
+pub fn assert_close(label: &str, got: &[f32], want: &[f32], tol: impl Fn(f32) -> f32) {
+    assert_eq!(got.len(), want.len(), "{label}: lengths");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let t = tol(w);
+        assert!(
+            (g - w).abs() <= t,
+            "{label}: element {i}: got {g}, want {w} (|diff| {} > tol {t})",
+            (g - w).abs()
+        );
+    }
+}
