@@ -269,7 +269,8 @@ impl Problem {
 /// Which prefill kernel.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Path {
-    /// `attn_prefill_simt_<T>`: grid (ceil(n_new/4), n_heads), block 128, 276·hd bytes dynamic shared memory.
+    /// `attn_prefill_simt_<T>`: grid (ceil(n_new/4), n_heads), block 128, (68·hd + 32)·4 bytes of dynamic
+    /// shared memory (K tile with rows padded to hd + 1, V tile, 4 query rows).
     Simt,
     /// `attn_prefill_<T>_hd<HD>`: grid (ceil(n_new/64), n_heads), block 128, static shared memory only.
     Tensor,
@@ -305,7 +306,7 @@ pub fn launch_prefill<E: Elem>(
         Path::Simt => LaunchConfig {
             grid_dim: (n_new.div_ceil(4) as u32, nh as u32, 1),
             block_dim: (128, 1, 1),
-            shared_mem_bytes: (276 * hd) as u32,
+            shared_mem_bytes: ((68 * hd + 32) * 4) as u32,
         },
         Path::Tensor => LaunchConfig {
             grid_dim: (n_new.div_ceil(64) as u32, nh as u32, 1),
