@@ -5,10 +5,11 @@
 #   scripts/gpu-check.sh run        # on the GPU host (nvcc/compute-sanitizer there): runs the bundle
 #   scripts/gpu-check.sh all        # both, on a GPU host that also has cargo
 #
-# `run` executes the GPU tests (tests/gpu_kernels.rs: every kernel against its CPU twin; they fail rather
-# than skip when ATTNSCOPE_REQUIRE_GPU=1), the NVRTC compile test, and compute-sanitizer memcheck and
-# racecheck on the kernel tests, then prints one summary line per step. Exit status is non-zero if any step
-# failed.
+# `run` executes the GPU tests (tests/gpu_kernels.rs, gpu_attention.rs, gpu_elementwise.rs: kernels against
+# their CPU twins; they fail rather than skip when ATTNSCOPE_REQUIRE_GPU=1), the NVRTC compile test, and
+# compute-sanitizer memcheck and racecheck on each kernel-test executable (with ATTNSCOPE_GPU_SMALL=1, which
+# shrinks the grids of the attention tests, since the sanitizers are 10-100x slower), then prints one summary
+# line per step. Exit status is non-zero if any step failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUNDLE=".gpu-bundle"
@@ -19,7 +20,8 @@ build() {
     rm -rf "$BUNDLE" && mkdir -p "$BUNDLE"
     cp target/release/attnscope "$BUNDLE/"
     # Test executables: cargo prints their paths as JSON artifacts.
-    cargo test --release --no-run --message-format=json --test gpu_kernels --test nvrtc_compile \
+    cargo test --release --no-run --message-format=json --test gpu_kernels --test gpu_attention \
+        --test gpu_elementwise --test nvrtc_compile \
         | python3 -c '
 import json, sys, shutil
 for line in sys.stdin:
@@ -47,12 +49,17 @@ run() {
     nvidia-smi --query-gpu=name,driver_version,compute_cap --format=csv,noheader || true
     export ATTNSCOPE_REQUIRE_GPU=1 ATTNSCOPE_REQUIRE_NVRTC=1
     step "nvrtc compile (sm_80, sm_90)" "$BUNDLE/nvrtc_compile" --test-threads 1
-    step "gpu kernels vs CPU twins" "$BUNDLE/gpu_kernels" --test-threads 1
+    local tests=(gpu_kernels gpu_attention gpu_elementwise)
+    for t in "${tests[@]}"; do
+        step "$t vs CPU twins" "$BUNDLE/$t" --test-threads 1
+    done
     if command -v compute-sanitizer >/dev/null; then
-        step "compute-sanitizer memcheck" compute-sanitizer --tool memcheck --error-exitcode 1 \
-            "$BUNDLE/gpu_kernels" --test-threads 1
-        step "compute-sanitizer racecheck" compute-sanitizer --tool racecheck --error-exitcode 1 \
-            "$BUNDLE/gpu_kernels" --test-threads 1
+        for t in "${tests[@]}"; do
+            for tool in memcheck racecheck; do
+                step "compute-sanitizer $tool $t" env ATTNSCOPE_GPU_SMALL=1 compute-sanitizer --tool "$tool" \
+                    --error-exitcode 1 "$BUNDLE/$t" --test-threads 1
+            done
+        done
     else
         summary+=("SKIP  compute-sanitizer (not found)")
     fi
