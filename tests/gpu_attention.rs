@@ -270,15 +270,15 @@ fn compare_probs(label: &str, p: &Problem, r: &Reference, c: &ProbsCase, got: &P
         let h = h as usize;
         let st = r.stats[h].as_ref().expect("stats recorded");
         let lab = format!("{label} head {h}");
-        let got_w = &got.weights[si * tt..(si + 1) * tt];
+        let got_w = || &got.weights[si * tt..(si + 1) * tt];
         match (c.weights, &r.weights[h]) {
             (Some(WeightsDtype::F32), Some(HeadWeights::F32(want))) => {
-                assert_close(&format!("{lab} weights"), got_w, want, |_| 1e-5);
+                assert_close(&format!("{lab} weights"), got_w(), want, |_| 1e-5);
             }
             (Some(WeightsDtype::F16), Some(HeadWeights::F16(want))) => {
                 let want: Vec<f32> = want.iter().map(|x| x.to_f32()).collect();
                 // Nearly equal f32 probabilities may round to neighbouring f16 values: one ulp ≤ 2^-10·|x|.
-                assert_close(&format!("{lab} f16 weights"), got_w, &want, |w| {
+                assert_close(&format!("{lab} f16 weights"), got_w(), &want, |w| {
                     1e-5 + w.abs() / 1024.0
                 });
             }

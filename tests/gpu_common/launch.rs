@@ -52,9 +52,16 @@ pub fn launch_probs(
     let dheads = gpu.upload(c.heads);
     let dpos = gpu.upload(&p.positions());
     let dg = gpu.upload(&p.groups());
-    // [n_sel, T, T]; the kernel's row 0 is row q_start.
-    let mut dw32 = gpu.zeros::<f32>(n_sel * n_keys * n_keys);
-    let mut dw16 = gpu.zeros::<half::f16>(n_sel * n_keys * n_keys);
+    // [n_sel, T, T] of the requested type (the other one is a placeholder); the kernel's row 0 is row q_start.
+    let w_len = |w| {
+        if c.weights == Some(w) {
+            n_sel * n_keys * n_keys
+        } else {
+            1
+        }
+    };
+    let mut dw32 = gpu.zeros::<f32>(w_len(WeightsDtype::F32));
+    let mut dw16 = gpu.zeros::<half::f16>(w_len(WeightsDtype::F16));
     // The host zeroes every statistic before the launch (alloc_zeros).
     let mut dsink = gpu.zeros::<f32>(n_sel * n_new);
     let mut dprev = gpu.zeros::<f32>(n_sel * n_new);
@@ -79,10 +86,16 @@ pub fn launch_probs(
         block_dim: (128, 1, 1),
         shared_mem_bytes: (16 * hd * 4) as u32,
     };
-    let off = s.q_start * n_keys;
+    let off = |w| {
+        if c.weights == Some(w) {
+            s.q_start * n_keys
+        } else {
+            0
+        }
+    };
     {
-        let mut w32_view = dw32.slice_mut(off..);
-        let mut w16_view = dw16.slice_mut(off..);
+        let mut w32_view = dw32.slice_mut(off(WeightsDtype::F32)..);
+        let mut w16_view = dw16.slice_mut(off(WeightsDtype::F16)..);
         let mut b = gpu.stream.launch_builder(&f);
         b.arg(&dq).arg(&ints1[0]).arg(&dk).arg(&ints1[1]).arg(&dlse);
         b.arg(&dheads).arg(&n_sel_i).arg(&dpos).arg(&dg);
