@@ -275,7 +275,7 @@ fn logit_rows(n: usize) -> Vec<Vec<f32>> {
         ties[i] = 9.0; // three maxima: the first wins
     }
     for i in (0..n).step_by(97) {
-        ties[i] = 1.5; // many equal values inside the top k
+        ties[i] = 7.5; // many equal values inside the top k (above every base value)
     }
     let mut with_nan = base(42);
     with_nan.iter_mut().step_by(3).for_each(|v| *v = nan);
