@@ -3,7 +3,7 @@
 // (`up *= act(gate)`):
 //   silu(x)      = x / (1 + exp(−x))                                  (f32)
 //   gelu_erf(x)  = 0.5·x·(1 + erf(x/√2))                               (f64, with the CPU's erf fit, |err| < 1.2e-7)
-//   gelu_tanh(x) = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))          (f64)
+//   gelu_tanh(x) = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))          (f32, tanh y = 1 − 2/(1 + e^{2y}))
 //   relu(x)      = max(x, 0)
 //
 // act_<name>_<T>(x, n)                in place: x[i] = act(x[i])
@@ -32,9 +32,10 @@ __device__ __forceinline__ float act_gelu_erf(float x) {
     return (float)(0.5 * xd * (1.0 + erf_nr(xd / 1.4142135623730951)));
 }
 __device__ __forceinline__ float act_gelu_tanh(float x) {
-    const double xd = (double)x;
-    const double inner = 0.7978845608028654 * (xd + 0.044715 * xd * xd * xd);
-    return (float)(0.5 * xd * (1.0 + tanh(inner)));
+    // f32 throughout, as transformers' gelu_new and the CPU twin: tanh(y) = 1 − 2 / (1 + e^{2y}).
+    const float inner = 0.7978846f * (x + 0.044715f * x * x * x);
+    const float t = 1.0f - 2.0f / (1.0f + expf(2.0f * inner));
+    return 0.5f * x * (1.0f + t);
 }
 __device__ __forceinline__ float act_relu(float x) { return fmaxf(x, 0.0f); }
 

@@ -21,7 +21,7 @@ build() {
     cp target/release/attnscope "$BUNDLE/"
     # Test executables: cargo prints their paths as JSON artifacts.
     cargo test --release --no-run --message-format=json --test gpu_kernels --test gpu_attention \
-        --test gpu_elementwise --test nvrtc_compile \
+        --test gpu_elementwise --test gpu_model --test nvrtc_compile \
         | python3 -c '
 import json, sys, shutil
 for line in sys.stdin:
@@ -53,6 +53,12 @@ run() {
     for t in "${tests[@]}"; do
         step "$t vs CPU twins" "$BUNDLE/$t" --test-threads 1
     done
+    # Whole models: transformers goldens on the GPU (f32, bf16) and GPU = CPU captures. The executable was
+    # built elsewhere, so it is told where the fixtures (this checkout) and ../shared are.
+    local shared_dir="../shared"
+    [ -d shared ] && shared_dir="shared"
+    step "gpu_model (goldens, GPU = CPU)" env ATTNSCOPE_REPO="$(pwd)" ATTNSCOPE_SHARED="$shared_dir" \
+        "$BUNDLE/gpu_model" --test-threads 1 --nocapture
     if command -v compute-sanitizer >/dev/null; then
         for t in "${tests[@]}"; do
             for tool in memcheck racecheck; do

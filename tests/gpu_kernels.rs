@@ -103,12 +103,15 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// Largest |a − b| / (1 + |b|).
+/// Largest |a − b| / (1 + |b|); a NaN on either side counts as an infinite error (f32::max would drop it).
 fn max_rel_err(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter()
         .zip(b)
-        .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
+        .map(|(x, y)| {
+            let e = (x - y).abs() / (1.0 + y.abs());
+            if e.is_nan() { f32::INFINITY } else { e }
+        })
         .fold(0.0, f32::max)
 }
 

@@ -10,14 +10,21 @@ use safetensors::SafeTensors;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-/// The repository root.
+/// The repository root: `ATTNSCOPE_REPO` when set (a test executable run on another machine, see
+/// scripts/gpu-check.sh), else the crate directory it was built in.
 pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    match std::env::var_os("ATTNSCOPE_REPO") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+    }
 }
 
-/// `../shared` beside the repository, or `None` with a visible SKIP message.
+/// The shared data directory (`ATTNSCOPE_SHARED`, else `../shared` beside the repository), or `None`
+/// with a visible SKIP message.
 pub fn shared(what: &str) -> Option<PathBuf> {
-    let dir = repo().join("../shared");
+    let dir = std::env::var_os("ATTNSCOPE_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("../shared"));
     if dir.join(what).exists() {
         Some(dir)
     } else {
