@@ -4,116 +4,18 @@
 //! Without a CUDA device every test prints `SKIP: no CUDA device (...)` and passes, unless
 //! `ATTNSCOPE_REQUIRE_GPU=1` (set by scripts/gpu-check.sh), which turns the skip into a failure.
 
+mod gpu_common;
+
 use attnscope::capture::{CaptureSpec, HeadRecorder};
 use attnscope::config::{NormKind, RopeConfig, RopeScaling};
-use attnscope::cuda::{CudaStatus, compile_kernel, kernel_sources, probe};
 use attnscope::input::Visibility;
 use attnscope::model::attention::{AttentionInput, AttentionMask, attention};
-use attnscope::model::kv_cache::SlotInfo;
 use attnscope::model::ops::norm_row;
 use attnscope::model::rope::Rope;
 use attnscope::weights::Norm;
-use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PushKernelArg,
-};
-use std::sync::Arc;
-
-/// A device context with one stream.
-struct Gpu {
-    _ctx: Arc<CudaContext>,
-    stream: Arc<CudaStream>,
-    arch: String,
-}
-
-/// The GPU, or `None` after printing SKIP.
-fn gpu_or_skip() -> Option<Gpu> {
-    match probe() {
-        CudaStatus::Unavailable(reason) => {
-            // scripts/gpu-check.sh sets this on GPU hosts, where a missing device is a failure.
-            if std::env::var("ATTNSCOPE_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-                panic!("ATTNSCOPE_REQUIRE_GPU=1 but no CUDA device: {reason}");
-            }
-            println!("SKIP: no CUDA device ({reason})");
-            None
-        }
-        CudaStatus::Available {
-            compute_capability: (ma, mi),
-            ..
-        } => {
-            let ctx = CudaContext::new(0).expect("CUDA context on device 0");
-            let stream = ctx.default_stream();
-            Some(Gpu {
-                _ctx: ctx,
-                stream,
-                arch: format!("sm_{ma}{mi}"),
-            })
-        }
-    }
-}
-
-impl Gpu {
-    /// Compiles and loads one kernel file.
-    fn module(&self, file: &str) -> Arc<CudaModule> {
-        let src = kernel_sources()
-            .iter()
-            .find(|(n, _)| *n == file)
-            .map(|(_, s)| *s)
-            .expect("kernel file is embedded");
-        let ptx = compile_kernel(file, src, &self.arch).unwrap_or_else(|e| panic!("{e}"));
-        self._ctx.load_module(ptx).expect("PTX loads")
-    }
-
-    fn function(&self, module: &Arc<CudaModule>, name: &str) -> CudaFunction {
-        module
-            .load_function(name)
-            .unwrap_or_else(|e| panic!("kernel {name}: {e:?}"))
-    }
-
-    fn upload<T: cudarc::driver::DeviceRepr>(&self, data: &[T]) -> CudaSlice<T> {
-        self.stream.clone_htod(data).expect("upload")
-    }
-
-    fn download<T: cudarc::driver::DeviceRepr + Default + Clone>(
-        &self,
-        d: &CudaSlice<T>,
-    ) -> Vec<T> {
-        self.stream.clone_dtoh(d).expect("download")
-    }
-
-    fn zeros<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
-        &self,
-        n: usize,
-    ) -> CudaSlice<T> {
-        self.stream.alloc_zeros::<T>(n.max(1)).expect("alloc")
-    }
-}
-
-/// Deterministic values in [-1, 1) (splitmix64).
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut x = seed;
-    (0..n)
-        .map(|_| {
-            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
-/// Largest |a − b| / (1 + |b|); a NaN on either side counts as an infinite error (f32::max would drop it).
-fn max_rel_err(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| {
-            let e = (x - y).abs() / (1.0 + y.abs());
-            if e.is_nan() { f32::INFINITY } else { e }
-        })
-        .fold(0.0, f32::max)
-}
+use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
+use gpu_common::attention::slots;
+use gpu_common::{Gpu, gpu_or_skip, max_rel_err, values};
 
 #[test]
 fn norm_matches_cpu() {
@@ -228,21 +130,6 @@ struct Case {
     n_kv_heads: usize,
     isolated: bool,
     window: Option<usize>,
-}
-
-/// Slot metadata: groups of 3 parallel slots sharing a position every 7 slots.
-fn slots(t: usize) -> Vec<SlotInfo> {
-    let mut pos = 0i64;
-    (0..t)
-        .map(|i| {
-            let in_group = i % 7 >= 3 && i % 7 <= 5;
-            if i > 0 && !(in_group && i % 7 != 3) {
-                pos += 1;
-            }
-            let group = if in_group { (i / 7) as i32 } else { -1 };
-            SlotInfo::prompt(0, pos, group)
-        })
-        .collect()
 }
 
 #[test]
