@@ -17,7 +17,9 @@ use crate::cuda::{DeviceRequest, GpuDtype};
 use crate::input::Visibility;
 use crate::model::SlotInfo;
 use crate::model::attention::{AttentionInput, AttentionMask, attention};
+use crate::model::random::uniform_values as values;
 use crate::{Error, Result};
+use cudarc::driver::DevicePtr;
 use serde::Serialize;
 
 /// Schema tag of the JSON.
@@ -59,21 +61,6 @@ pub struct AttentionBenchRow {
 /// Causal attention FLOPs of one call.
 pub fn attention_flops(n_heads: usize, head_dim: usize, t: usize) -> f64 {
     4.0 * n_heads as f64 * head_dim as f64 * (t as f64 * (t as f64 + 1.0) / 2.0)
-}
-
-/// Deterministic values in [-1, 1) (splitmix64).
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut x = seed;
-    (0..n)
-        .map(|_| {
-            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
 }
 
 /// One implementation's call, timed repeatedly.
@@ -168,21 +155,11 @@ pub fn run_gpu(
         let o = g.zeros(dt, t * nh * hd)?;
         let f32s = |n| g.zeros(GpuDtype::F32, n);
         let (lse, ent, mx, arg) = (f32s(nh * t)?, f32s(nh * t)?, f32s(nh * t)?, f32s(nh * t)?);
-        let groups = g.upload_bytes(
-            GpuDtype::F32,
-            t,
-            &vec![-1i32; t]
-                .iter()
-                .flat_map(|x| x.to_le_bytes())
-                .collect::<Vec<u8>>(),
-        )?;
-        let positions = g.upload_bytes(
-            GpuDtype::F32,
-            2 * t,
-            &(0..t as i64)
-                .flat_map(|x| x.to_le_bytes())
-                .collect::<Vec<u8>>(),
-        )?;
+        let err = |e| Error::cuda(format!("upload: {e:?}"));
+        let groups = st.clone_htod(&vec![-1i32; t]).map_err(err)?;
+        let positions = st
+            .clone_htod(&(0..t as i64).collect::<Vec<_>>())
+            .map_err(err)?;
         let reduce = [f32s(nh * t)?, f32s(nh * t)?, f32s(nh * t)?, f32s(nh * t)?];
         let received = f32s(2 * nh * t)?;
         let distance = f32s(2 * nh * 65)?;
@@ -209,7 +186,7 @@ pub fn run_gpu(
             entropy: if stats { ent.ptr(st) } else { 0 },
             max_weight: if stats { mx.ptr(st) } else { 0 },
             argmax: if stats { arg.ptr(st) } else { 0 },
-            groups: groups.ptr(st),
+            groups: groups.device_ptr(st).0,
             isolated: false,
             window: 0,
             q_start: 0,
@@ -219,7 +196,7 @@ pub fn run_gpu(
             head_dim: hd,
             scale: 1.0 / (hd as f32).sqrt(),
         };
-        let heads_ptr = cudarc::driver::DevicePtr::device_ptr(&d_heads, st).0;
+        let heads_ptr = d_heads.device_ptr(st).0;
         let reductions = ProbsOutputs {
             sink: reduce[0].ptr(st),
             prev: reduce[1].ptr(st),
@@ -236,7 +213,7 @@ pub fn run_gpu(
             w_row_stride: t,
             ..ProbsOutputs::default()
         });
-        let pos = positions.ptr(st);
+        let pos = positions.device_ptr(st).0;
         let mut impls: Vec<(&'static str, TimedCall)> = vec![
             (
                 "prefill",

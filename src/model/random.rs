@@ -177,6 +177,14 @@ fn splitmix64(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// `n` values uniform in [-1, 1) from one splitmix64 stream seeded with `seed` (benchmark inputs).
+pub fn uniform_values(n: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed;
+    (0..n)
+        .map(|_| (splitmix64(&mut state) >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0)
+        .collect()
+}
+
 /// FNV-1a hash of a tensor name: its stable id.
 fn name_id(name: &str) -> u64 {
     name.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| {
