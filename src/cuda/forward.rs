@@ -263,7 +263,7 @@ impl GpuModel {
         let entropy = g.zeros(GpuDtype::F32, stat_len)?;
         let max_weight = g.zeros(GpuDtype::F32, stat_len)?;
         let argmax = g.zeros(GpuDtype::F32, stat_len)?; // u32 values; 4-byte elements
-        let decode = self.decode_scratch(cfg, items, &ranges, &starts)?;
+        let decode = self.decode_scratch(cfg, &ranges, &starts)?;
 
         // Embeddings (+ learned positions).
         ops::embedding_gather(
@@ -487,34 +487,24 @@ impl GpuModel {
     fn decode_scratch(
         &self,
         cfg: &ModelConfig,
-        items: &[BatchItem],
         ranges: &[std::ops::Range<usize>],
         starts: &[usize],
     ) -> Result<Option<DecodeBuffers>> {
-        let mut need = (0, 0, 0);
-        for ((_, r), &start) in items.iter().zip(ranges).zip(starts) {
-            if r.len() > DECODE_MAX_Q {
-                continue;
-            }
-            let call_len = ops::decode_scratch_len(&AttentionCall {
-                q_start: start,
-                n_new: r.len(),
-                n_heads: cfg.n_heads,
-                head_dim: cfg.head_dim,
-                ..dummy_call(self.dtype)
-            });
-            need.0 = need.0.max(call_len.0);
-            need.1 = need.1.max(call_len.1);
-            need.2 = need.2.max(call_len.2);
-        }
-        if need.0 == 0 {
+        let rows = ranges
+            .iter()
+            .zip(starts)
+            .filter(|(r, _)| r.len() <= DECODE_MAX_Q)
+            .map(|(r, &start)| ops::decode_scratch_rows(start + r.len(), r.len(), cfg.n_heads))
+            .max()
+            .unwrap_or(0);
+        if rows == 0 {
             return Ok(None);
         }
         let g = &*self.gpu;
         Ok(Some(DecodeBuffers {
-            stat: g.zeros(GpuDtype::F32, need.0)?,
-            arg: g.zeros(GpuDtype::F32, need.1)?, // i32 values; 4-byte elements
-            o: g.zeros(GpuDtype::F32, need.2)?,
+            stat: g.zeros(GpuDtype::F32, rows * 4)?,
+            arg: g.zeros(GpuDtype::F32, rows)?, // i32 values; 4-byte elements
+            o: g.zeros(GpuDtype::F32, rows * cfg.head_dim)?,
         }))
     }
 }
@@ -533,33 +523,6 @@ impl DecodeBuffers {
             arg: self.arg.ptr(s),
             o: self.o.ptr(s),
         }
-    }
-}
-
-/// An attention call with null pointers (for sizing).
-fn dummy_call(dtype: GpuDtype) -> AttentionCall {
-    AttentionCall {
-        dtype,
-        q: 0,
-        q_stride: 0,
-        k: 0,
-        v: 0,
-        kv_stride: 0,
-        o: 0,
-        o_stride: 0,
-        lse: 0,
-        entropy: 0,
-        max_weight: 0,
-        argmax: 0,
-        groups: 0,
-        isolated: false,
-        window: 0,
-        q_start: 0,
-        n_new: 0,
-        n_heads: 0,
-        n_kv_heads: 0,
-        head_dim: 0,
-        scale: 1.0,
     }
 }
 

@@ -379,12 +379,10 @@ pub struct DecodeScratch {
     pub o: u64,
 }
 
-/// Number of f32 elements of the three decode scratch buffers for a call (stat, arg, o).
-pub fn decode_scratch_len(c: &AttentionCall) -> (usize, usize, usize) {
-    let n_keys = c.q_start + c.n_new;
-    let splits = n_keys.div_ceil(DECODE_SPLIT);
-    let rows = c.n_heads * splits * c.n_new;
-    (rows * 4, rows, rows * c.head_dim)
+/// Partial rows (heads × splits × query rows) of the decode scratch for `n_new` rows against `n_keys` keys:
+/// part_stat holds 4 f32 per row, part_arg one i32, part_o `head_dim` f32.
+pub fn decode_scratch_rows(n_keys: usize, n_new: usize, n_heads: usize) -> usize {
+    n_heads * n_keys.div_ceil(DECODE_SPLIT) * n_new
 }
 
 /// Split-K decode attention for `n_new <= 8` rows (kernels/attention_decode.cu): partial + combine.
