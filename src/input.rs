@@ -4,20 +4,10 @@
 
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use crate::slots::Visibility;
 use crate::{Error, Result};
-
-/// How the tokens of a sequence may attend to each other.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Visibility {
-    /// Ordinary causal attention (the default).
-    Visible,
-    /// Tokens of different groups do not see each other.
-    Isolated,
-}
 
 /// One sequence of an experiment: token ids and per-slot position ids and group labels.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -16,6 +16,7 @@ pub mod io;
 pub mod model;
 pub mod run;
 pub mod sampling;
+pub mod slots;
 pub mod tokenizer;
 pub mod weights;
 pub mod weights_map;

@@ -14,10 +14,11 @@
 use crate::cuda::context::{DeviceBuf, GpuContext};
 use crate::cuda::ops::{self, AttentionCall, ProbsOutputs};
 use crate::cuda::{DeviceRequest, GpuDtype};
-use crate::input::Visibility;
 use crate::model::SlotInfo;
-use crate::model::attention::{AttentionInput, AttentionMask, attention};
+use crate::model::attention::{AttentionInput, attention};
 use crate::model::random::uniform_values as values;
+use crate::slots::AttentionMask;
+use crate::slots::Visibility;
 use crate::{Error, Result};
 use cudarc::driver::DevicePtr;
 use serde::Serialize;

@@ -3,10 +3,11 @@
 use crate::Result;
 use crate::bench::Mode;
 use crate::bench::memory::with_peak;
-use crate::input::Visibility;
 use crate::model::forward::BatchItem;
-use crate::model::{KvCache, LogitRows, Model, SlotInfo, SlotKind};
+use crate::model::{KvCache, LogitRows, Model};
 use crate::sampling::argmax;
+use crate::slots::Visibility;
+use crate::slots::{SlotInfo, SlotKind};
 use std::hint::black_box;
 use std::time::Instant;
 

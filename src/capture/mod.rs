@@ -7,7 +7,7 @@ pub mod tables;
 pub use recorder::{HeadRecorder, HeadStats, RowStats, RowView};
 
 use crate::config::ModelConfig;
-use crate::model::kv_cache::SlotInfo;
+use crate::slots::SlotInfo;
 use crate::{Error, Result};
 use serde::Serialize;
 

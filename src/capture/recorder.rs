@@ -2,8 +2,8 @@
 //! CPU twin of the statistics epilogue of the CUDA attention kernels.
 
 use crate::capture::{CaptureSpec, HeadWeights, WeightsDtype};
-use crate::model::attention::AttentionMask;
-use crate::model::kv_cache::SlotInfo;
+use crate::slots::AttentionMask;
+use crate::slots::{N_DISTANCE_BUCKETS, SlotInfo, distance_bucket};
 
 /// One probability row as the attention hands it over.
 pub struct RowView<'a> {
@@ -36,38 +36,6 @@ pub struct RowStats {
     pub self_mass: f32,
     /// Weight on the other slots of q's group; `None` when q has no group.
     pub group_mass: Option<f32>,
-}
-
-/// Number of relative-distance buckets: `d < 0`, `d = 0`, then `[2^(b−1), 2^b − 1]` for b = 1..=63.
-pub const N_DISTANCE_BUCKETS: usize = 65;
-
-/// Bucket index of a position distance `d = position[q] − position[k]`: 0 for d < 0, 1 for d = 0,
-/// 1 + b for d in `[2^(b−1), 2^b)`.
-pub fn distance_bucket(d: i64) -> usize {
-    if d < 0 {
-        0
-    } else if d == 0 {
-        1
-    } else {
-        1 + (64 - d.leading_zeros() as usize)
-    }
-}
-
-/// Inclusive distance range of a bucket (`None` bound for the open negative bucket).
-pub fn bucket_range(bucket: usize) -> (Option<i64>, Option<i64>) {
-    match bucket {
-        0 => (None, Some(-1)),
-        1 => (Some(0), Some(0)),
-        b => {
-            let lo = 1i64 << (b - 2);
-            let hi = if b > 63 {
-                i64::MAX
-            } else {
-                (1i64 << (b - 1)) - 1
-            };
-            (Some(lo), Some(hi))
-        }
-    }
 }
 
 /// Statistics of one head over a whole sequence.
@@ -304,7 +272,7 @@ fn row_stats(
 
 /// Per-step instrumentation of a generation-step row: mass by key kind and by group, received mass.
 fn step_stats(row: &RowView, stats: &mut HeadStats) {
-    use crate::model::SlotKind;
+    use crate::slots::SlotKind;
     let q = row.slot;
     let mut out = StepRow {
         slot: q as u32,
@@ -343,43 +311,4 @@ fn step_stats(row: &RowView, stats: &mut HeadStats) {
     stats.received_decode[q] += row.probs[q] as f64;
     stats.steps.push(out);
     stats.step_groups.extend(groups);
-}
-
-/// For each key slot, how many query rows can see it (the denominator of the mean received weight).
-pub fn visible_rows_per_key(mask: &AttentionMask) -> Vec<u32> {
-    let t = mask.slots.len();
-    let mut counts = vec![0u32; t];
-    for q in 0..t {
-        for (k, c) in counts.iter_mut().enumerate().take(q + 1) {
-            if mask.allows(q, k) {
-                *c += 1;
-            }
-        }
-    }
-    counts
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn buckets_are_log2() {
-        assert_eq!(distance_bucket(-3), 0);
-        assert_eq!(distance_bucket(0), 1);
-        assert_eq!(distance_bucket(1), 2);
-        assert_eq!(distance_bucket(2), 3);
-        assert_eq!(distance_bucket(3), 3);
-        assert_eq!(distance_bucket(4), 4);
-        assert_eq!(distance_bucket(1023), 11);
-        assert_eq!(distance_bucket(1024), 12);
-        for d in [1i64, 2, 3, 5, 8, 100, 4096, i64::MAX] {
-            let (lo, hi) = bucket_range(distance_bucket(d));
-            assert!(
-                lo.is_some_and(|lo| lo <= d) && hi.is_some_and(|hi| d <= hi),
-                "{d}"
-            );
-        }
-        assert!(distance_bucket(i64::MAX) < N_DISTANCE_BUCKETS);
-    }
 }

@@ -5,12 +5,12 @@
 //! - distance: seq, layer, head, bucket, label, distance_min, distance_max, mass_sum, mass_mean, rows —
 //!   attention mass by position distance position[q] − position[k] in log2 buckets.
 
-use crate::capture::recorder::{bucket_range, distance_bucket, visible_rows_per_key};
 use crate::capture::{HeadStats, SequenceResult};
-use crate::input::Visibility;
 use crate::io::{ColumnData, Table};
 use crate::model::SlotInfo;
-use crate::model::attention::AttentionMask;
+use crate::slots::AttentionMask;
+use crate::slots::Visibility;
+use crate::slots::{bucket_range, distance_bucket};
 
 /// Metric names of the stats table, in the order they are written.
 pub const ROW_METRICS: [&str; 7] = [
@@ -55,7 +55,7 @@ pub fn stats_tables(sources: &[StatsSource]) -> StatsTables {
             visibility: src.visibility,
             sliding_window: src.sliding_window,
         };
-        let visible_rows = visible_rows_per_key(&mask);
+        let visible_rows = mask.visible_rows_per_key();
         let max_bucket = max_bucket(src.slots);
         let any_negative = has_negative_distance(&mask);
         for layer in &src.result.layers {

@@ -3,7 +3,6 @@
 use crate::capture::{CaptureSpec, WeightsDtype};
 use crate::cli::{DtypeArg, RunArgs, SetDistributionArg, VisibilityArg, model_dir};
 use crate::cuda::{DeviceRequest, GpuDtype};
-use crate::input::Visibility;
 use crate::input::{InputSpec, SequenceInput};
 use crate::io::{RunDir, write_json};
 use crate::model::Model;
@@ -14,6 +13,7 @@ use crate::run::outputs::write_run_files;
 use crate::run::parallel::{ParallelOptions, SetDistribution};
 use crate::run::{GenerateOptions, SequenceOutcome, check_fits, run_sequence};
 use crate::sampling::SamplerConfig;
+use crate::slots::Visibility;
 use crate::tokenizer::TextTokenizer;
 use crate::weights::hex;
 use crate::{Error, Result};

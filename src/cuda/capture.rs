@@ -13,12 +13,12 @@
 
 use crate::Error;
 use crate::Result;
-use crate::capture::recorder::N_DISTANCE_BUCKETS;
 use crate::capture::{HeadRecorder, RowStats, RowView};
 use crate::cuda::context::{DeviceBuf, GpuContext};
 use crate::cuda::dtype::GpuDtype;
 use crate::cuda::ops::{self, AttentionCall, DECODE_MAX_Q, ProbsOutputs};
-use crate::model::attention::AttentionMask;
+use crate::slots::AttentionMask;
+use crate::slots::N_DISTANCE_BUCKETS;
 use cudarc::driver::DevicePtr;
 
 /// Most bytes of probability rows materialised on the device at once by the rows route.

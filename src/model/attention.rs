@@ -7,38 +7,9 @@
 //! that entropy = lse − Σ p·s costs no logarithm per element.
 
 use crate::capture::{HeadRecorder, RowView};
-use crate::input::Visibility;
-use crate::model::kv_cache::SlotInfo;
 use crate::model::ops::{MatRef, matmul};
+use crate::slots::AttentionMask;
 use rayon::prelude::*;
-
-/// Which keys each query slot may see.
-#[derive(Clone, Copy, Debug)]
-pub struct AttentionMask<'a> {
-    pub slots: &'a [SlotInfo],
-    pub visibility: Visibility,
-    pub sliding_window: Option<usize>,
-}
-
-impl AttentionMask<'_> {
-    /// Whether query slot `q` attends to key slot `k`.
-    #[inline]
-    pub fn allows(&self, q: usize, k: usize) -> bool {
-        if k > q {
-            return false;
-        }
-        if self.sliding_window.is_some_and(|w| q - k >= w) {
-            return false;
-        }
-        if self.visibility == Visibility::Isolated && k != q {
-            let g = self.slots[q].group;
-            if g >= 0 && self.slots[k].group == g {
-                return false;
-            }
-        }
-        true
-    }
-}
 
 /// The operands of one layer's attention for `n_new` query slots starting at slot `q_start`.
 pub struct AttentionInput<'a> {

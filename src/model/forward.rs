@@ -5,9 +5,11 @@
 use crate::capture::SequenceCapture;
 use crate::config::PositionEncoding;
 use crate::model::Model;
-use crate::model::attention::{AttentionInput, AttentionMask, attention};
-use crate::model::kv_cache::{KvCache, SlotInfo};
+use crate::model::attention::{AttentionInput, attention};
+use crate::model::kv_cache::KvCache;
 use crate::model::ops::{activate, add_in_place, linear, norm, norm_row, project};
+use crate::slots::AttentionMask;
+use crate::slots::SlotInfo;
 use crate::{Error, Result};
 
 /// Which rows of logits the caller wants back.

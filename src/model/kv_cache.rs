@@ -4,60 +4,7 @@
 
 use crate::config::ModelConfig;
 use crate::cuda::DeviceKv;
-use crate::input::Visibility;
-use serde::Serialize;
-
-/// Why a slot is in the sequence.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SlotKind {
-    /// Given by the user (prompt text or `--input` token ids).
-    Prompt,
-    /// Produced by generation, one token per step.
-    Generated,
-    /// Produced by generation as a member of a parallel set sharing one position.
-    Parallel,
-}
-
-impl SlotKind {
-    /// Name used in output tables.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SlotKind::Prompt => "prompt",
-            SlotKind::Generated => "generated",
-            SlotKind::Parallel => "parallel",
-        }
-    }
-}
-
-/// Metadata of one cache slot.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-pub struct SlotInfo {
-    pub token: u32,
-    /// Logical position (RoPE / learned position index).
-    pub position: i64,
-    /// Group id, −1 for none. Slots of one parallel set share a group.
-    pub group: i32,
-    /// 0 for the prompt, k for the k-th generation step.
-    pub step: u32,
-    pub kind: SlotKind,
-    /// Whether the slot's keys/values were altered by an ablation.
-    pub ablated: bool,
-}
-
-impl SlotInfo {
-    /// A prompt slot.
-    pub fn prompt(token: u32, position: i64, group: i32) -> SlotInfo {
-        SlotInfo {
-            token,
-            position,
-            group,
-            step: 0,
-            kind: SlotKind::Prompt,
-            ablated: false,
-        }
-    }
-}
+use crate::slots::{SlotInfo, Visibility};
 
 /// Keys and values of every layer for up to `capacity` slots, `[capacity, n_kv_heads * head_dim]` each.
 /// On the CPU they live in `keys`/`values`; a cache made by `Model::new_cache` for a model on the GPU keeps

@@ -1,18 +1,20 @@
 //! The CPU reference model: loading and the forward pass with exact attention capture.
 
 pub mod attention;
+pub mod backend;
 pub mod forward;
 pub mod kv_cache;
 pub mod ops;
 pub mod random;
 pub mod rope;
 
+pub use crate::slots::{SlotInfo, SlotKind};
 pub use forward::LogitRows;
-pub use kv_cache::{KvCache, SlotInfo, SlotKind};
+pub use kv_cache::KvCache;
 
 use crate::config::{ModelConfig, PositionEncoding};
 use crate::cuda::{DeviceRequest, GpuContext, GpuDtype, GpuModel};
-use crate::input::Visibility;
+use crate::slots::Visibility;
 use crate::weights::{ModelWeights, WeightsInfo, load_weights};
 use crate::{Error, Result};
 use rope::Rope;

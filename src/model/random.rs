@@ -346,8 +346,9 @@ pub fn named_model(name: &str, seed: u64) -> Result<Model> {
 mod tests {
     use super::*;
     use crate::capture::{CaptureSpec, SequenceCapture};
-    use crate::input::Visibility;
-    use crate::model::{KvCache, LogitRows, SlotInfo};
+    use crate::model::{KvCache, LogitRows};
+    use crate::slots::SlotInfo;
+    use crate::slots::Visibility;
 
     fn tiny(text: &str) -> ModelConfig {
         ModelConfig::from_json_str(Path::new("tiny"), text).unwrap()

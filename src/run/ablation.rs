@@ -7,8 +7,9 @@
 //! runs the same two chunks without the alteration.
 
 use crate::input::SequenceInput;
-use crate::model::{KvCache, LogitRows, Model, SlotInfo};
+use crate::model::{KvCache, LogitRows, Model};
 use crate::run::parallel::softmax;
+use crate::slots::SlotInfo;
 use crate::{Error, Result};
 use serde::Serialize;
 
@@ -151,7 +152,7 @@ pub fn score_targets(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::input::Visibility;
+    use crate::slots::Visibility;
 
     #[test]
     fn ablation_modes_rewrite_the_chosen_rows() {

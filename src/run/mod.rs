@@ -8,8 +8,9 @@ pub mod parallel;
 
 use crate::capture::{CaptureSpec, SequenceCapture, SequenceResult};
 use crate::input::SequenceInput;
-use crate::model::{LogitRows, Model, SlotInfo, SlotKind};
+use crate::model::{LogitRows, Model};
 use crate::sampling::{Sampler, SamplerConfig};
+use crate::slots::{SlotInfo, SlotKind};
 use crate::{Error, Result};
 use parallel::{ParallelOptions, SetDistribution};
 use std::time::Instant;
