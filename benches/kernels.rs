@@ -12,12 +12,13 @@
 
 use attnscope::capture::{CaptureSpec, HeadRecorder};
 use attnscope::config::{NormKind, PositionEncoding};
-use attnscope::input::Visibility;
-use attnscope::model::SlotInfo;
-use attnscope::model::attention::{AttentionInput, AttentionMask, attention};
+use attnscope::model::attention::{AttentionInput, attention};
 use attnscope::model::ops::{MatRef, linear, matmul, norm};
 use attnscope::model::random::named_config;
 use attnscope::model::rope::Rope;
+use attnscope::slots::AttentionMask;
+use attnscope::slots::SlotInfo;
+use attnscope::slots::Visibility;
 use attnscope::weights::{Linear, Norm};
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
@@ -141,10 +142,12 @@ fn attention_bench(c: &mut Criterion) {
         values: &vals,
         q_start: 0,
         n_new: T,
-        n_heads: heads,
-        n_kv_heads: kv_heads,
-        head_dim: hd,
-        scale: 1.0 / (hd as f32).sqrt(),
+        shape: attnscope::model::backend::AttentionShape {
+            n_heads: heads,
+            n_kv_heads: kv_heads,
+            head_dim: hd,
+            scale: 1.0 / (hd as f32).sqrt(),
+        },
         mask: AttentionMask {
             slots: &slots,
             visibility: Visibility::Visible,

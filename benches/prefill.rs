@@ -14,9 +14,10 @@
 //! Run: `cargo bench --bench prefill` (about 75 s on 2 idle cores).
 
 use attnscope::capture::{CaptureSpec, SequenceCapture, WeightsDtype};
-use attnscope::input::Visibility;
 use attnscope::model::random::named_model;
-use attnscope::model::{KvCache, LogitRows, Model, SlotInfo};
+use attnscope::model::{KvCache, LogitRows, Model};
+use attnscope::slots::SlotInfo;
+use attnscope::slots::Visibility;
 use criterion::{BatchSize, Criterion, SamplingMode, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::time::Duration;

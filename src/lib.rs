@@ -13,6 +13,7 @@ pub mod cuda;
 pub mod error;
 pub mod input;
 pub mod io;
+pub mod job;
 pub mod model;
 pub mod run;
 pub mod sampling;

@@ -4,9 +4,10 @@
 mod common;
 
 use attnscope::input::SequenceInput;
-use attnscope::model::{KvCache, LogitRows, Model, SlotInfo};
+use attnscope::model::{KvCache, LogitRows, Model};
 use attnscope::run::ablation::{Ablation, AblationMode, score_targets};
 use attnscope::run::parallel::softmax;
+use attnscope::slots::SlotInfo;
 use common::*;
 
 fn teacher_forced(model: &Model, prompt: &[u32], targets: &[u32]) -> Vec<f64> {
@@ -15,7 +16,7 @@ fn teacher_forced(model: &Model, prompt: &[u32], targets: &[u32]) -> Vec<f64> {
         .chain(&targets[..targets.len() - 1])
         .copied()
         .collect();
-    let mut cache = KvCache::new(&model.cfg, all.len(), attnscope::input::Visibility::Visible);
+    let mut cache = KvCache::new(&model.cfg, all.len(), attnscope::slots::Visibility::Visible);
     let slots: Vec<SlotInfo> = all
         .iter()
         .enumerate()

@@ -4,9 +4,10 @@
 mod common;
 
 use attnscope::capture::SequenceCapture;
-use attnscope::input::Visibility;
 use attnscope::model::forward::BatchItem;
-use attnscope::model::{KvCache, LogitRows, Model, SlotInfo};
+use attnscope::model::{KvCache, LogitRows, Model};
+use attnscope::slots::SlotInfo;
+use attnscope::slots::Visibility;
 use common::*;
 
 fn slots(ids: &[u32], offset: usize) -> Vec<SlotInfo> {

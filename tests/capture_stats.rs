@@ -4,9 +4,9 @@
 mod common;
 
 use attnscope::capture::tables::{StatsSource, stats_tables};
-use attnscope::input::Visibility;
 use attnscope::io::{ColumnData, Table};
 use attnscope::model::Model;
+use attnscope::slots::Visibility;
 use common::*;
 use std::collections::HashMap;
 

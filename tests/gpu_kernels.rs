@@ -8,10 +8,11 @@ mod gpu_common;
 
 use attnscope::capture::{CaptureSpec, HeadRecorder};
 use attnscope::config::{NormKind, RopeConfig, RopeScaling};
-use attnscope::input::Visibility;
-use attnscope::model::attention::{AttentionInput, AttentionMask, attention};
+use attnscope::model::attention::{AttentionInput, attention};
 use attnscope::model::ops::norm_row;
 use attnscope::model::rope::Rope;
+use attnscope::slots::AttentionMask;
+use attnscope::slots::Visibility;
 use attnscope::weights::Norm;
 use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 use gpu_common::attention::slots;
@@ -206,10 +207,12 @@ fn check_prefill(gpu: &Gpu, f: &CudaFunction, c: Case) {
         values: &v,
         q_start: c.q_start,
         n_new,
-        n_heads: nh,
-        n_kv_heads: nkv,
-        head_dim: hd,
-        scale,
+        shape: attnscope::model::backend::AttentionShape {
+            n_heads: nh,
+            n_kv_heads: nkv,
+            head_dim: hd,
+            scale,
+        },
         mask,
     };
     let spec = CaptureSpec::default();

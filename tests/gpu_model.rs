@@ -38,8 +38,7 @@ fn gpu_present() -> bool {
 
 /// Moves a model to GPU 0 in `dtype`.
 fn on_gpu(model: &mut Model, dtype: GpuDtype) {
-    let p = model
-        .use_device(DeviceRequest::Cuda(0), dtype)
+    let p = attnscope::job::place(model, DeviceRequest::Cuda(0), dtype)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(p.device, "cuda:0");
 }
@@ -309,7 +308,7 @@ fn caches_of_the_other_backend_are_refused() {
     let cpu = Model::load(&dir).unwrap();
     let mut gpu = Model::load(&dir).unwrap();
     on_gpu(&mut gpu, GpuDtype::Bf16);
-    let slots = [attnscope::model::SlotInfo::prompt(1, 0, -1)];
+    let slots = [attnscope::slots::SlotInfo::prompt(1, 0, -1)];
     let mut device_cache = gpu.new_cache(4, Visibility::Visible).unwrap();
     let err = cpu
         .forward(

@@ -6,9 +6,10 @@ mod common;
 
 use attnscope::capture::SequenceResult;
 use attnscope::input::{SequenceInput, Visibility};
-use attnscope::model::{Model, SlotKind};
+use attnscope::model::Model;
 use attnscope::run::parallel::{ParallelOptions, SetDistribution};
 use attnscope::run::{GenerateOptions, run_sequence};
+use attnscope::slots::SlotKind;
 use common::*;
 
 fn generate(

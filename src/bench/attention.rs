@@ -14,10 +14,10 @@
 use crate::cuda::context::{DeviceBuf, GpuContext};
 use crate::cuda::ops::{self, AttentionCall, ProbsOutputs};
 use crate::cuda::{DeviceRequest, GpuDtype};
-use crate::model::SlotInfo;
 use crate::model::attention::{AttentionInput, attention};
 use crate::model::random::uniform_values as values;
 use crate::slots::AttentionMask;
+use crate::slots::SlotInfo;
 use crate::slots::Visibility;
 use crate::{Error, Result};
 use cudarc::driver::DevicePtr;
@@ -110,10 +110,12 @@ pub fn run_cpu(s: &AttentionBenchSettings) -> Vec<AttentionBenchRow> {
             values: &v,
             q_start: 0,
             n_new: t,
-            n_heads: nh,
-            n_kv_heads: nkv,
-            head_dim: hd,
-            scale: 1.0 / (hd as f32).sqrt(),
+            shape: crate::model::backend::AttentionShape {
+                n_heads: nh,
+                n_kv_heads: nkv,
+                head_dim: hd,
+                scale: 1.0 / (hd as f32).sqrt(),
+            },
             mask: AttentionMask {
                 slots: &slots,
                 visibility: Visibility::Visible,

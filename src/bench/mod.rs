@@ -217,12 +217,12 @@ pub fn run_model(
     settings: &BenchSettings,
     not_measured: &mut Vec<String>,
     tick: &mut dyn FnMut(&str),
-) -> Result<(ModelReport, crate::model::Placement)> {
+) -> Result<(ModelReport, crate::job::Placement)> {
     let cfg = &planned.cfg;
     let label = &planned.label;
     tick(&format!("{label}: building random weights"));
     let mut model = random_model(cfg.clone(), settings.seed);
-    let placement = model.use_device(settings.device, settings.dtype)?;
+    let placement = crate::job::place(&mut model, settings.device, settings.dtype)?;
     let rounds = settings.warmup + settings.repeats;
     let modes = &settings.modes;
 

@@ -7,8 +7,8 @@
 
 use crate::capture::{HeadStats, SequenceResult};
 use crate::io::{ColumnData, Table};
-use crate::model::SlotInfo;
 use crate::slots::AttentionMask;
+use crate::slots::SlotInfo;
 use crate::slots::Visibility;
 use crate::slots::{bucket_range, distance_bucket};
 

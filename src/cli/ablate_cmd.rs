@@ -17,7 +17,7 @@ pub fn ablate(args: AblateArgs) -> Result<()> {
     let dtype = crate::cuda::GpuDtype::parse(&args.dtype)?;
     let dir = model_dir(args.model.clone(), false);
     let mut model = Model::load(&dir)?;
-    let placement = model.use_device(device, dtype)?;
+    let placement = crate::job::place(&mut model, device, dtype)?;
     if let Some(note) = &placement.note {
         eprintln!("note: running on the CPU: {note}");
     }

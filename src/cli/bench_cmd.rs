@@ -5,7 +5,7 @@ use crate::bench::table::render_table;
 use crate::bench::{BenchSettings, Mode, ModelSource, measurement_count, plan, run_model};
 use crate::cli::BenchArgs;
 use crate::cuda::{DeviceRequest, GpuDtype};
-use crate::model::Placement;
+use crate::job::Placement;
 use crate::{Error, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;

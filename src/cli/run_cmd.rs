@@ -122,7 +122,8 @@ fn execute(
 ) -> Result<()> {
     let dir = model_dir(args.model.clone(), args.quiet);
     let mut model = Model::load(&dir)?;
-    let placement = model.use_device(
+    let placement = crate::job::place(
+        &mut model,
         DeviceRequest::parse(&args.device)?,
         GpuDtype::parse(&args.dtype)?,
     )?;

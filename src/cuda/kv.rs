@@ -6,7 +6,7 @@
 use crate::config::ModelConfig;
 use crate::cuda::context::{DeviceBuf, GpuContext};
 use crate::cuda::dtype::GpuDtype;
-use crate::model::SlotInfo;
+use crate::slots::SlotInfo;
 use crate::{Error, Result};
 use cudarc::driver::{CudaSlice, DevicePtr};
 use std::sync::Arc;

@@ -15,7 +15,7 @@ pub mod capture;
 pub mod context;
 pub mod device;
 pub mod dtype;
-pub mod forward;
+
 pub mod kv;
 pub mod nvrtc;
 pub mod ops;
@@ -23,6 +23,6 @@ pub mod ops;
 pub use context::{DeviceRequest, GpuContext};
 pub use device::{CudaStatus, probe};
 pub use dtype::GpuDtype;
-pub use forward::GpuModel;
+
 pub use kv::DeviceKv;
 pub use nvrtc::{Ptx, common_header, compile_kernel, include_paths, kernel_sources, nvrtc_version};

@@ -7,6 +7,7 @@
 //! that entropy = lse − Σ p·s costs no logarithm per element.
 
 use crate::capture::{HeadRecorder, RowView};
+use crate::model::backend::AttentionShape;
 use crate::model::ops::{MatRef, matmul};
 use crate::slots::AttentionMask;
 use rayon::prelude::*;
@@ -20,11 +21,8 @@ pub struct AttentionInput<'a> {
     pub values: &'a [f32],
     pub q_start: usize,
     pub n_new: usize,
-    pub n_heads: usize,
-    pub n_kv_heads: usize,
-    pub head_dim: usize,
-    /// Multiplies q·k.
-    pub scale: f32,
+    /// Heads, key/value heads, head dim and the factor on q·k.
+    pub shape: AttentionShape,
     pub mask: AttentionMask<'a>,
 }
 
@@ -34,18 +32,22 @@ const BLOCK: usize = 64;
 /// Computes attention outputs `[n_new, n_heads * head_dim]` into `out`, calling the recorder of each head
 /// (when present and active) with every probability row.
 pub fn attention(inp: &AttentionInput, out: &mut [f32], recorders: Option<&mut [HeadRecorder]>) {
-    let hd = inp.head_dim;
-    let width = inp.n_heads * hd;
+    let hd = inp.shape.head_dim;
+    let width = inp.shape.n_heads * hd;
     assert_eq!(out.len(), inp.n_new * width, "attention: output size");
     let per_head: Vec<Vec<f32>> = match recorders {
         Some(recs) => {
-            assert_eq!(recs.len(), inp.n_heads, "attention: one recorder per head");
+            assert_eq!(
+                recs.len(),
+                inp.shape.n_heads,
+                "attention: one recorder per head"
+            );
             recs.par_iter_mut()
                 .enumerate()
                 .map(|(h, rec)| head_attention(inp, h, Some(rec)))
                 .collect()
         }
-        None => (0..inp.n_heads)
+        None => (0..inp.shape.n_heads)
             .into_par_iter()
             .map(|h| head_attention(inp, h, None))
             .collect(),
@@ -59,9 +61,9 @@ pub fn attention(inp: &AttentionInput, out: &mut [f32], recorders: Option<&mut [
 
 /// One head: `[n_new, head_dim]` outputs.
 fn head_attention(inp: &AttentionInput, h: usize, mut rec: Option<&mut HeadRecorder>) -> Vec<f32> {
-    let hd = inp.head_dim;
-    let kv_dim = inp.n_kv_heads * hd;
-    let kvh = h / (inp.n_heads / inp.n_kv_heads);
+    let hd = inp.shape.head_dim;
+    let kv_dim = inp.shape.n_kv_heads * hd;
+    let kvh = h / (inp.shape.n_heads / inp.shape.n_kv_heads);
     let mut out = vec![0.0f32; inp.n_new * hd];
     let mut scores = Vec::new();
     let record = rec.as_ref().is_some_and(|r| r.is_active());
@@ -71,10 +73,10 @@ fn head_attention(inp: &AttentionInput, h: usize, mut rec: Option<&mut HeadRecor
         scores.clear();
         scores.resize(rows * n_keys, 0.0f32);
         let q = MatRef {
-            data: &inp.q[start * inp.n_heads * hd + h * hd..],
+            data: &inp.q[start * inp.shape.n_heads * hd + h * hd..],
             rows,
             cols: hd,
-            row_stride: inp.n_heads * hd,
+            row_stride: inp.shape.n_heads * hd,
             col_stride: 1,
         };
         let k_t = MatRef {
@@ -84,7 +86,7 @@ fn head_attention(inp: &AttentionInput, h: usize, mut rec: Option<&mut HeadRecor
             row_stride: 1,
             col_stride: kv_dim,
         };
-        matmul(&mut scores, n_keys, q, k_t, inp.scale, false);
+        matmul(&mut scores, n_keys, q, k_t, inp.shape.scale, false);
         for (r, row) in scores.chunks_mut(n_keys).enumerate() {
             let slot = inp.q_start + start + r;
             let (lse, expected_score) = softmax_row(row, slot, &inp.mask);

@@ -1,16 +1,15 @@
-//! The forward pass, one code path for every family: architecture differences are flags of `ModelConfig`.
-//! Reads top to bottom: embed → blocks (norm, q/k/v, q/k norm, RoPE, cache write, attention, output,
-//! residual, MLP) → final norm → logits.
+//! The forward pass, written once for every family and every backend: architecture differences are flags of
+//! `ModelConfig`, device differences live behind [`Backend`]. Reads top to bottom: embed → blocks (norm,
+//! q/k/v, q/k norm, RoPE, cache write, attention with capture, output, residual, MLP) → final norm → logits.
 
 use crate::capture::SequenceCapture;
-use crate::config::PositionEncoding;
-use crate::model::Model;
-use crate::model::attention::{AttentionInput, attention};
+use crate::config::ModelConfig;
+use crate::model::backend::{AttentionShape, AttentionStep, Backend, LmHead, Workspace};
+use crate::model::engine::Engine;
 use crate::model::kv_cache::KvCache;
-use crate::model::ops::{activate, add_in_place, linear, norm, norm_row, project};
-use crate::slots::AttentionMask;
-use crate::slots::SlotInfo;
+use crate::slots::{AttentionMask, SlotInfo};
 use crate::{Error, Result};
+use std::ops::Range;
 
 /// Which rows of logits the caller wants back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,243 +29,179 @@ pub struct BatchItem<'a> {
     pub capture: Option<&'a mut SequenceCapture>,
 }
 
-impl Model {
-    /// Appends `new` slots to `cache`, runs them through the model, records attention into `capture`,
-    /// and returns logits `[rows, vocab]` for the rows `logit_rows` asks for.
-    pub fn forward(
-        &self,
-        cache: &mut KvCache,
-        new: &[SlotInfo],
-        capture: Option<&mut SequenceCapture>,
-        logit_rows: LogitRows,
-    ) -> Result<Vec<f32>> {
-        let mut items = [BatchItem {
-            cache,
-            new,
-            capture,
-        }];
-        let mut out = self.forward_batch(&mut items, logit_rows)?;
-        Ok(out.pop().unwrap_or_default())
-    }
+/// One forward pass over several sequences (checked by `Model::forward_batch`): their new slots are stacked
+/// so that every weight matrix is read once per call (batched decode), while attention runs per sequence
+/// over its own cache. Returns one logits buffer `[rows, vocab]` per item for the rows `logit_rows` asks for.
+pub(crate) fn forward_batch<B: Backend>(
+    engine: &Engine<B>,
+    ws: &mut Workspace<B>,
+    cfg: &ModelConfig,
+    items: &mut [BatchItem],
+    logit_rows: LogitRows,
+) -> Result<Vec<Vec<f32>>> {
+    let (b, w) = (&engine.backend, &*engine.weights);
+    let (h, hd) = (cfg.hidden_size, cfg.head_dim);
+    let (kv_dim, inter) = (cfg.n_kv_heads * hd, engine.intermediate);
 
-    /// One forward pass over several sequences: their new slots are stacked so that every weight matrix
-    /// is read once per call (batched decode), while attention runs per sequence over its own cache.
-    /// Returns one logits buffer per item.
-    pub fn forward_batch(
-        &self,
-        items: &mut [BatchItem],
-        logit_rows: LogitRows,
-    ) -> Result<Vec<Vec<f32>>> {
-        let cfg = &self.cfg;
-        for item in items.iter() {
-            if item.new.is_empty() {
-                return Err(Error::input("forward: no tokens"));
-            }
-            self.check_slots(item.new)?;
-            let needed = item.cache.len() + item.new.len();
-            if needed > item.cache.capacity() {
-                return Err(Error::input(format!(
-                    "sequence of {needed} slots exceeds the KV cache capacity {}",
-                    item.cache.capacity()
-                )));
-            }
-        }
-        if let Some(gpu) = &self.gpu {
-            return gpu.forward_batch(cfg, items, logit_rows);
-        }
-        if items.iter().any(|i| i.cache.device.is_some()) {
-            return Err(Error::input(
-                "forward: the KV cache lives on the GPU but the model runs on the CPU",
-            ));
-        }
-        // Row ranges of each item in the stacked activations, and where its new slots start in its cache.
-        let mut ranges = Vec::with_capacity(items.len());
-        let mut starts = Vec::with_capacity(items.len());
-        let mut n = 0;
-        for item in items.iter_mut() {
-            ranges.push(n..n + item.new.len());
-            n += item.new.len();
-            starts.push(item.cache.len());
-            let pushed = item.cache.push_slots(item.new);
-            debug_assert!(pushed, "capacity was checked above");
-        }
-        let (h, hd) = (cfg.hidden_size, cfg.head_dim);
-        let kv_dim = cfg.n_kv_heads * hd;
-        let q_dim = cfg.n_heads * hd;
-        let slots: Vec<SlotInfo> = items.iter().flat_map(|i| i.new.iter().copied()).collect();
-        let positions: Vec<i64> = slots.iter().map(|s| s.position).collect();
+    // Stack the new slots: item i owns rows ranges[i] of every activation and cache slots starts[i]...
+    let (ranges, starts) = stack_items::<B>(b, items, &mut ws.slots)?;
+    let n = ws.slots.len();
+    b.begin_pass(&mut ws.scratch, &ws.slots)?;
+    b.embed(&ws.scratch, &w.embed, w.pos_embed.as_ref(), &mut ws.x, n)?;
 
-        // Embeddings (+ learned positions).
-        let mut x = vec![0.0f32; n * h];
-        for (row, slot) in x.chunks_mut(h).zip(&slots) {
-            let t = slot.token as usize;
-            row.copy_from_slice(&self.weights.embed[t * h..(t + 1) * h]);
-            if let Some(wpe) = &self.weights.pos_embed {
-                let p = slot.position as usize;
-                row.iter_mut()
-                    .zip(&wpe[p * h..(p + 1) * h])
-                    .for_each(|(a, b)| *a += b);
-            }
-        }
-
-        let (mut normed, mut q, mut k, mut v) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let (mut attn, mut o, mut up, mut gate, mut mlp) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for (l, lw) in self.weights.layers.iter().enumerate() {
-            // Attention block.
-            norm(&x, &lw.attn_norm, cfg.norm, cfg.norm_eps, &mut normed);
-            linear(&normed, n, &lw.q, &mut q);
-            linear(&normed, n, &lw.k, &mut k);
-            linear(&normed, n, &lw.v, &mut v);
-            if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
-                per_head_norm(&mut q, qn, cfg);
-                per_head_norm(&mut k, kn, cfg);
-            }
-            if let Some(rope) = &self.rope {
-                rope.apply(&mut q, &positions, cfg.n_heads, hd);
-                rope.apply(&mut k, &positions, cfg.n_kv_heads, hd);
-            }
-            let mut scale = cfg.attn_scale;
-            if cfg.scale_attn_by_inverse_layer_idx {
-                scale /= (l + 1) as f32;
-            }
-            attn.clear();
-            attn.resize(n * q_dim, 0.0);
-            for ((item, rows), &start) in items.iter_mut().zip(&ranges).zip(&starts) {
-                let m = rows.len();
-                let cache = &mut *item.cache;
-                cache.keys[l][start * kv_dim..(start + m) * kv_dim]
-                    .copy_from_slice(&k[rows.start * kv_dim..rows.end * kv_dim]);
-                cache.values[l][start * kv_dim..(start + m) * kv_dim]
-                    .copy_from_slice(&v[rows.start * kv_dim..rows.end * kv_dim]);
-                let input = AttentionInput {
-                    q: &q[rows.start * q_dim..rows.end * q_dim],
-                    keys: &cache.keys[l],
-                    values: &cache.values[l],
-                    q_start: start,
-                    n_new: m,
-                    n_heads: cfg.n_heads,
-                    n_kv_heads: cfg.n_kv_heads,
-                    head_dim: hd,
-                    scale,
-                    mask: AttentionMask {
-                        slots: cache.slots(),
-                        visibility: cache.visibility,
-                        sliding_window: cfg.sliding_window,
-                    },
-                };
-                let recorders = item.capture.as_deref_mut().and_then(|c| c.layer_mut(l));
-                attention(
-                    &input,
-                    &mut attn[rows.start * q_dim..rows.end * q_dim],
-                    recorders,
-                );
-            }
-            linear(&attn, n, &lw.o, &mut o);
-
-            // MLP block, sequential or parallel residual.
-            if !cfg.parallel_residual {
-                add_in_place(&mut x, &o);
-            }
-            norm(&x, &lw.mlp_norm, cfg.norm, cfg.norm_eps, &mut normed);
-            linear(&normed, n, &lw.up, &mut up);
-            match &lw.gate {
-                Some(g) => {
-                    linear(&normed, n, g, &mut gate);
-                    activate(&mut gate, cfg.activation);
-                    up.iter_mut().zip(&gate).for_each(|(u, g)| *u *= g);
-                }
-                None => activate(&mut up, cfg.activation),
-            }
-            linear(&up, n, &lw.down, &mut mlp);
-            if cfg.parallel_residual {
-                add_in_place(&mut mlp, &o);
-            }
-            add_in_place(&mut x, &mlp);
-        }
-
-        // Final norm and logits for the requested rows of every item.
-        let picked: Vec<std::ops::Range<usize>> = match logit_rows {
-            LogitRows::All => ranges.clone(),
-            LogitRows::Last => ranges.iter().map(|r| r.end - 1..r.end).collect(),
-            LogitRows::None => return Ok(vec![Vec::new(); items.len()]),
-        };
-        let mut rows_x = Vec::new();
-        for r in &picked {
-            rows_x.extend_from_slice(&x[r.start * h..r.end * h]);
-        }
-        let m = rows_x.len() / h;
-        norm(
-            &rows_x,
-            &self.weights.final_norm,
+    for (l, lw) in w.layers.iter().enumerate() {
+        // Attention block.
+        b.norm(
             cfg.norm,
             cfg.norm_eps,
-            &mut normed,
-        );
-        let mut logits = Vec::new();
-        match &self.weights.lm_head {
-            Some(head) => linear(&normed, m, head, &mut logits),
-            None => project(
-                &normed,
-                m,
-                &self.weights.embed,
-                h,
-                cfg.vocab_size,
-                None,
-                &mut logits,
-            ),
+            &ws.x,
+            &lw.attn_norm,
+            &mut ws.normed,
+            n,
+            h,
+        )?;
+        b.linear(&ws.normed, n, &lw.q, &mut ws.q)?;
+        b.linear(&ws.normed, n, &lw.k, &mut ws.k)?;
+        b.linear(&ws.normed, n, &lw.v, &mut ws.v)?;
+        if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
+            b.norm_in_place(
+                &mut ws.scratch,
+                &mut ws.q,
+                qn,
+                n * cfg.n_heads,
+                hd,
+                cfg.norm_eps,
+            )?;
+            b.norm_in_place(
+                &mut ws.scratch,
+                &mut ws.k,
+                kn,
+                n * cfg.n_kv_heads,
+                hd,
+                cfg.norm_eps,
+            )?;
         }
-        let vocab = cfg.vocab_size;
-        let mut out = Vec::with_capacity(items.len());
-        let mut row = 0;
-        for r in &picked {
-            out.push(logits[row * vocab..(row + r.len()) * vocab].to_vec());
-            row += r.len();
+        if let Some(rope) = &engine.rope {
+            b.rope(rope, &ws.scratch, &mut ws.q, n, cfg.n_heads, hd)?;
+            b.rope(rope, &ws.scratch, &mut ws.k, n, cfg.n_kv_heads, hd)?;
         }
-        Ok(out)
+        let shape = AttentionShape::of_layer(cfg, l);
+        for ((item, rows), &start) in items.iter_mut().zip(&ranges).zip(&starts) {
+            let (kv, slots, visibility) = item.cache.parts_mut::<B::Kv>()?;
+            b.write_kv(kv, l, start, &ws.k, &ws.v, rows.clone(), kv_dim)?;
+            let step = AttentionStep {
+                layer: l,
+                shape,
+                q: &ws.q,
+                rows: rows.clone(),
+                q_start: start,
+                kv: &*kv,
+                mask: AttentionMask {
+                    slots,
+                    visibility,
+                    sliding_window: cfg.sliding_window,
+                },
+            };
+            let recorders = item.capture.as_deref_mut().and_then(|c| c.layer_mut(l));
+            b.attention(&mut ws.scratch, &step, &mut ws.attn, recorders)?;
+        }
+        b.linear(&ws.attn, n, &lw.o, &mut ws.o)?;
+
+        // MLP block, sequential or parallel residual.
+        if !cfg.parallel_residual {
+            b.add(&mut ws.x, &ws.o, n * h)?;
+        }
+        b.norm(
+            cfg.norm,
+            cfg.norm_eps,
+            &ws.x,
+            &lw.mlp_norm,
+            &mut ws.normed,
+            n,
+            h,
+        )?;
+        b.linear(&ws.normed, n, &lw.up, &mut ws.up)?;
+        match &lw.gate {
+            Some(gate) => {
+                b.linear(&ws.normed, n, gate, &mut ws.gate)?;
+                b.activate_gated(cfg.activation, &ws.gate, &mut ws.up, n * inter)?;
+            }
+            None => b.activate(cfg.activation, &mut ws.up, n * inter)?,
+        }
+        b.linear(&ws.up, n, &lw.down, &mut ws.mlp)?;
+        if cfg.parallel_residual {
+            b.add2(&mut ws.x, &ws.mlp, &ws.o, n * h)?;
+        } else {
+            b.add(&mut ws.x, &ws.mlp, n * h)?;
+        }
     }
 
-    /// Rejects token ids and positions the model cannot take.
-    fn check_slots(&self, new: &[SlotInfo]) -> Result<()> {
-        for s in new {
-            if s.token as usize >= self.cfg.vocab_size {
-                return Err(Error::input(format!(
-                    "token id {} is out of range for vocab_size {}",
-                    s.token, self.cfg.vocab_size
-                )));
-            }
-            if s.position < 0 {
-                return Err(Error::input(format!("position {} is negative", s.position)));
-            }
-            let learned = matches!(self.cfg.position, PositionEncoding::Learned);
-            if learned
-                && self
-                    .cfg
-                    .max_positions
-                    .is_some_and(|m| s.position as usize >= m)
-            {
-                return Err(Error::input(format!(
-                    "position {} exceeds the learned position table ({} positions)",
-                    s.position,
-                    self.cfg.max_positions.unwrap_or(0)
-                )));
-            }
+    // Final norm and logits for the requested rows of every item.
+    let picked: Vec<Range<usize>> = match logit_rows {
+        LogitRows::All => ranges,
+        LogitRows::Last => ranges.iter().map(|r| r.end - 1..r.end).collect(),
+        LogitRows::None => {
+            b.sync()?;
+            return Ok(vec![Vec::new(); items.len()]);
         }
-        Ok(())
-    }
+    };
+    let m: usize = picked.iter().map(|r| r.len()).sum();
+    b.gather_rows(&ws.x, &picked, h, &mut ws.picked)?;
+    b.norm(
+        cfg.norm,
+        cfg.norm_eps,
+        &ws.picked,
+        &w.final_norm,
+        &mut ws.normed,
+        m,
+        h,
+    )?;
+    let head = match &w.lm_head {
+        Some(linear) => LmHead::Linear(linear),
+        None => LmHead::Tied(&w.embed),
+    };
+    b.lm_head(
+        &mut ws.scratch,
+        &ws.normed,
+        m,
+        head,
+        cfg.vocab_size,
+        &mut ws.logits,
+    )?;
+    Ok(split_rows(&ws.logits, &picked, cfg.vocab_size))
 }
 
-/// RMSNorm over each head of `x` (`[t, heads * head_dim]`) with a `head_dim`-wide weight (Qwen3 q/k norm).
-fn per_head_norm(x: &mut [f32], n: &crate::weights::Norm, cfg: &crate::config::ModelConfig) {
-    let mut tmp = vec![0.0f32; cfg.head_dim];
-    for head in x.chunks_mut(cfg.head_dim) {
-        norm_row(
-            head,
-            n,
-            crate::config::NormKind::RmsNorm,
-            cfg.norm_eps,
-            &mut tmp,
-        );
-        head.copy_from_slice(&tmp);
+/// Appends each item's new slots to its cache (and to the backend's copy of the slot metadata) and stacks
+/// them into `slots`. Returns each item's rows in the stacked activations and its first new cache slot.
+fn stack_items<B: Backend>(
+    b: &B,
+    items: &mut [BatchItem],
+    slots: &mut Vec<SlotInfo>,
+) -> Result<(Vec<Range<usize>>, Vec<usize>)> {
+    let mut ranges = Vec::with_capacity(items.len());
+    let mut starts = Vec::with_capacity(items.len());
+    slots.clear();
+    for item in items.iter_mut() {
+        let start = item.cache.len();
+        ranges.push(slots.len()..slots.len() + item.new.len());
+        starts.push(start);
+        slots.extend_from_slice(item.new);
+        if !item.cache.push_slots(item.new) {
+            return Err(Error::input("forward: the KV cache is full"));
+        }
+        let (kv, _, _) = item.cache.parts_mut::<B::Kv>()?;
+        b.write_slots(kv, start, item.new)?;
     }
+    Ok((ranges, starts))
+}
+
+/// Splits `[m, vocab]` logits into one buffer per item.
+fn split_rows(all: &[f32], picked: &[Range<usize>], vocab: usize) -> Vec<Vec<f32>> {
+    let mut out = Vec::with_capacity(picked.len());
+    let mut row = 0;
+    for r in picked {
+        out.push(all[row * vocab..(row + r.len()) * vocab].to_vec());
+        row += r.len();
+    }
+    out
 }

@@ -3,82 +3,61 @@
 //! one position. New slots are written in place: no step ever copies the cache.
 
 use crate::config::ModelConfig;
-use crate::cuda::DeviceKv;
+use crate::model::backend::KvStore;
+use crate::model::cpu::CpuKv;
 use crate::slots::{SlotInfo, Visibility};
+use crate::{Error, Result};
 
-/// Keys and values of every layer for up to `capacity` slots, `[capacity, n_kv_heads * head_dim]` each.
-/// On the CPU they live in `keys`/`values`; a cache made by `Model::new_cache` for a model on the GPU keeps
-/// them in `device` (and `keys`/`values` stay empty). The slot metadata is the same for both.
+/// A KV cache: per-slot metadata on the host (the same for every backend) and the keys/values of every layer
+/// for up to `capacity` slots in the storage of the device the model runs on (`Model::new_cache`).
 #[derive(Debug)]
 pub struct KvCache {
-    pub keys: Vec<Vec<f32>>,
-    pub values: Vec<Vec<f32>>,
     pub kv_dim: usize,
     pub n_layers: usize,
     capacity: usize,
     slots: Vec<SlotInfo>,
     pub visibility: Visibility,
-    pub device: Option<DeviceKv>,
+    store: Box<dyn KvStore>,
 }
 
 impl KvCache {
-    /// A copy of a host cache; a cache on the GPU is not copied (an error).
-    pub fn try_clone(&self) -> crate::Result<KvCache> {
-        if self.device.is_some() {
-            return Err(crate::Error::cuda(
-                "copying a KV cache that lives on the GPU is not supported",
-            ));
-        }
-        Ok(KvCache {
-            keys: self.keys.clone(),
-            values: self.values.clone(),
-            kv_dim: self.kv_dim,
-            n_layers: self.n_layers,
-            capacity: self.capacity,
-            slots: self.slots.clone(),
-            visibility: self.visibility,
-            device: None,
-        })
-    }
-}
-
-impl KvCache {
-    /// Allocates room for `capacity` slots in every layer.
+    /// A cache on the host (the CPU backend's storage).
     pub fn new(cfg: &ModelConfig, capacity: usize, visibility: Visibility) -> KvCache {
-        let kv_dim = cfg.n_kv_heads * cfg.head_dim;
-        KvCache {
-            keys: (0..cfg.n_layers)
-                .map(|_| vec![0.0; capacity * kv_dim])
-                .collect(),
-            values: (0..cfg.n_layers)
-                .map(|_| vec![0.0; capacity * kv_dim])
-                .collect(),
-            kv_dim,
-            n_layers: cfg.n_layers,
+        KvCache::with_store(
+            cfg,
             capacity,
-            slots: Vec::with_capacity(capacity),
             visibility,
-            device: None,
-        }
+            Box::new(CpuKv::new(cfg, capacity)),
+        )
     }
 
-    /// A cache whose keys and values live on the GPU.
-    pub fn on_device(
+    /// A cache whose keys and values live in `store`.
+    pub fn with_store(
         cfg: &ModelConfig,
         capacity: usize,
         visibility: Visibility,
-        device: DeviceKv,
+        store: Box<dyn KvStore>,
     ) -> KvCache {
         KvCache {
-            keys: Vec::new(),
-            values: Vec::new(),
             kv_dim: cfg.n_kv_heads * cfg.head_dim,
             n_layers: cfg.n_layers,
             capacity,
             slots: Vec::with_capacity(capacity),
             visibility,
-            device: Some(device),
+            store,
         }
+    }
+
+    /// A copy of the cache (an error where the device cannot copy its storage).
+    pub fn try_clone(&self) -> Result<KvCache> {
+        Ok(KvCache {
+            kv_dim: self.kv_dim,
+            n_layers: self.n_layers,
+            capacity: self.capacity,
+            slots: self.slots.clone(),
+            visibility: self.visibility,
+            store: self.store.try_clone()?,
+        })
     }
 
     /// Number of filled slots.
@@ -99,6 +78,37 @@ impl KvCache {
     /// Metadata of the filled slots.
     pub fn slots(&self) -> &[SlotInfo] {
         &self.slots
+    }
+
+    /// The key/value storage, whatever device holds it.
+    pub fn store(&self) -> &dyn KvStore {
+        &*self.store
+    }
+
+    /// The key/value storage, mutably.
+    pub fn store_mut(&mut self) -> &mut dyn KvStore {
+        &mut *self.store
+    }
+
+    /// The host storage, when the cache lives on the CPU.
+    pub fn host(&self) -> Option<&CpuKv> {
+        self.store.as_any().downcast_ref()
+    }
+
+    /// The host storage, mutably, when the cache lives on the CPU.
+    pub fn host_mut(&mut self) -> Option<&mut CpuKv> {
+        self.store.as_any_mut().downcast_mut()
+    }
+
+    /// The storage as backend type `K`, with the slot metadata and visibility beside it; an error when the
+    /// cache was made for another device.
+    pub(crate) fn parts_mut<K: KvStore>(&mut self) -> Result<(&mut K, &[SlotInfo], Visibility)> {
+        match self.store.as_any_mut().downcast_mut::<K>() {
+            Some(kv) => Ok((kv, &self.slots, self.visibility)),
+            None => Err(Error::input(
+                "forward: the KV cache was made for another device than the model's (use Model::new_cache)",
+            )),
+        }
     }
 
     /// Appends slot metadata; keys and values are written by the forward pass. Returns false when full.

@@ -55,24 +55,12 @@ impl KvCache {
                 "--ablate-layers: layer {l} out of range"
             )));
         }
+        // The filled rows are read as f32 from wherever the cache lives, altered, and written back.
         for &l in &ab.layers {
             for values in [false, true] {
-                match &mut self.device {
-                    // On the GPU: the filled rows come to the host, are altered there, and go back.
-                    Some(dev) => {
-                        let mut rows = dev.read_layer(l, values, n, d)?;
-                        ablate_rows(&mut rows, n, d, ab);
-                        dev.write_layer(l, values, &rows)?;
-                    }
-                    None => {
-                        let buf = if values {
-                            &mut self.values[l]
-                        } else {
-                            &mut self.keys[l]
-                        };
-                        ablate_rows(buf, n, d, ab);
-                    }
-                }
+                let mut rows = self.store().read_layer(l, values, n)?;
+                ablate_rows(&mut rows, n, d, ab);
+                self.store_mut().write_layer(l, values, &rows)?;
             }
         }
         self.mark_ablated(&ab.slots);
@@ -169,7 +157,7 @@ mod tests {
             SlotInfo::prompt(3, 2, -1),
         ]);
         for l in 0..2 {
-            for (i, x) in cache.keys[l].iter_mut().enumerate() {
+            for (i, x) in cache.host_mut().unwrap().keys[l].iter_mut().enumerate() {
                 *x = i as f32;
             }
         }
@@ -180,9 +168,9 @@ mod tests {
         };
         let mut c = cache.try_clone().unwrap();
         c.ablate(&ab(AblationMode::Zero)).unwrap();
-        assert_eq!(&c.keys[1][4..8], &[0.0; 4]);
+        assert_eq!(&c.host().unwrap().keys[1][4..8], &[0.0; 4]);
         assert_eq!(
-            &c.keys[0][4..8],
+            &c.host().unwrap().keys[0][4..8],
             &[4.0, 5.0, 6.0, 7.0],
             "other layers untouched"
         );
@@ -190,13 +178,13 @@ mod tests {
         let mut c = cache.try_clone().unwrap();
         c.ablate(&ab(AblationMode::Mean)).unwrap();
         assert_eq!(
-            &c.keys[1][4..8],
+            &c.host().unwrap().keys[1][4..8],
             &[4.0, 5.0, 6.0, 7.0],
             "mean of rows 0..3 is row 1 here"
         );
         let mut c = cache.try_clone().unwrap();
         c.ablate(&ab(AblationMode::Replace(2))).unwrap();
-        assert_eq!(&c.keys[1][4..8], &[8.0, 9.0, 10.0, 11.0]);
+        assert_eq!(&c.host().unwrap().keys[1][4..8], &[8.0, 9.0, 10.0, 11.0]);
         assert!(
             cache
                 .try_clone()

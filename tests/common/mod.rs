@@ -4,8 +4,9 @@
 pub mod golden;
 
 use attnscope::capture::{CaptureSpec, HeadWeights, SequenceCapture, SequenceResult, WeightsDtype};
-use attnscope::input::Visibility;
-use attnscope::model::{KvCache, LogitRows, Model, SlotInfo};
+use attnscope::model::{KvCache, LogitRows, Model};
+use attnscope::slots::SlotInfo;
+use attnscope::slots::Visibility;
 use safetensors::SafeTensors;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -3,10 +3,11 @@
 
 use super::{Elem, Gpu, NULL, values};
 use attnscope::capture::{CaptureSpec, HeadRecorder, HeadStats, HeadWeights};
-use attnscope::input::Visibility;
-use attnscope::model::attention::{AttentionInput, AttentionMask, attention};
-use attnscope::model::kv_cache::SlotInfo;
+use attnscope::model::attention::{AttentionInput, attention};
 use attnscope::model::ops::{MatRef, matmul};
+use attnscope::slots::AttentionMask;
+use attnscope::slots::SlotInfo;
+use attnscope::slots::Visibility;
 use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 
 /// Shape of one attention problem.
@@ -161,10 +162,12 @@ impl Problem {
             values: &self.v,
             q_start: s.q_start,
             n_new: self.n_new,
-            n_heads: nh,
-            n_kv_heads: nkv,
-            head_dim: hd,
-            scale: self.scale,
+            shape: attnscope::model::backend::AttentionShape {
+                n_heads: nh,
+                n_kv_heads: nkv,
+                head_dim: hd,
+                scale: self.scale,
+            },
             mask,
         };
         let mut recs: Vec<HeadRecorder> =
