@@ -10,16 +10,16 @@
 //!
 //! A full decoder step is covered by benches/prefill.rs. Run: `cargo bench --bench kernels` (~40 s).
 
-use attnscope::capture::{CaptureSpec, HeadRecorder};
-use attnscope::config::{NormKind, PositionEncoding};
-use attnscope::model::attention::{AttentionInput, attention};
-use attnscope::model::ops::{MatRef, linear, matmul, norm};
-use attnscope::model::random::named_config;
-use attnscope::model::rope::Rope;
-use attnscope::slots::AttentionMask;
-use attnscope::slots::SlotInfo;
-use attnscope::slots::Visibility;
-use attnscope::weights::{Linear, Norm};
+use attnscope_core::capture::{CaptureSpec, HeadRecorder};
+use attnscope_core::config::{NormKind, PositionEncoding};
+use attnscope_core::model::attention::{AttentionInput, attention};
+use attnscope_core::model::ops::{MatRef, linear, matmul, norm};
+use attnscope_core::model::random::named_config;
+use attnscope_core::model::rope::Rope;
+use attnscope_core::slots::AttentionMask;
+use attnscope_core::slots::SlotInfo;
+use attnscope_core::slots::Visibility;
+use attnscope_core::weights::{Linear, Norm};
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::time::Duration;
@@ -142,7 +142,7 @@ fn attention_bench(c: &mut Criterion) {
         values: &vals,
         q_start: 0,
         n_new: T,
-        shape: attnscope::model::backend::AttentionShape {
+        shape: attnscope_core::model::backend::AttentionShape {
             n_heads: heads,
             n_kv_heads: kv_heads,
             head_dim: hd,

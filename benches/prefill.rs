@@ -1,7 +1,7 @@
 //! Cost of attention capture in the CPU reference engine.
 //!
 //! Model: the random-weight "llama-100m" shape (768 hidden, 12 layers, 12 heads over 4 KV heads, MLP 2048,
-//! vocab 32000, ~100M parameters, f32), built in memory by `attnscope::model::random` (no download).
+//! vocab 32000, ~100M parameters, f32), built in memory by `attnscope_core::model::random` (no download).
 //!
 //! - `prefill_llama100m_t256/{none,stats,weights}`: one prefill of T = 256 random token ids at positions
 //!   0..T-1, logits of the last row only. Each iteration allocates a fresh `KvCache` (capacity T) and, when
@@ -13,11 +13,11 @@
 //!
 //! Run: `cargo bench --bench prefill` (about 75 s on 2 idle cores).
 
-use attnscope::capture::{CaptureSpec, SequenceCapture, WeightsDtype};
-use attnscope::model::random::named_model;
-use attnscope::model::{KvCache, LogitRows, Model};
-use attnscope::slots::SlotInfo;
-use attnscope::slots::Visibility;
+use attnscope_core::capture::{CaptureSpec, SequenceCapture, WeightsDtype};
+use attnscope_core::model::random::named_model;
+use attnscope_core::model::{KvCache, LogitRows, Model};
+use attnscope_core::slots::SlotInfo;
+use attnscope_core::slots::Visibility;
 use criterion::{BatchSize, Criterion, SamplingMode, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::time::Duration;

@@ -1,5 +1,8 @@
-//! The `attnscope` binary; everything lives in the library's `cli` module.
+//! The `attnscope` binary: clap definitions and printing (`cli/`); the work is done by the workspace's
+//! crates (see ARCHITECTURE.md).
+
+mod cli;
 
 fn main() -> std::process::ExitCode {
-    attnscope::cli::main()
+    cli::main()
 }

@@ -3,11 +3,11 @@
 
 mod common;
 
-use attnscope::input::SequenceInput;
-use attnscope::model::{KvCache, LogitRows, Model};
-use attnscope::run::ablation::{Ablation, AblationMode, score_targets};
-use attnscope::run::parallel::softmax;
-use attnscope::slots::SlotInfo;
+use attnscope_core::input::SequenceInput;
+use attnscope_core::model::{KvCache, LogitRows, Model};
+use attnscope_core::run::ablation::{Ablation, AblationMode, score_targets};
+use attnscope_core::run::parallel::softmax;
+use attnscope_core::slots::SlotInfo;
 use common::*;
 
 fn teacher_forced(model: &Model, prompt: &[u32], targets: &[u32]) -> Vec<f64> {
@@ -16,7 +16,11 @@ fn teacher_forced(model: &Model, prompt: &[u32], targets: &[u32]) -> Vec<f64> {
         .chain(&targets[..targets.len() - 1])
         .copied()
         .collect();
-    let mut cache = KvCache::new(&model.cfg, all.len(), attnscope::slots::Visibility::Visible);
+    let mut cache = KvCache::new(
+        &model.cfg,
+        all.len(),
+        attnscope_core::slots::Visibility::Visible,
+    );
     let slots: Vec<SlotInfo> = all
         .iter()
         .enumerate()

@@ -3,11 +3,11 @@
 
 mod common;
 
-use attnscope::capture::SequenceCapture;
-use attnscope::model::forward::BatchItem;
-use attnscope::model::{KvCache, LogitRows, Model};
-use attnscope::slots::SlotInfo;
-use attnscope::slots::Visibility;
+use attnscope_core::capture::SequenceCapture;
+use attnscope_core::model::forward::BatchItem;
+use attnscope_core::model::{KvCache, LogitRows, Model};
+use attnscope_core::slots::SlotInfo;
+use attnscope_core::slots::Visibility;
 use common::*;
 
 fn slots(ids: &[u32], offset: usize) -> Vec<SlotInfo> {

@@ -3,10 +3,10 @@
 
 mod common;
 
-use attnscope::capture::tables::{StatsSource, stats_tables};
-use attnscope::io::{ColumnData, Table};
-use attnscope::model::Model;
-use attnscope::slots::Visibility;
+use attnscope_core::model::Model;
+use attnscope_core::slots::Visibility;
+use attnscope_io::tables::{StatsSource, stats_tables};
+use attnscope_io::{ColumnData, Table};
 use common::*;
 use std::collections::HashMap;
 

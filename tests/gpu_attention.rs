@@ -10,7 +10,7 @@
 
 mod gpu_common;
 
-use attnscope::capture::{CaptureSpec, HeadWeights, RowStats, WeightsDtype};
+use attnscope_core::capture::{CaptureSpec, HeadWeights, RowStats, WeightsDtype};
 use cudarc::driver::{CudaFunction, CudaModule};
 use gpu_common::attention::{
     Path, Problem, Reference, RowOutputs, Shape, StatTol, decode_slots, launch_prefill, slots,

@@ -8,9 +8,9 @@
 
 mod gpu_common;
 
-use attnscope::config::Activation;
-use attnscope::model::ops::{activation, add_in_place, project};
-use attnscope::sampling::argmax;
+use attnscope_core::config::Activation;
+use attnscope_core::model::ops::{activation, add_in_place, project};
+use attnscope_core::sampling::argmax;
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use gpu_common::{Elem, Gpu, gpu_or_skip, max_rel_err, round_to, values};
 

@@ -6,14 +6,14 @@
 
 mod gpu_common;
 
-use attnscope::capture::{CaptureSpec, HeadRecorder};
-use attnscope::config::{NormKind, RopeConfig, RopeScaling};
-use attnscope::model::attention::{AttentionInput, attention};
-use attnscope::model::ops::norm_row;
-use attnscope::model::rope::Rope;
-use attnscope::slots::AttentionMask;
-use attnscope::slots::Visibility;
-use attnscope::weights::Norm;
+use attnscope_core::capture::{CaptureSpec, HeadRecorder};
+use attnscope_core::config::{NormKind, RopeConfig, RopeScaling};
+use attnscope_core::model::attention::{AttentionInput, attention};
+use attnscope_core::model::ops::norm_row;
+use attnscope_core::model::rope::Rope;
+use attnscope_core::slots::AttentionMask;
+use attnscope_core::slots::Visibility;
+use attnscope_core::weights::Norm;
 use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 use gpu_common::attention::slots;
 use gpu_common::{Gpu, gpu_or_skip, max_rel_err, values};
@@ -207,7 +207,7 @@ fn check_prefill(gpu: &Gpu, f: &CudaFunction, c: Case) {
         values: &v,
         q_start: c.q_start,
         n_new,
-        shape: attnscope::model::backend::AttentionShape {
+        shape: attnscope_core::model::backend::AttentionShape {
             n_heads: nh,
             n_kv_heads: nkv,
             head_dim: hd,

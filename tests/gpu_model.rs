@@ -12,13 +12,13 @@
 
 mod common;
 
-use attnscope::capture::{CaptureSpec, HeadStats, SequenceResult};
-use attnscope::cuda::{CudaStatus, DeviceRequest, GpuDtype, probe};
-use attnscope::input::{SequenceInput, Visibility};
-use attnscope::model::Model;
-use attnscope::run::ablation::{Ablation, AblationMode, score_targets};
-use attnscope::run::parallel::{ParallelOptions, SetDistribution};
-use attnscope::run::{GenerateOptions, run_sequence};
+use attnscope_core::capture::{CaptureSpec, HeadStats, SequenceResult};
+use attnscope_core::input::{SequenceInput, Visibility};
+use attnscope_core::model::Model;
+use attnscope_core::run::ablation::{Ablation, AblationMode, score_targets};
+use attnscope_core::run::parallel::{ParallelOptions, SetDistribution};
+use attnscope_core::run::{GenerateOptions, run_sequence};
+use attnscope_cuda::{CudaStatus, DeviceRequest, GpuDtype, probe};
 use common::golden::{Tolerance, check_fixtures, check_stories260k};
 use common::*;
 
@@ -38,7 +38,7 @@ fn gpu_present() -> bool {
 
 /// Moves a model to GPU 0 in `dtype`.
 fn on_gpu(model: &mut Model, dtype: GpuDtype) {
-    let p = attnscope::job::place(model, DeviceRequest::Cuda(0), dtype)
+    let p = attnscope_job::place(model, DeviceRequest::Cuda(0), dtype)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(p.device, "cuda:0");
 }
@@ -308,14 +308,14 @@ fn caches_of_the_other_backend_are_refused() {
     let cpu = Model::load(&dir).unwrap();
     let mut gpu = Model::load(&dir).unwrap();
     on_gpu(&mut gpu, GpuDtype::Bf16);
-    let slots = [attnscope::slots::SlotInfo::prompt(1, 0, -1)];
+    let slots = [attnscope_core::slots::SlotInfo::prompt(1, 0, -1)];
     let mut device_cache = gpu.new_cache(4, Visibility::Visible).unwrap();
     let err = cpu
         .forward(
             &mut device_cache,
             &slots,
             None,
-            attnscope::model::LogitRows::Last,
+            attnscope_core::model::LogitRows::Last,
         )
         .expect_err("a CPU model must refuse a device cache");
     assert!(err.to_string().contains("GPU"), "{err}");
@@ -325,7 +325,7 @@ fn caches_of_the_other_backend_are_refused() {
             &mut host_cache,
             &slots,
             None,
-            attnscope::model::LogitRows::Last,
+            attnscope_core::model::LogitRows::Last,
         )
         .expect_err("a GPU model must refuse a host cache");
     assert!(err.to_string().contains("KV cache"), "{err}");

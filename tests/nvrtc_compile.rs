@@ -4,8 +4,8 @@
 //! Without NVRTC the tests print `SKIP: NVRTC not found (...)`, unless `ATTNSCOPE_REQUIRE_NVRTC=1`
 //! (set by CI), in which case a missing NVRTC fails.
 
-use attnscope::cuda::context::kernel_names;
-use attnscope::cuda::{compile_kernel, kernel_sources, nvrtc_version};
+use attnscope_cuda::context::kernel_names;
+use attnscope_cuda::{compile_kernel, kernel_sources, nvrtc_version};
 
 const ARCHS: [&str; 2] = ["sm_80", "sm_90"];
 

@@ -4,12 +4,12 @@
 
 mod common;
 
-use attnscope::capture::SequenceResult;
-use attnscope::input::{SequenceInput, Visibility};
-use attnscope::model::Model;
-use attnscope::run::parallel::{ParallelOptions, SetDistribution};
-use attnscope::run::{GenerateOptions, run_sequence};
-use attnscope::slots::SlotKind;
+use attnscope_core::capture::SequenceResult;
+use attnscope_core::input::{SequenceInput, Visibility};
+use attnscope_core::model::Model;
+use attnscope_core::run::parallel::{ParallelOptions, SetDistribution};
+use attnscope_core::run::{GenerateOptions, run_sequence};
+use attnscope_core::slots::SlotKind;
 use common::*;
 
 fn generate(
@@ -18,7 +18,7 @@ fn generate(
     vis: Visibility,
     threshold: f32,
     next: SetDistribution,
-) -> attnscope::run::SequenceOutcome {
+) -> attnscope_core::run::SequenceOutcome {
     let mut seq = SequenceInput::from_tokens(prompt.to_vec());
     seq.visibility = vis;
     let generation = GenerateOptions {
@@ -34,7 +34,7 @@ fn generate(
     run_sequence(model, &seq, &full_spec(), &generation, &mut || {}).unwrap()
 }
 
-fn check_replay(model: &Model, out: &attnscope::run::SequenceOutcome, label: &str) -> usize {
+fn check_replay(model: &Model, out: &attnscope_core::run::SequenceOutcome, label: &str) -> usize {
     let slots = &out.slots;
     // Structure: positions advance by one per step; set members share position and group.
     let mut sets = 0;

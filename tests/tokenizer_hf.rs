@@ -4,7 +4,7 @@
 
 mod common;
 
-use attnscope::tokenizer::TextTokenizer;
+use attnscope_core::tokenizer::TextTokenizer;
 use common::*;
 use serde_json::Value;
 use std::path::Path;

@@ -1,23 +1,24 @@
 //! `attnscope ablate`: alter the K/V of chosen slots at chosen layers and report the change in
 //! log-probability of target tokens (given, or the model's own greedy continuation).
 
-use crate::capture::CaptureSpec;
 use crate::cli::{AblateArgs, AblationModeArg, model_dir};
-use crate::input::{InputSpec, SequenceInput};
-use crate::io::{ColumnData, RunDir, Table, write_json, write_parquet};
-use crate::model::Model;
-use crate::run::ablation::{Ablation, AblationMode, score_targets};
-use crate::run::{GenerateOptions, check_fits, run_sequence};
-use crate::tokenizer::TextTokenizer;
-use crate::{Error, Result};
+use attnscope_core::Error;
+use attnscope_core::Result;
+use attnscope_core::capture::CaptureSpec;
+use attnscope_core::input::{InputSpec, SequenceInput};
+use attnscope_core::model::Model;
+use attnscope_core::run::ablation::{Ablation, AblationMode, score_targets};
+use attnscope_core::run::{GenerateOptions, check_fits, run_sequence};
+use attnscope_core::tokenizer::TextTokenizer;
+use attnscope_io::{ColumnData, RunDir, Table, write_json, write_parquet};
 
 /// Runs `ablate`.
 pub fn ablate(args: AblateArgs) -> Result<()> {
-    let device = crate::cuda::DeviceRequest::parse(&args.device)?;
-    let dtype = crate::cuda::GpuDtype::parse(&args.dtype)?;
+    let device = attnscope_cuda::DeviceRequest::parse(&args.device)?;
+    let dtype = attnscope_cuda::GpuDtype::parse(&args.dtype)?;
     let dir = model_dir(args.model.clone(), false);
     let mut model = Model::load(&dir)?;
-    let placement = crate::job::place(&mut model, device, dtype)?;
+    let placement = attnscope_job::place(&mut model, device, dtype)?;
     if let Some(note) = &placement.note {
         eprintln!("note: running on the CPU: {note}");
     }

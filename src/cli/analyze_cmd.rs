@@ -1,10 +1,10 @@
 //! `attnscope analyze parallel RUN_DIR...`: the parallel-position attention study, printed and optionally
 //! written as `prompts.parquet` + `study.json` into `--out`.
 
-use crate::Result;
-use crate::analyze::parallel::{ParallelStudy, analyze_parallel, prompts_table};
 use crate::cli::AnalyzeParallelArgs;
-use crate::io::{RunDir, write_json, write_parquet};
+use attnscope_analyze::parallel::{ParallelStudy, analyze_parallel, prompts_table};
+use attnscope_core::Result;
+use attnscope_io::{RunDir, write_json, write_parquet};
 
 /// Runs `analyze parallel`.
 pub fn analyze_parallel_cmd(args: AnalyzeParallelArgs) -> Result<()> {

@@ -1,12 +1,13 @@
 //! `attnscope bench-attention`: flags → `bench::attention` → table on stdout and optional JSON.
 
-use crate::bench::attention::{
-    AttentionBenchRow, AttentionBenchSettings, FLOPS_FORMULA, SCHEMA, run_cpu, run_gpu,
-};
 use crate::cli::BenchAttentionArgs;
 use crate::cli::bench_cmd::{check_json_target, write_json_atomic};
-use crate::cuda::{CudaStatus, DeviceRequest, GpuContext, GpuDtype, probe};
-use crate::{Error, Result};
+use attnscope_bench::attention::{
+    AttentionBenchRow, AttentionBenchSettings, FLOPS_FORMULA, SCHEMA, run_cpu, run_gpu,
+};
+use attnscope_core::Error;
+use attnscope_core::Result;
+use attnscope_cuda::{CudaStatus, DeviceRequest, GpuContext, GpuDtype, probe};
 use serde::Serialize;
 
 /// The JSON document ("attnscope-attn-bench/1").

@@ -1,12 +1,13 @@
 //! `attnscope bench`: validate flags, plan the models, measure them, print the table, write `--json`.
 
-use crate::bench::report::{BenchReport, DeviceInfo, SCHEMA, SettingsRecord, apply_peaks};
-use crate::bench::table::render_table;
-use crate::bench::{BenchSettings, Mode, ModelSource, measurement_count, plan, run_model};
 use crate::cli::BenchArgs;
-use crate::cuda::{DeviceRequest, GpuDtype};
-use crate::job::Placement;
-use crate::{Error, Result};
+use attnscope_bench::report::{BenchReport, DeviceInfo, SCHEMA, SettingsRecord, apply_peaks};
+use attnscope_bench::table::render_table;
+use attnscope_bench::{BenchSettings, Mode, ModelSource, measurement_count, plan, run_model};
+use attnscope_core::Error;
+use attnscope_core::Result;
+use attnscope_cuda::{DeviceRequest, GpuDtype};
+use attnscope_job::Placement;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::Path;
@@ -157,8 +158,8 @@ fn device_info(placement: Option<&Placement>, args: &BenchArgs) -> DeviceInfo {
     );
     match placement {
         Some(p) if p.gpu_name.is_some() => {
-            let driver = match crate::cuda::probe() {
-                crate::cuda::CudaStatus::Available {
+            let driver = match attnscope_cuda::probe() {
+                attnscope_cuda::CudaStatus::Available {
                     driver_version: (a, b),
                     ..
                 } => Some(format!("CUDA {a}.{b}")),
@@ -198,7 +199,7 @@ pub(crate) fn write_json_atomic<T: serde::Serialize>(path: &Path, report: &T) ->
         .map(|n| n.to_string_lossy().into_owned())
         .ok_or_else(|| Error::output(path, "--json: not a file name"))?;
     let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let result = crate::io::write_json(&tmp, report)
+    let result = attnscope_io::write_json(&tmp, report)
         .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

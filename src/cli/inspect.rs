@@ -1,11 +1,11 @@
 //! `attnscope inspect MODEL`: architecture, parameter count, dtypes and tokenizer of a model directory,
 //! read from config.json, the safetensors headers and the tokenizer files (weights are not loaded).
 
-use crate::Result;
 use crate::cli::InspectArgs;
-use crate::config::{ModelConfig, PositionEncoding};
-use crate::tokenizer::TextTokenizer;
-use crate::weights::inspect_weights;
+use attnscope_core::Result;
+use attnscope_core::config::{ModelConfig, PositionEncoding};
+use attnscope_core::tokenizer::TextTokenizer;
+use attnscope_core::weights::inspect_weights;
 
 /// Runs the `inspect` subcommand.
 pub fn inspect(args: InspectArgs) -> Result<()> {

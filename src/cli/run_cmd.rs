@@ -1,22 +1,23 @@
 //! `attnscope run`: validate flags, load, run every sequence with capture, write the run directory.
 
-use crate::capture::{CaptureSpec, WeightsDtype};
 use crate::cli::{DtypeArg, RunArgs, SetDistributionArg, VisibilityArg, model_dir};
-use crate::cuda::{DeviceRequest, GpuDtype};
-use crate::input::{InputSpec, SequenceInput};
-use crate::io::{RunDir, write_json};
-use crate::model::Model;
-use crate::run::manifest::{
+use attnscope_core::Error;
+use attnscope_core::Result;
+use attnscope_core::capture::{CaptureSpec, WeightsDtype};
+use attnscope_core::input::{InputSpec, SequenceInput};
+use attnscope_core::model::Model;
+use attnscope_core::run::parallel::{ParallelOptions, SetDistribution};
+use attnscope_core::run::{GenerateOptions, SequenceOutcome, check_fits, run_sequence};
+use attnscope_core::sampling::SamplerConfig;
+use attnscope_core::slots::Visibility;
+use attnscope_core::tokenizer::TextTokenizer;
+use attnscope_core::weights::hex;
+use attnscope_cuda::{DeviceRequest, GpuDtype};
+use attnscope_io::manifest::{
     InputRecord, LAYOUT_VERSION, Manifest, ModelRecord, Timings, file_descriptions,
 };
-use crate::run::outputs::write_run_files;
-use crate::run::parallel::{ParallelOptions, SetDistribution};
-use crate::run::{GenerateOptions, SequenceOutcome, check_fits, run_sequence};
-use crate::sampling::SamplerConfig;
-use crate::slots::Visibility;
-use crate::tokenizer::TextTokenizer;
-use crate::weights::hex;
-use crate::{Error, Result};
+use attnscope_io::outputs::write_run_files;
+use attnscope_io::{RunDir, write_json};
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -122,7 +123,7 @@ fn execute(
 ) -> Result<()> {
     let dir = model_dir(args.model.clone(), args.quiet);
     let mut model = Model::load(&dir)?;
-    let placement = crate::job::place(
+    let placement = attnscope_job::place(
         &mut model,
         DeviceRequest::parse(&args.device)?,
         GpuDtype::parse(&args.dtype)?,

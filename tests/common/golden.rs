@@ -3,8 +3,8 @@
 //! the KV cache, plus the greedy continuation. `place` moves a freshly loaded model to its device.
 
 use super::*;
-use attnscope::model::Model;
-use attnscope::slots::Visibility;
+use attnscope_core::model::Model;
+use attnscope_core::slots::Visibility;
 use serde_json::Value;
 
 /// Tolerances of one backend: attention max abs error, logits max abs error (`None`: logits not compared).

@@ -3,10 +3,12 @@
 
 pub mod golden;
 
-use attnscope::capture::{CaptureSpec, HeadWeights, SequenceCapture, SequenceResult, WeightsDtype};
-use attnscope::model::{KvCache, LogitRows, Model};
-use attnscope::slots::SlotInfo;
-use attnscope::slots::Visibility;
+use attnscope_core::capture::{
+    CaptureSpec, HeadWeights, SequenceCapture, SequenceResult, WeightsDtype,
+};
+use attnscope_core::model::{KvCache, LogitRows, Model};
+use attnscope_core::slots::SlotInfo;
+use attnscope_core::slots::Visibility;
 use safetensors::SafeTensors;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -178,7 +180,7 @@ pub fn greedy(model: &Model, prompt: &[u32], n: usize) -> Vec<u32> {
         .unwrap();
     let mut out = Vec::new();
     for step in 0..n {
-        let next = attnscope::sampling::argmax(&logits);
+        let next = attnscope_core::sampling::argmax(&logits);
         out.push(next);
         if step + 1 == n {
             break;

@@ -2,12 +2,12 @@
 //! `HeadRecorder`s), a log-sum-exp reference in f64, and the prefill launch of kernels/attention_prefill.cu.
 
 use super::{Elem, Gpu, NULL, values};
-use attnscope::capture::{CaptureSpec, HeadRecorder, HeadStats, HeadWeights};
-use attnscope::model::attention::{AttentionInput, attention};
-use attnscope::model::ops::{MatRef, matmul};
-use attnscope::slots::AttentionMask;
-use attnscope::slots::SlotInfo;
-use attnscope::slots::Visibility;
+use attnscope_core::capture::{CaptureSpec, HeadRecorder, HeadStats, HeadWeights};
+use attnscope_core::model::attention::{AttentionInput, attention};
+use attnscope_core::model::ops::{MatRef, matmul};
+use attnscope_core::slots::AttentionMask;
+use attnscope_core::slots::SlotInfo;
+use attnscope_core::slots::Visibility;
 use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 
 /// Shape of one attention problem.
@@ -162,7 +162,7 @@ impl Problem {
             values: &self.v,
             q_start: s.q_start,
             n_new: self.n_new,
-            shape: attnscope::model::backend::AttentionShape {
+            shape: attnscope_core::model::backend::AttentionShape {
                 n_heads: nh,
                 n_kv_heads: nkv,
                 head_dim: hd,

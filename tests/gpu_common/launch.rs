@@ -2,7 +2,7 @@
 
 use super::attention::{Problem, RowOutputs, Shape};
 use super::{Elem, Gpu, NULL};
-use attnscope::capture::WeightsDtype;
+use attnscope_core::capture::WeightsDtype;
 use cudarc::driver::{CudaModule, LaunchConfig, PushKernelArg};
 use std::sync::Arc;
 

@@ -8,7 +8,7 @@
 pub mod attention;
 pub mod launch;
 
-use attnscope::cuda::{CudaStatus, compile_kernel, kernel_sources, probe};
+use attnscope_cuda::{CudaStatus, compile_kernel, kernel_sources, probe};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits,
 };

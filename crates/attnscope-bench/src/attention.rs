@@ -1,0 +1,277 @@
+//! `attnscope bench-attention`: the attention kernel alone, on random q/k/v of a model's attention shape
+//! (default Llama-3.2-1B: 32 query heads, 8 KV heads, head_dim 64), causal, batch 1 — the attnscope side of
+//! the comparison with torch `scaled_dot_product_attention` (scripts/bench_sdpa.py writes the same
+//! "attnscope-attn-bench/1" JSON; scripts/attn_bench_compare.py merges the two).
+//!
+//! Implementations timed per T (GPU):
+//!   prefill              fused prefill kernel: output + lse only (what a forward without capture runs)
+//!   prefill_stats        the same kernel also writing entropy, max weight and argmax per row
+//!   prefill_probs_stats  plus the second pass reducing sink/prev/self/group mass, received, distance
+//!   prefill_weights      plus the second pass writing exact f32 weights of every head ([H, T, T])
+//! On the CPU (`--device cpu`) only `prefill` is timed, with the f32 reference `model::attention`.
+//! FLOPs (causal, as in scripts/bench_sdpa.py) = 4 · n_heads · head_dim · T(T+1)/2.
+
+use attnscope_core::Error;
+use attnscope_core::Result;
+use attnscope_core::model::attention::{AttentionInput, attention};
+use attnscope_core::model::random::uniform_values as values;
+use attnscope_core::slots::AttentionMask;
+use attnscope_core::slots::SlotInfo;
+use attnscope_core::slots::Visibility;
+use attnscope_cuda::context::{DeviceBuf, GpuContext};
+use attnscope_cuda::ops::{self, AttentionCall, ProbsOutputs};
+use attnscope_cuda::{DeviceRequest, GpuDtype};
+use cudarc::driver::DevicePtr;
+use serde::Serialize;
+
+/// Schema tag of the JSON.
+pub const SCHEMA: &str = "attnscope-attn-bench/1";
+/// The FLOP count used for TFLOP/s.
+pub const FLOPS_FORMULA: &str = "4 * n_heads * head_dim * T*(T+1)/2 (causal; QK^T and PV, batch 1)";
+
+/// What to measure.
+#[derive(Clone, Debug)]
+pub struct AttentionBenchSettings {
+    pub lengths: Vec<usize>,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub dtype: GpuDtype,
+    pub warmup: usize,
+    pub repeats: usize,
+    pub device: DeviceRequest,
+    pub seed: u64,
+}
+
+/// One timed implementation at one length.
+#[derive(Clone, Debug, Serialize)]
+pub struct AttentionBenchRow {
+    #[serde(rename = "impl")]
+    pub implementation: &'static str,
+    pub batch: usize,
+    pub t: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub dtype: String,
+    pub median_ms: f64,
+    pub p10_ms: f64,
+    pub p90_ms: f64,
+    pub tflops: f64,
+}
+
+/// Causal attention FLOPs of one call.
+pub fn attention_flops(n_heads: usize, head_dim: usize, t: usize) -> f64 {
+    4.0 * n_heads as f64 * head_dim as f64 * (t as f64 * (t as f64 + 1.0) / 2.0)
+}
+
+/// One implementation's call, timed repeatedly.
+type TimedCall<'a> = Box<dyn Fn() -> Result<()> + 'a>;
+
+/// A row from millisecond samples.
+fn row(
+    s: &AttentionBenchSettings,
+    implementation: &'static str,
+    t: usize,
+    dtype: &str,
+    ms: &[f64],
+) -> AttentionBenchRow {
+    use attnscope_analyze::stats::percentile;
+    let mut ms = ms.to_vec();
+    ms.sort_by(f64::total_cmp);
+    let ms = &ms[..];
+    let median = percentile(ms, 50.0);
+    AttentionBenchRow {
+        implementation,
+        batch: 1,
+        t,
+        n_heads: s.n_heads,
+        n_kv_heads: s.n_kv_heads,
+        head_dim: s.head_dim,
+        dtype: dtype.to_string(),
+        median_ms: median,
+        p10_ms: percentile(ms, 10.0),
+        p90_ms: percentile(ms, 90.0),
+        tflops: attention_flops(s.n_heads, s.head_dim, t) / (median / 1e3) / 1e12,
+    }
+}
+
+/// Times the CPU reference (f32) at each length.
+pub fn run_cpu(s: &AttentionBenchSettings) -> Vec<AttentionBenchRow> {
+    let (nh, nkv, hd) = (s.n_heads, s.n_kv_heads, s.head_dim);
+    let mut rows = Vec::new();
+    for &t in &s.lengths {
+        let q = values(t * nh * hd, s.seed);
+        let k = values(t * nkv * hd, s.seed + 1);
+        let v = values(t * nkv * hd, s.seed + 2);
+        let slots: Vec<SlotInfo> = (0..t).map(|i| SlotInfo::prompt(0, i as i64, -1)).collect();
+        let inp = AttentionInput {
+            q: &q,
+            keys: &k,
+            values: &v,
+            q_start: 0,
+            n_new: t,
+            shape: attnscope_core::model::backend::AttentionShape {
+                n_heads: nh,
+                n_kv_heads: nkv,
+                head_dim: hd,
+                scale: 1.0 / (hd as f32).sqrt(),
+            },
+            mask: AttentionMask {
+                slots: &slots,
+                visibility: Visibility::Visible,
+                sliding_window: None,
+            },
+        };
+        let mut out = vec![0.0f32; t * nh * hd];
+        let mut ms = Vec::new();
+        for r in 0..s.warmup + s.repeats {
+            let t0 = std::time::Instant::now();
+            attention(&inp, &mut out, None);
+            if r >= s.warmup {
+                ms.push(t0.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        rows.push(row(s, "prefill", t, "f32", &ms));
+    }
+    rows
+}
+
+/// Times the GPU kernels at each length; lengths whose `[H, T, T]` f32 weights exceed `max_weights_bytes`
+/// skip `prefill_weights` (listed in the returned notes).
+pub fn run_gpu(
+    g: &GpuContext,
+    s: &AttentionBenchSettings,
+    max_weights_bytes: usize,
+) -> Result<(Vec<AttentionBenchRow>, Vec<String>)> {
+    let (nh, nkv, hd, dt) = (s.n_heads, s.n_kv_heads, s.head_dim, s.dtype);
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    let st = &g.stream;
+    let heads: Vec<i32> = (0..nh as i32).collect();
+    let d_heads = st
+        .clone_htod(&heads)
+        .map_err(|e| Error::cuda(format!("upload: {e:?}")))?;
+    for &t in &s.lengths {
+        let q = g.upload(dt, &values(t * nh * hd, s.seed))?;
+        let k = g.upload(dt, &values(t * nkv * hd, s.seed + 1))?;
+        let v = g.upload(dt, &values(t * nkv * hd, s.seed + 2))?;
+        let o = g.zeros(dt, t * nh * hd)?;
+        let f32s = |n| g.zeros(GpuDtype::F32, n);
+        let (lse, ent, mx, arg) = (f32s(nh * t)?, f32s(nh * t)?, f32s(nh * t)?, f32s(nh * t)?);
+        let err = |e| Error::cuda(format!("upload: {e:?}"));
+        let groups = st.clone_htod(&vec![-1i32; t]).map_err(err)?;
+        let positions = st
+            .clone_htod(&(0..t as i64).collect::<Vec<_>>())
+            .map_err(err)?;
+        let reduce = [f32s(nh * t)?, f32s(nh * t)?, f32s(nh * t)?, f32s(nh * t)?];
+        let received = f32s(2 * nh * t)?;
+        let distance = f32s(2 * nh * 65)?;
+        let weights_bytes = nh * t * t * 4;
+        let weights = if weights_bytes <= max_weights_bytes {
+            Some(f32s(nh * t * t)?)
+        } else {
+            notes.push(format!(
+                "prefill_weights T={t}: [H, T, T] f32 is {:.1} GiB, over the limit",
+                weights_bytes as f64 / (1u64 << 30) as f64
+            ));
+            None
+        };
+        let call = |stats: bool| AttentionCall {
+            dtype: dt,
+            q: q.ptr(st),
+            q_stride: nh * hd,
+            k: k.ptr(st),
+            v: v.ptr(st),
+            kv_stride: nkv * hd,
+            o: o.ptr(st),
+            o_stride: nh * hd,
+            lse: lse.ptr(st),
+            entropy: if stats { ent.ptr(st) } else { 0 },
+            max_weight: if stats { mx.ptr(st) } else { 0 },
+            argmax: if stats { arg.ptr(st) } else { 0 },
+            groups: groups.device_ptr(st).0,
+            isolated: false,
+            window: 0,
+            q_start: 0,
+            n_new: t,
+            n_heads: nh,
+            n_kv_heads: nkv,
+            head_dim: hd,
+            scale: 1.0 / (hd as f32).sqrt(),
+        };
+        let heads_ptr = d_heads.device_ptr(st).0;
+        let reductions = ProbsOutputs {
+            sink: reduce[0].ptr(st),
+            prev: reduce[1].ptr(st),
+            self_mass: reduce[2].ptr(st),
+            group_mass: reduce[3].ptr(st),
+            received: received.ptr(st),
+            received_stride: t,
+            distance: distance.ptr(st),
+            ..ProbsOutputs::default()
+        };
+        let weights_out = weights.as_ref().map(|w: &DeviceBuf| ProbsOutputs {
+            weights: w.ptr(st),
+            w_head_stride: t * t,
+            w_row_stride: t,
+            ..ProbsOutputs::default()
+        });
+        let pos = positions.device_ptr(st).0;
+        let mut impls: Vec<(&'static str, TimedCall)> = vec![
+            (
+                "prefill",
+                Box::new(|| ops::attention_prefill(g, &call(false))),
+            ),
+            (
+                "prefill_stats",
+                Box::new(|| ops::attention_prefill(g, &call(true))),
+            ),
+            (
+                "prefill_probs_stats",
+                Box::new(|| {
+                    ops::attention_prefill(g, &call(true))?;
+                    ops::attention_probs(g, &call(true), heads_ptr, nh, pos, &reductions)
+                }),
+            ),
+        ];
+        if let Some(w) = weights_out {
+            impls.push((
+                "prefill_weights",
+                Box::new(move || {
+                    ops::attention_prefill(g, &call(true))?;
+                    ops::attention_probs(g, &call(true), heads_ptr, nh, pos, &w)
+                }),
+            ));
+        }
+        // Modes interleaved within each repeat, timed with CUDA events around one call.
+        let mut ms = vec![Vec::new(); impls.len()];
+        let ev = |_| {
+            g.ctx
+                .new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))
+                .map_err(|e| Error::cuda(format!("event: {e:?}")))
+        };
+        let (start, stop) = (ev(0)?, ev(1)?);
+        for r in 0..s.warmup + s.repeats {
+            for (i, (_, f)) in impls.iter().enumerate() {
+                start
+                    .record(st)
+                    .map_err(|e| Error::cuda(format!("{e:?}")))?;
+                f()?;
+                stop.record(st).map_err(|e| Error::cuda(format!("{e:?}")))?;
+                stop.synchronize()
+                    .map_err(|e| Error::cuda(format!("{e:?}")))?;
+                let elapsed = start
+                    .elapsed_ms(&stop)
+                    .map_err(|e| Error::cuda(format!("{e:?}")))?;
+                if r >= s.warmup {
+                    ms[i].push(elapsed as f64);
+                }
+            }
+        }
+        for ((name, _), samples) in impls.iter().zip(&ms) {
+            rows.push(row(s, name, t, dt.as_str(), samples));
+        }
+    }
+    Ok((rows, notes))
+}

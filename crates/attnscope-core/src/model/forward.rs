@@ -1,0 +1,208 @@
+//! The forward pass, written once for every family and every backend: architecture differences are flags of
+//! `ModelConfig`, device differences live behind [`Backend`]. Reads top to bottom: embed → blocks (norm,
+//! q/k/v, q/k norm, RoPE, cache write, attention with capture, output, residual, MLP) → final norm → logits.
+
+use crate::Error;
+use crate::Result;
+use crate::capture::SequenceCapture;
+use crate::config::ModelConfig;
+use crate::model::backend::{AttentionShape, AttentionStep, Backend, LmHead, Workspace};
+use crate::model::engine::Engine;
+use crate::model::kv_cache::KvCache;
+use crate::slots::{AttentionMask, SlotInfo};
+use std::ops::Range;
+
+/// Which rows of logits the caller wants back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogitRows {
+    /// One row per new slot.
+    All,
+    /// Only the last new slot.
+    Last,
+    /// None (e.g. capture-only prefill).
+    None,
+}
+
+/// One sequence's part of a batched forward: its cache, the slots to append, and its recorders.
+pub struct BatchItem<'a> {
+    pub cache: &'a mut KvCache,
+    pub new: &'a [SlotInfo],
+    pub capture: Option<&'a mut SequenceCapture>,
+}
+
+/// One forward pass over several sequences (checked by `Model::forward_batch`): their new slots are stacked
+/// so that every weight matrix is read once per call (batched decode), while attention runs per sequence
+/// over its own cache. Returns one logits buffer `[rows, vocab]` per item for the rows `logit_rows` asks for.
+pub(crate) fn forward_batch<B: Backend>(
+    engine: &Engine<B>,
+    ws: &mut Workspace<B>,
+    cfg: &ModelConfig,
+    items: &mut [BatchItem],
+    logit_rows: LogitRows,
+) -> Result<Vec<Vec<f32>>> {
+    let (b, w) = (&engine.backend, &*engine.weights);
+    let (h, hd) = (cfg.hidden_size, cfg.head_dim);
+    let (kv_dim, inter) = (cfg.n_kv_heads * hd, engine.intermediate);
+
+    // Stack the new slots: item i owns rows ranges[i] of every activation and cache slots starts[i]...
+    let (ranges, starts) = stack_items::<B>(b, items, &mut ws.slots)?;
+    let n = ws.slots.len();
+    b.begin_pass(&mut ws.scratch, &ws.slots)?;
+    b.embed(&ws.scratch, &w.embed, w.pos_embed.as_ref(), &mut ws.x, n)?;
+
+    for (l, lw) in w.layers.iter().enumerate() {
+        // Attention block.
+        b.norm(
+            cfg.norm,
+            cfg.norm_eps,
+            &ws.x,
+            &lw.attn_norm,
+            &mut ws.normed,
+            n,
+            h,
+        )?;
+        b.linear(&ws.normed, n, &lw.q, &mut ws.q)?;
+        b.linear(&ws.normed, n, &lw.k, &mut ws.k)?;
+        b.linear(&ws.normed, n, &lw.v, &mut ws.v)?;
+        if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
+            b.norm_in_place(
+                &mut ws.scratch,
+                &mut ws.q,
+                qn,
+                n * cfg.n_heads,
+                hd,
+                cfg.norm_eps,
+            )?;
+            b.norm_in_place(
+                &mut ws.scratch,
+                &mut ws.k,
+                kn,
+                n * cfg.n_kv_heads,
+                hd,
+                cfg.norm_eps,
+            )?;
+        }
+        if let Some(rope) = &engine.rope {
+            b.rope(rope, &ws.scratch, &mut ws.q, n, cfg.n_heads, hd)?;
+            b.rope(rope, &ws.scratch, &mut ws.k, n, cfg.n_kv_heads, hd)?;
+        }
+        let shape = AttentionShape::of_layer(cfg, l);
+        for ((item, rows), &start) in items.iter_mut().zip(&ranges).zip(&starts) {
+            let (kv, slots, visibility) = item.cache.parts_mut::<B::Kv>()?;
+            b.write_kv(kv, l, start, &ws.k, &ws.v, rows.clone(), kv_dim)?;
+            let step = AttentionStep {
+                layer: l,
+                shape,
+                q: &ws.q,
+                rows: rows.clone(),
+                q_start: start,
+                kv: &*kv,
+                mask: AttentionMask {
+                    slots,
+                    visibility,
+                    sliding_window: cfg.sliding_window,
+                },
+            };
+            let recorders = item.capture.as_deref_mut().and_then(|c| c.layer_mut(l));
+            b.attention(&mut ws.scratch, &step, &mut ws.attn, recorders)?;
+        }
+        b.linear(&ws.attn, n, &lw.o, &mut ws.o)?;
+
+        // MLP block, sequential or parallel residual.
+        if !cfg.parallel_residual {
+            b.add(&mut ws.x, &ws.o, n * h)?;
+        }
+        b.norm(
+            cfg.norm,
+            cfg.norm_eps,
+            &ws.x,
+            &lw.mlp_norm,
+            &mut ws.normed,
+            n,
+            h,
+        )?;
+        b.linear(&ws.normed, n, &lw.up, &mut ws.up)?;
+        match &lw.gate {
+            Some(gate) => {
+                b.linear(&ws.normed, n, gate, &mut ws.gate)?;
+                b.activate_gated(cfg.activation, &ws.gate, &mut ws.up, n * inter)?;
+            }
+            None => b.activate(cfg.activation, &mut ws.up, n * inter)?,
+        }
+        b.linear(&ws.up, n, &lw.down, &mut ws.mlp)?;
+        if cfg.parallel_residual {
+            b.add2(&mut ws.x, &ws.mlp, &ws.o, n * h)?;
+        } else {
+            b.add(&mut ws.x, &ws.mlp, n * h)?;
+        }
+    }
+
+    // Final norm and logits for the requested rows of every item.
+    let picked: Vec<Range<usize>> = match logit_rows {
+        LogitRows::All => ranges,
+        LogitRows::Last => ranges.iter().map(|r| r.end - 1..r.end).collect(),
+        LogitRows::None => {
+            b.sync()?;
+            return Ok(vec![Vec::new(); items.len()]);
+        }
+    };
+    let m: usize = picked.iter().map(|r| r.len()).sum();
+    b.gather_rows(&ws.x, &picked, h, &mut ws.picked)?;
+    b.norm(
+        cfg.norm,
+        cfg.norm_eps,
+        &ws.picked,
+        &w.final_norm,
+        &mut ws.normed,
+        m,
+        h,
+    )?;
+    let head = match &w.lm_head {
+        Some(linear) => LmHead::Linear(linear),
+        None => LmHead::Tied(&w.embed),
+    };
+    b.lm_head(
+        &mut ws.scratch,
+        &ws.normed,
+        m,
+        head,
+        cfg.vocab_size,
+        &mut ws.logits,
+    )?;
+    Ok(split_rows(&ws.logits, &picked, cfg.vocab_size))
+}
+
+/// Appends each item's new slots to its cache (and to the backend's copy of the slot metadata) and stacks
+/// them into `slots`. Returns each item's rows in the stacked activations and its first new cache slot.
+fn stack_items<B: Backend>(
+    b: &B,
+    items: &mut [BatchItem],
+    slots: &mut Vec<SlotInfo>,
+) -> Result<(Vec<Range<usize>>, Vec<usize>)> {
+    let mut ranges = Vec::with_capacity(items.len());
+    let mut starts = Vec::with_capacity(items.len());
+    slots.clear();
+    for item in items.iter_mut() {
+        let start = item.cache.len();
+        ranges.push(slots.len()..slots.len() + item.new.len());
+        starts.push(start);
+        slots.extend_from_slice(item.new);
+        if !item.cache.push_slots(item.new) {
+            return Err(Error::input("forward: the KV cache is full"));
+        }
+        let (kv, _, _) = item.cache.parts_mut::<B::Kv>()?;
+        b.write_slots(kv, start, item.new)?;
+    }
+    Ok((ranges, starts))
+}
+
+/// Splits `[m, vocab]` logits into one buffer per item.
+fn split_rows(all: &[f32], picked: &[Range<usize>], vocab: usize) -> Vec<Vec<f32>> {
+    let mut out = Vec::with_capacity(picked.len());
+    let mut row = 0;
+    for r in picked {
+        out.push(all[row * vocab..(row + r.len()) * vocab].to_vec());
+        row += r.len();
+    }
+    out
+}

@@ -1,0 +1,180 @@
+//! One run: prefill each sequence, optionally generate, capture attention, and hand the results to
+//! `run::outputs` for writing. The CLI and the tests drive this module; it owns no I/O but the model's.
+
+pub mod ablation;
+pub mod parallel;
+
+use crate::Error;
+use crate::Result;
+use crate::capture::{CaptureSpec, SequenceCapture, SequenceResult};
+use crate::input::SequenceInput;
+use crate::model::{LogitRows, Model};
+use crate::sampling::{Sampler, SamplerConfig};
+use crate::slots::{SlotInfo, SlotKind};
+use parallel::{ParallelOptions, SetDistribution};
+use std::time::Instant;
+
+/// Generation settings of a run.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct GenerateOptions {
+    /// Logical generation steps after the prompt (0 = prefill only); with parallel sets a step may emit
+    /// several tokens at one position.
+    pub max_new_tokens: usize,
+    pub sampler: SamplerConfig,
+    /// Stop a sequence when it emits one of the model's EOS tokens.
+    pub stop_at_eos: bool,
+    /// TEMPO-style parallel sets; `None` = one token per step.
+    pub parallel: Option<ParallelOptions>,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions {
+            max_new_tokens: 0,
+            sampler: SamplerConfig::default(),
+            stop_at_eos: true,
+            parallel: None,
+        }
+    }
+}
+
+/// What running one sequence produced.
+pub struct SequenceOutcome {
+    /// Every slot: prompt then generated.
+    pub slots: Vec<SlotInfo>,
+    pub visibility: crate::input::Visibility,
+    pub n_prompt: usize,
+    pub capture: Option<SequenceResult>,
+    pub prefill_seconds: f64,
+    /// Wall time of each generation step.
+    pub decode_seconds: Vec<f64>,
+    pub stopped_at_eos: bool,
+}
+
+/// Checks that a sequence plus its generated tokens fits the model (vocab, positions, context).
+pub fn check_fits(
+    model: &Model,
+    seq: &SequenceInput,
+    generation: &GenerateOptions,
+    where_: &str,
+) -> Result<()> {
+    crate::input::validate_sequence(seq, model.cfg.vocab_size, None, where_)?;
+    let last = seq.positions.iter().copied().max().unwrap_or(0) + generation.max_new_tokens as i64;
+    if let Some(max) = model.cfg.max_positions
+        && last >= max as i64
+    {
+        return Err(Error::input(format!(
+            "{where_}: {} tokens{} reach position {last}, beyond the model's context of {max} positions \
+             (max_position_embeddings)",
+            seq.token_ids.len(),
+            if generation.max_new_tokens > 0 {
+                format!(" + {} generated", generation.max_new_tokens)
+            } else {
+                String::new()
+            },
+        )));
+    }
+    Ok(())
+}
+
+/// Prefills `seq` in one forward pass, then generates up to `generation.max_new_tokens` tokens one step at a
+/// time through the KV cache. With capture on, every query row (prompt and generated) is recorded, so the
+/// captured `[heads, T, T]` covers both. `on_step` is called after the prefill and after every step.
+pub fn run_sequence(
+    model: &Model,
+    seq: &SequenceInput,
+    spec: &CaptureSpec,
+    generation: &GenerateOptions,
+    on_step: &mut dyn FnMut(),
+) -> Result<SequenceOutcome> {
+    let n_prompt = seq.token_ids.len();
+    let per_step = generation.parallel.map_or(1, |p| p.max_set.max(1));
+    let capacity = n_prompt + generation.max_new_tokens * per_step;
+    let mut cache = model.new_cache(capacity, seq.visibility)?;
+    let mut capture = spec
+        .any()
+        .then(|| SequenceCapture::new(spec, &model.cfg, capacity));
+    let prompt: Vec<SlotInfo> = (0..n_prompt)
+        .map(|i| SlotInfo::prompt(seq.token_ids[i], seq.positions[i], seq.groups[i]))
+        .collect();
+
+    let started = Instant::now();
+    let rows = if generation.max_new_tokens > 0 {
+        LogitRows::Last
+    } else {
+        LogitRows::None
+    };
+    let mut logits = model.forward(&mut cache, &prompt, capture.as_mut(), rows)?;
+    let prefill_seconds = started.elapsed().as_secs_f64();
+    on_step();
+
+    let mut sampler = Sampler::new(generation.sampler);
+    let first_position = seq.positions.iter().copied().max().unwrap_or(-1) + 1;
+    let mut next_group = seq.groups.iter().copied().max().unwrap_or(-1).max(-1) + 1;
+    let mut decode_seconds = Vec::with_capacity(generation.max_new_tokens);
+    let mut stopped_at_eos = false;
+    for step in 1..=generation.max_new_tokens {
+        let started = Instant::now();
+        // One token, or a parallel set when at least two tokens pass the threshold.
+        let set = match generation.parallel {
+            Some(p) => parallel::parallel_candidates(&logits, p.threshold, p.max_set),
+            None => Vec::new(),
+        };
+        let tokens = if set.len() >= 2 {
+            set
+        } else {
+            vec![sampler.sample(&logits)]
+        };
+        let is_set = tokens.len() >= 2;
+        let (group, kind) = if is_set {
+            next_group += 1;
+            (next_group - 1, SlotKind::Parallel)
+        } else {
+            (-1, SlotKind::Generated)
+        };
+        let new: Vec<SlotInfo> = tokens
+            .iter()
+            .map(|&token| SlotInfo {
+                token,
+                position: first_position + step as i64 - 1,
+                group,
+                step: step as u32,
+                kind,
+                ablated: false,
+            })
+            .collect();
+        let is_eos = tokens.iter().any(|t| model.cfg.eos_token_ids.contains(t));
+        // The sampled tokens enter the cache so that their own attention rows are captured too.
+        let how = generation
+            .parallel
+            .map_or(SetDistribution::Last, |p| p.next);
+        let rows = if step == generation.max_new_tokens {
+            LogitRows::None
+        } else if is_set && how != SetDistribution::Last {
+            LogitRows::All
+        } else {
+            LogitRows::Last
+        };
+        let out = model.forward(&mut cache, &new, capture.as_mut(), rows)?;
+        logits = match rows {
+            LogitRows::All => parallel::next_logits(&out, model.cfg.vocab_size, how),
+            _ => out,
+        };
+        decode_seconds.push(started.elapsed().as_secs_f64());
+        on_step();
+        if is_eos && generation.stop_at_eos {
+            stopped_at_eos = true;
+            break;
+        }
+    }
+    let slots = cache.slots().to_vec();
+    Ok(SequenceOutcome {
+        capture: capture.map(|c| c.finish(&slots)),
+        slots,
+        visibility: seq.visibility,
+        n_prompt,
+        prefill_seconds,
+        decode_seconds,
+        stopped_at_eos,
+    })
+}

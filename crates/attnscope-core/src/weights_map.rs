@@ -1,0 +1,231 @@
+//! Per-family tensor names → the common [`ModelWeights`] layout. The only place that knows checkpoint naming.
+
+use crate::Error;
+use crate::Result;
+use crate::config::{ModelConfig, NormKind};
+use crate::weights::{LayerWeights, Linear, ModelWeights, TensorLoader};
+
+/// Llama, Mistral, Qwen2, Qwen3: `model.layers.{i}.self_attn.{q,k,v,o}_proj`, `mlp.{gate,up,down}_proj`.
+pub fn load_llama_like(t: &TensorLoader, cfg: &ModelConfig) -> Result<ModelWeights> {
+    let p = t.pick_prefix("embed_tokens.weight", &["model.", ""]);
+    let h = cfg.hidden_size;
+    let q_dim = cfg.n_heads * cfg.head_dim;
+    let kv_dim = cfg.n_kv_heads * cfg.head_dim;
+    let embed = t.get(&format!("{p}embed_tokens.weight"), &[cfg.vocab_size, h])?;
+    let mut layers = Vec::with_capacity(cfg.n_layers);
+    for i in 0..cfg.n_layers {
+        let l = format!("{p}layers.{i}");
+        let qk_norm = |name: &str| -> Result<Option<crate::weights::Norm>> {
+            if cfg.qk_norm {
+                Ok(Some(t.norm(
+                    &format!("{l}.self_attn.{name}"),
+                    cfg.head_dim,
+                    NormKind::RmsNorm,
+                )?))
+            } else {
+                Ok(None)
+            }
+        };
+        layers.push(LayerWeights {
+            attn_norm: t.norm(&format!("{l}.input_layernorm"), h, cfg.norm)?,
+            q: t.linear(&format!("{l}.self_attn.q_proj"), h, q_dim, cfg.qkv_bias)?,
+            k: t.linear(&format!("{l}.self_attn.k_proj"), h, kv_dim, cfg.qkv_bias)?,
+            v: t.linear(&format!("{l}.self_attn.v_proj"), h, kv_dim, cfg.qkv_bias)?,
+            o: t.linear(&format!("{l}.self_attn.o_proj"), q_dim, h, cfg.o_bias)?,
+            q_norm: qk_norm("q_norm")?,
+            k_norm: qk_norm("k_norm")?,
+            mlp_norm: t.norm(&format!("{l}.post_attention_layernorm"), h, cfg.norm)?,
+            gate: Some(t.linear(
+                &format!("{l}.mlp.gate_proj"),
+                h,
+                cfg.intermediate_size,
+                cfg.mlp_bias,
+            )?),
+            up: t.linear(
+                &format!("{l}.mlp.up_proj"),
+                h,
+                cfg.intermediate_size,
+                cfg.mlp_bias,
+            )?,
+            down: t.linear(
+                &format!("{l}.mlp.down_proj"),
+                cfg.intermediate_size,
+                h,
+                cfg.mlp_bias,
+            )?,
+        });
+    }
+    let final_norm = t.norm(&format!("{p}norm"), h, cfg.norm)?;
+    let lm_head = lm_head(t, cfg, "lm_head")?;
+    Ok(ModelWeights {
+        embed,
+        pos_embed: None,
+        layers,
+        final_norm,
+        lm_head,
+    })
+}
+
+/// GPT-2: `transformer.h.{i}.attn.c_attn` etc., Conv1D weights stored `[in, out]`.
+pub fn load_gpt2(t: &TensorLoader, cfg: &ModelConfig) -> Result<ModelWeights> {
+    let p = t.pick_prefix("wte.weight", &["transformer.", ""]);
+    let h = cfg.hidden_size;
+    let inter = cfg.intermediate_size;
+    let n_pos = cfg.max_positions.ok_or_else(|| {
+        Error::input("config.json: field `n_positions`: missing (GPT-2 needs it)")
+    })?;
+    let embed = t.get(&format!("{p}wte.weight"), &[cfg.vocab_size, h])?;
+    let pos_embed = t.get(&format!("{p}wpe.weight"), &[n_pos, h])?;
+    let mut layers = Vec::with_capacity(cfg.n_layers);
+    for i in 0..cfg.n_layers {
+        let l = format!("{p}h.{i}");
+        let c_attn = conv1d(t, &format!("{l}.attn.c_attn"), h, 3 * h)?;
+        let [q, k, v] = split_rows(&c_attn, &[h, h, h]);
+        layers.push(LayerWeights {
+            attn_norm: t.norm(&format!("{l}.ln_1"), h, NormKind::LayerNorm)?,
+            q,
+            k,
+            v,
+            o: conv1d(t, &format!("{l}.attn.c_proj"), h, h)?,
+            q_norm: None,
+            k_norm: None,
+            mlp_norm: t.norm(&format!("{l}.ln_2"), h, NormKind::LayerNorm)?,
+            gate: None,
+            up: conv1d(t, &format!("{l}.mlp.c_fc"), h, inter)?,
+            down: conv1d(t, &format!("{l}.mlp.c_proj"), inter, h)?,
+        });
+    }
+    let final_norm = t.norm(&format!("{p}ln_f"), h, NormKind::LayerNorm)?;
+    let lm_head = lm_head(t, cfg, "lm_head")?;
+    Ok(ModelWeights {
+        embed,
+        pos_embed: Some(pos_embed),
+        layers,
+        final_norm,
+        lm_head,
+    })
+}
+
+/// GPT-NeoX / Pythia: fused `attention.query_key_value` with rows grouped per head as `[heads, 3, head_dim]`.
+pub fn load_neox(t: &TensorLoader, cfg: &ModelConfig) -> Result<ModelWeights> {
+    let p = t.pick_prefix("embed_in.weight", &["gpt_neox.", ""]);
+    let h = cfg.hidden_size;
+    let hd = cfg.head_dim;
+    let q_dim = cfg.n_heads * hd;
+    let embed = t.get(&format!("{p}embed_in.weight"), &[cfg.vocab_size, h])?;
+    let mut layers = Vec::with_capacity(cfg.n_layers);
+    for i in 0..cfg.n_layers {
+        let l = format!("{p}layers.{i}");
+        let fused = t.linear(
+            &format!("{l}.attention.query_key_value"),
+            h,
+            3 * q_dim,
+            cfg.qkv_bias,
+        )?;
+        let [q, k, v] = split_neox_qkv(&fused, cfg.n_heads, hd);
+        layers.push(LayerWeights {
+            attn_norm: t.norm(&format!("{l}.input_layernorm"), h, NormKind::LayerNorm)?,
+            q,
+            k,
+            v,
+            o: t.linear(&format!("{l}.attention.dense"), q_dim, h, cfg.o_bias)?,
+            q_norm: None,
+            k_norm: None,
+            mlp_norm: t.norm(
+                &format!("{l}.post_attention_layernorm"),
+                h,
+                NormKind::LayerNorm,
+            )?,
+            gate: None,
+            up: t.linear(
+                &format!("{l}.mlp.dense_h_to_4h"),
+                h,
+                cfg.intermediate_size,
+                cfg.mlp_bias,
+            )?,
+            down: t.linear(
+                &format!("{l}.mlp.dense_4h_to_h"),
+                cfg.intermediate_size,
+                h,
+                cfg.mlp_bias,
+            )?,
+        });
+    }
+    let final_norm = t.norm(&format!("{p}final_layer_norm"), h, NormKind::LayerNorm)?;
+    let lm_head = lm_head(t, cfg, "embed_out")?;
+    Ok(ModelWeights {
+        embed,
+        pos_embed: None,
+        layers,
+        final_norm,
+        lm_head,
+    })
+}
+
+/// The untied output head, or `None` (tied to the embeddings). A tied config whose checkpoint nevertheless
+/// stores a head uses the stored one, as transformers does not: it re-ties, so we follow the config.
+fn lm_head(t: &TensorLoader, cfg: &ModelConfig, name: &str) -> Result<Option<Linear>> {
+    if cfg.tied_embeddings {
+        return Ok(None);
+    }
+    t.linear(name, cfg.hidden_size, cfg.vocab_size, false)
+        .map(Some)
+}
+
+/// A GPT-2 Conv1D (`weight [in, out]`, `bias [out]`) as a Linear `[out, in]`.
+fn conv1d(t: &TensorLoader, prefix: &str, in_dim: usize, out_dim: usize) -> Result<Linear> {
+    let w = t.get(&format!("{prefix}.weight"), &[in_dim, out_dim])?;
+    let bias = t.get(&format!("{prefix}.bias"), &[out_dim])?;
+    let mut weight = vec![0.0f32; in_dim * out_dim];
+    for i in 0..in_dim {
+        for o in 0..out_dim {
+            weight[o * in_dim + i] = w[i * out_dim + o];
+        }
+    }
+    Ok(Linear {
+        weight,
+        bias: Some(bias),
+        in_dim,
+        out_dim,
+    })
+}
+
+/// Splits a Linear's output rows into consecutive blocks of the given sizes.
+fn split_rows(lin: &Linear, sizes: &[usize; 3]) -> [Linear; 3] {
+    let mut start = 0;
+    sizes.map(|n| {
+        let rows = start..start + n;
+        start += n;
+        Linear {
+            weight: lin.weight[rows.start * lin.in_dim..rows.end * lin.in_dim].to_vec(),
+            bias: lin.bias.as_ref().map(|b| b[rows.clone()].to_vec()),
+            in_dim: lin.in_dim,
+            out_dim: n,
+        }
+    })
+}
+
+/// De-interleaves GPT-NeoX's fused qkv (rows `[head][q|k|v][d]`) into three `[heads*head_dim, in]` Linears.
+fn split_neox_qkv(fused: &Linear, n_heads: usize, hd: usize) -> [Linear; 3] {
+    let in_dim = fused.in_dim;
+    [0usize, 1, 2].map(|which| {
+        let mut weight = Vec::with_capacity(n_heads * hd * in_dim);
+        let mut bias = fused
+            .bias
+            .as_ref()
+            .map(|_| Vec::with_capacity(n_heads * hd));
+        for head in 0..n_heads {
+            let row0 = head * 3 * hd + which * hd;
+            weight.extend_from_slice(&fused.weight[row0 * in_dim..(row0 + hd) * in_dim]);
+            if let (Some(out), Some(b)) = (bias.as_mut(), fused.bias.as_ref()) {
+                out.extend_from_slice(&b[row0..row0 + hd]);
+            }
+        }
+        Linear {
+            weight,
+            bias,
+            in_dim,
+            out_dim: n_heads * hd,
+        }
+    })
+}

@@ -1,0 +1,440 @@
+//! A CUDA device ready for the forward pass: context, one stream, cuBLAS on that stream, and every kernel of
+//! `kernels/*.cu` compiled by NVRTC for the device's architecture and loaded.
+//!
+//! Everything runs on one stream, so the order of launches is the order of calls; cudarc's per-buffer event
+//! tracking (meant for several streams) is switched off and kernels receive raw device pointers
+//! ([`DeviceBuf::ptr`]).
+
+use crate::dtype::GpuDtype;
+use crate::{CudaStatus, Ptx, compile_kernel, kernel_sources, probe};
+use attnscope_core::Error;
+use attnscope_core::Result;
+use cudarc::cublas::CudaBlas;
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
+};
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+/// Which device `--device` asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceRequest {
+    /// A GPU when one is usable, else the CPU.
+    Auto,
+    Cpu,
+    /// `cuda:N`: that GPU or an error.
+    Cuda(usize),
+}
+
+impl DeviceRequest {
+    /// Parses `auto`, `cpu`, `cuda` or `cuda:N`.
+    pub fn parse(text: &str) -> Result<DeviceRequest> {
+        match text {
+            "auto" => Ok(DeviceRequest::Auto),
+            "cpu" => Ok(DeviceRequest::Cpu),
+            "cuda" | "gpu" => Ok(DeviceRequest::Cuda(0)),
+            t => match t.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => Ok(DeviceRequest::Cuda(n)),
+                _ => Err(Error::input(format!(
+                    "--device: {text:?} is not auto, cpu, cuda or cuda:N"
+                ))),
+            },
+        }
+    }
+}
+
+/// One kernel argument: a device pointer or a scalar.
+#[derive(Clone, Copy, Debug)]
+pub enum Arg {
+    /// Device address (0 = null).
+    Ptr(u64),
+    I32(i32),
+    I64(i64),
+    F32(f32),
+}
+
+/// A device buffer of `len` elements of `dtype` (bytes on the device; kernels see a typed pointer).
+pub struct DeviceBuf {
+    pub data: CudaSlice<u8>,
+    pub dtype: GpuDtype,
+    pub len: usize,
+}
+
+impl DeviceBuf {
+    /// Device address of element `offset`.
+    pub fn ptr_at(&self, stream: &CudaStream, offset: usize) -> u64 {
+        debug_assert!(offset <= self.len, "offset {offset} beyond {}", self.len);
+        let (base, _sync) = self.data.device_ptr(stream);
+        base + (offset * self.dtype.size()) as u64
+    }
+
+    /// Device address of element 0.
+    pub fn ptr(&self, stream: &CudaStream) -> u64 {
+        self.ptr_at(stream, 0)
+    }
+}
+
+impl std::fmt::Debug for DeviceBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DeviceBuf({} x {})", self.len, self.dtype)
+    }
+}
+
+/// Device, stream, cuBLAS handle and loaded kernels.
+pub struct GpuContext {
+    pub ctx: Arc<CudaContext>,
+    pub stream: Arc<CudaStream>,
+    pub blas: CudaBlas,
+    functions: HashMap<String, CudaFunction>,
+    /// "sm_90" etc.
+    pub arch: String,
+    /// Device name as the driver reports it.
+    pub name: String,
+    pub ordinal: usize,
+}
+
+impl GpuContext {
+    /// Opens device `ordinal`, compiles and loads every kernel. Never panics: a missing driver, NVRTC or
+    /// cuBLAS library is an [`Error::Cuda`] one-liner.
+    pub fn new(ordinal: usize) -> Result<GpuContext> {
+        let status = probe();
+        let count = match &status {
+            CudaStatus::Available { device_count, .. } => *device_count,
+            CudaStatus::Unavailable(reason) => return Err(Error::cuda(reason.clone())),
+        };
+        if ordinal >= count {
+            return Err(Error::cuda(format!(
+                "cuda:{ordinal} requested but the driver reports {count} device(s)"
+            )));
+        }
+        // SAFETY: only tries to dlopen the candidate names of libcublas and closes them again.
+        if !unsafe { cudarc::cublas::sys::is_culib_present() } {
+            return Err(Error::cuda(
+                "libcublas.so was not found (install the CUDA toolkit or the nvidia-cublas-cu12 wheel and add \
+                 its lib directory to LD_LIBRARY_PATH)",
+            ));
+        }
+        // Why catch_unwind: cudarc panics when a library symbol is missing; that must become an error.
+        let opened = catch_unwind(AssertUnwindSafe(|| -> Result<_> {
+            let ctx = CudaContext::new(ordinal).map_err(|e| Error::cuda(format!("{e:?}")))?;
+            // SAFETY: the backend uses a single stream, so no cross-stream synchronisation is needed; every
+            // buffer outlives the launches that use it because results are read back synchronously.
+            unsafe { ctx.disable_event_tracking() };
+            let stream = ctx.default_stream();
+            let blas = CudaBlas::new(stream.clone())
+                .map_err(|e| Error::cuda(format!("cuBLAS init: {e:?}")))?;
+            let (ma, mi) = ctx
+                .compute_capability()
+                .map_err(|e| Error::cuda(format!("{e:?}")))?;
+            let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+            Ok((ctx, stream, blas, ma, mi, name))
+        }));
+        let (ctx, stream, blas, ma, mi, name) = match opened {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(Error::cuda(
+                    "the CUDA driver or cuBLAS library lacks a required symbol (too old for CUDA 12.8)",
+                ));
+            }
+        };
+        if ma < 8 {
+            return Err(Error::cuda(format!(
+                "{name} is sm_{ma}{mi}; the kernels need sm_80 or newer"
+            )));
+        }
+        let arch = format!("sm_{ma}{mi}");
+        let mut functions = HashMap::new();
+        for (file, ptx) in compile_all(&arch)? {
+            let module = ctx
+                .load_module(ptx)
+                .map_err(|e| Error::cuda(format!("kernels/{file}: loading PTX failed: {e:?}")))?;
+            for name in kernel_names(file) {
+                let f = module.load_function(&name).map_err(|e| {
+                    Error::cuda(format!("kernels/{file}: kernel {name} not found: {e:?}"))
+                })?;
+                functions.insert(name, f);
+            }
+        }
+        Ok(GpuContext {
+            ctx,
+            stream,
+            blas,
+            functions,
+            arch,
+            name,
+            ordinal,
+        })
+    }
+
+    /// The context of GPU `ordinal`, opened once per process and shared (kernels compile once).
+    pub fn shared(ordinal: usize) -> Result<Arc<GpuContext>> {
+        static OPENED: std::sync::Mutex<Vec<(usize, Arc<GpuContext>)>> =
+            std::sync::Mutex::new(Vec::new());
+        let mut opened = OPENED
+            .lock()
+            .map_err(|_| Error::cuda("a thread panicked while opening the GPU"))?;
+        if let Some((_, g)) = opened.iter().find(|(o, _)| *o == ordinal) {
+            return Ok(g.clone());
+        }
+        let g = Arc::new(GpuContext::new(ordinal)?);
+        opened.push((ordinal, g.clone()));
+        Ok(g)
+    }
+
+    /// A loaded kernel by name.
+    pub fn function(&self, name: &str) -> Result<&CudaFunction> {
+        self.functions
+            .get(name)
+            .ok_or_else(|| Error::cuda(format!("no kernel named {name} in kernels/*.cu")))
+    }
+
+    /// Launches kernel `name` with `args` in the order of its signature.
+    pub fn launch(&self, name: &str, cfg: LaunchConfig, args: &[Arg]) -> Result<()> {
+        let f = self.function(name)?;
+        let mut b = self.stream.launch_builder(f);
+        for a in args {
+            match a {
+                Arg::Ptr(p) => b.arg(p),
+                Arg::I32(v) => b.arg(v),
+                Arg::I64(v) => b.arg(v),
+                Arg::F32(v) => b.arg(v),
+            };
+        }
+        // SAFETY: every launcher in cuda/ops.rs passes the arguments of the kernel's `extern "C"` signature in
+        // order, with pointers to live buffers of the sizes documented in the kernel's header comment.
+        unsafe { b.launch(cfg) }
+            .map(|_| ())
+            .map_err(|e| Error::cuda(format!("launching {name}: {e:?}")))
+    }
+
+    /// Allocates `len` zeroed elements.
+    pub fn zeros(&self, dtype: GpuDtype, len: usize) -> Result<DeviceBuf> {
+        let data = self
+            .stream
+            .alloc_zeros::<u8>((len * dtype.size()).max(1))
+            .map_err(|e| oom(e, len * dtype.size()))?;
+        Ok(DeviceBuf { data, dtype, len })
+    }
+
+    /// Uploads f32 values converted to `dtype`.
+    pub fn upload(&self, dtype: GpuDtype, values: &[f32]) -> Result<DeviceBuf> {
+        self.upload_bytes(dtype, values.len(), &dtype.encode(values))
+    }
+
+    /// Uploads raw bytes (`len` elements of `dtype`).
+    pub fn upload_bytes(&self, dtype: GpuDtype, len: usize, bytes: &[u8]) -> Result<DeviceBuf> {
+        let mut buf = self.zeros(dtype, len)?;
+        if !bytes.is_empty() {
+            self.stream
+                .memcpy_htod(bytes, &mut buf.data)
+                .map_err(|e| Error::cuda(format!("upload: {e:?}")))?;
+        }
+        Ok(buf)
+    }
+
+    /// Writes bytes into `buf` starting at element `offset`.
+    pub fn write_at(&self, buf: &mut DeviceBuf, offset: usize, bytes: &[u8]) -> Result<()> {
+        let start = offset * buf.dtype.size();
+        let mut view = buf.data.slice_mut(start..start + bytes.len());
+        self.stream
+            .memcpy_htod(bytes, &mut view)
+            .map_err(|e| Error::cuda(format!("upload: {e:?}")))
+    }
+
+    /// Reads elements `range` of `buf` as raw bytes (synchronises the stream).
+    pub fn read_bytes(&self, buf: &DeviceBuf, range: std::ops::Range<usize>) -> Result<Vec<u8>> {
+        let s = buf.dtype.size();
+        let view = buf.data.slice(range.start * s..range.end * s);
+        self.stream
+            .clone_dtoh(&view)
+            .map_err(|e| Error::cuda(format!("download: {e:?}")))
+    }
+
+    /// Reads elements `range` of `buf` converted to f32.
+    pub fn read_f32(&self, buf: &DeviceBuf, range: std::ops::Range<usize>) -> Result<Vec<f32>> {
+        Ok(buf.dtype.decode(&self.read_bytes(buf, range)?))
+    }
+
+    /// Copies `n` elements from `src[src_off..]` to `dst[dst_off..]` on the device (same dtype).
+    pub fn copy(
+        &self,
+        src: &DeviceBuf,
+        src_off: usize,
+        dst: &mut DeviceBuf,
+        dst_off: usize,
+        n: usize,
+    ) -> Result<()> {
+        let s = src.dtype.size();
+        debug_assert_eq!(src.dtype, dst.dtype);
+        let from = src.data.slice(src_off * s..(src_off + n) * s);
+        let mut to = dst.data.slice_mut(dst_off * s..(dst_off + n) * s);
+        self.stream
+            .memcpy_dtod(&from, &mut to)
+            .map_err(|e| Error::cuda(format!("device copy: {e:?}")))
+    }
+
+    /// Zeroes a whole buffer.
+    pub fn clear(&self, buf: &mut DeviceBuf) -> Result<()> {
+        self.stream
+            .memset_zeros(&mut buf.data)
+            .map_err(|e| Error::cuda(format!("memset: {e:?}")))
+    }
+
+    /// Waits for all queued work.
+    pub fn sync(&self) -> Result<()> {
+        self.stream
+            .synchronize()
+            .map_err(|e| Error::cuda(format!("stream synchronize: {e:?}")))
+    }
+}
+
+/// Every kernel file compiled for `arch`, in parallel, through the on-disk PTX cache.
+fn compile_all(arch: &str) -> Result<Vec<(&'static str, Ptx)>> {
+    let results: Vec<Result<(&'static str, Ptx)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = kernel_sources()
+            .iter()
+            .map(|&(file, source)| {
+                scope.spawn(move || cached_ptx(file, source, arch).map(|p| (file, p)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::cuda("a kernel compile thread panicked")))
+            })
+            .collect()
+    });
+    results.into_iter().collect()
+}
+
+/// Directory of cached PTX: `$ATTNSCOPE_CACHE_DIR`, else `$XDG_CACHE_HOME/attnscope/ptx`, else
+/// `~/.cache/attnscope/ptx`; `None` when none can be named.
+fn ptx_cache_dir() -> Option<std::path::PathBuf> {
+    use std::path::PathBuf;
+    if let Some(d) = std::env::var_os("ATTNSCOPE_CACHE_DIR") {
+        return Some(PathBuf::from(d).join("ptx"));
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("attnscope").join("ptx"))
+}
+
+/// The PTX of one kernel file for `arch`: read from the cache when a file keyed by the source (with
+/// common.cuh), the architecture and the NVRTC version exists, else compiled and stored (temp file +
+/// rename; a cache that cannot be written is skipped silently, it only costs compile time).
+fn cached_ptx(file: &str, source: &str, arch: &str) -> Result<Ptx> {
+    use sha2::{Digest, Sha256};
+    let version = crate::nvrtc_version()?;
+    let mut h = Sha256::new();
+    h.update(crate::common_header().as_bytes());
+    h.update(source.as_bytes());
+    h.update(format!("{arch} {version:?} {}", env!("CARGO_PKG_VERSION")).as_bytes());
+    let key = attnscope_core::weights::hex(&h.finalize()[..12]);
+    let stem = file.trim_end_matches(".cu");
+    let path = ptx_cache_dir().map(|d| d.join(format!("{stem}-{arch}-{key}.ptx")));
+    if let Some(text) = path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
+        return Ok(Ptx::from_src(text));
+    }
+    let ptx = compile_kernel(file, source, arch)?;
+    if let Some(p) = &path
+        && let Some(dir) = p.parent()
+        && std::fs::create_dir_all(dir).is_ok()
+    {
+        let tmp = p.with_extension(format!("tmp{}", std::process::id()));
+        if std::fs::write(&tmp, ptx.to_src()).is_ok() {
+            let _ = std::fs::rename(&tmp, p);
+        }
+    }
+    Ok(ptx)
+}
+
+/// An allocation failure as a one-line error.
+fn oom(e: cudarc::driver::DriverError, bytes: usize) -> Error {
+    Error::cuda(format!(
+        "allocating {:.1} MiB on the GPU failed: {e:?}",
+        bytes as f64 / (1 << 20) as f64
+    ))
+}
+
+/// Names of the kernels that kernel file `file` (e.g. `"norm.cu"`) defines through its macro calls. The
+/// loader asks the compiled module for each; `tests/nvrtc_compile.rs` checks that every name is an entry of
+/// the PTX NVRTC produces, so this list and kernels/*.cu cannot drift apart unnoticed.
+pub fn kernel_names(file: &str) -> Vec<String> {
+    let types = ["f32", "bf16", "f16"];
+    let per_type = |pats: &[&str]| -> Vec<String> {
+        types
+            .iter()
+            .flat_map(|t| pats.iter().map(move |p| p.replace("{T}", t)))
+            .collect()
+    };
+    match file {
+        "embedding.cu" => per_type(&["embedding_gather_{T}", "position_add_{T}"]),
+        "norm.cu" => per_type(&["rmsnorm_{T}", "layernorm_{T}"]),
+        "rope.cu" => per_type(&["rope_{T}"]),
+        "activation.cu" => {
+            let acts = ["silu", "gelu_erf", "gelu_tanh", "relu"];
+            let mut v = Vec::new();
+            for t in types {
+                for a in acts {
+                    v.push(format!("act_{a}_{t}"));
+                    v.push(format!("act_gate_{a}_{t}"));
+                }
+            }
+            v
+        }
+        "residual.cu" => per_type(&["residual_add_{T}", "residual_add2_{T}", "bias_add_{T}"]),
+        "sampling.cu" => vec![
+            "argmax_f32".into(),
+            "softmax_stats_f32".into(),
+            "topk_f32".into(),
+        ],
+        "attention_prefill.cu" => {
+            let mut v = per_type(&["attn_prefill_simt_{T}"]);
+            for t in ["bf16", "f16"] {
+                for hd in TC_HEAD_DIMS {
+                    v.push(format!("attn_prefill_{t}_hd{hd}"));
+                }
+            }
+            v
+        }
+        "attention_probs.cu" => {
+            let mut v = Vec::new();
+            for t in types {
+                for w in ["f32", "f16"] {
+                    v.push(format!("attn_probs_{t}_w{w}"));
+                }
+            }
+            v
+        }
+        "attention_decode.cu" => per_type(&["attn_decode_partial_{T}", "attn_decode_combine_{T}"]),
+        _ => Vec::new(),
+    }
+}
+
+/// Head dims with a tensor-core prefill kernel (`attn_prefill_<bf16|f16>_hd<HD>`).
+pub const TC_HEAD_DIMS: [usize; 6] = [32, 64, 80, 96, 128, 256];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kernel_file_lists_its_kernels() {
+        for (file, source) in kernel_sources() {
+            let names = kernel_names(file);
+            assert!(!names.is_empty(), "{file}: no kernel names listed");
+            assert!(source.contains("extern \"C\""), "{file}");
+        }
+        assert!(kernel_names("nothing.cu").is_empty());
+        assert_eq!(
+            DeviceRequest::parse("cuda:1").unwrap(),
+            DeviceRequest::Cuda(1)
+        );
+        assert_eq!(DeviceRequest::parse("auto").unwrap(), DeviceRequest::Auto);
+        assert!(DeviceRequest::parse("tpu").is_err());
+        assert!(DeviceRequest::parse("cuda:x").is_err());
+    }
+}

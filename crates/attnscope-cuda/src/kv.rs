@@ -1,0 +1,109 @@
+//! The device half of a KV cache: per-layer key and value buffers `[capacity, n_kv_heads · head_dim]` in
+//! the backend's dtype, and the per-slot int32 groups and int64 positions the attention kernels read.
+//! The slot metadata itself (token, position, group, step, kind, ablated) stays in `KvCache` on the host,
+//! shared by both backends; [`DeviceKv::write_slots`] mirrors what the kernels need.
+
+use crate::context::{DeviceBuf, GpuContext};
+use crate::dtype::GpuDtype;
+use attnscope_core::Error;
+use attnscope_core::Result;
+use attnscope_core::config::ModelConfig;
+use attnscope_core::slots::SlotInfo;
+use cudarc::driver::{CudaSlice, DevicePtr};
+use std::sync::Arc;
+
+/// Device storage of one KV cache.
+pub struct DeviceKv {
+    pub gpu: Arc<GpuContext>,
+    pub dtype: GpuDtype,
+    pub keys: Vec<DeviceBuf>,
+    pub values: Vec<DeviceBuf>,
+    pub groups: CudaSlice<i32>,
+    pub positions: CudaSlice<i64>,
+}
+
+impl DeviceKv {
+    /// Allocates room for `capacity` slots in every layer.
+    pub fn new(
+        gpu: &Arc<GpuContext>,
+        cfg: &ModelConfig,
+        capacity: usize,
+        dtype: GpuDtype,
+    ) -> Result<DeviceKv> {
+        let kv_dim = cfg.n_kv_heads * cfg.head_dim;
+        let layer = || gpu.zeros(dtype, capacity * kv_dim);
+        let keys = (0..cfg.n_layers).map(|_| layer()).collect::<Result<_>>()?;
+        let values = (0..cfg.n_layers).map(|_| layer()).collect::<Result<_>>()?;
+        let err = |e| Error::cuda(format!("allocating the KV cache metadata: {e:?}"));
+        Ok(DeviceKv {
+            gpu: gpu.clone(),
+            dtype,
+            keys,
+            values,
+            groups: gpu
+                .stream
+                .alloc_zeros::<i32>(capacity.max(1))
+                .map_err(err)?,
+            positions: gpu
+                .stream
+                .alloc_zeros::<i64>(capacity.max(1))
+                .map_err(err)?,
+        })
+    }
+
+    /// Uploads the groups and positions of `slots`, which occupy slots `start..start + slots.len()`.
+    pub fn write_slots(&mut self, start: usize, slots: &[SlotInfo]) -> Result<()> {
+        let groups: Vec<i32> = slots.iter().map(|s| s.group).collect();
+        let positions: Vec<i64> = slots.iter().map(|s| s.position).collect();
+        let end = start + slots.len();
+        let err = |e| Error::cuda(format!("uploading slot metadata: {e:?}"));
+        let s = &self.gpu.stream;
+        s.memcpy_htod(&groups, &mut self.groups.slice_mut(start..end))
+            .map_err(err)?;
+        s.memcpy_htod(&positions, &mut self.positions.slice_mut(start..end))
+            .map_err(err)
+    }
+
+    /// Device address of the groups array.
+    pub fn groups_ptr(&self) -> u64 {
+        self.groups.device_ptr(&self.gpu.stream).0
+    }
+
+    /// Device address of the positions array.
+    pub fn positions_ptr(&self) -> u64 {
+        self.positions.device_ptr(&self.gpu.stream).0
+    }
+
+    /// Keys (`values = false`) or values of layer `l`, slots `0..n`, as f32 `[n, kv_dim]`.
+    pub fn read_layer(&self, l: usize, values: bool, n: usize, kv_dim: usize) -> Result<Vec<f32>> {
+        let buf = if values {
+            &self.values[l]
+        } else {
+            &self.keys[l]
+        };
+        self.gpu.read_f32(buf, 0..n * kv_dim)
+    }
+
+    /// Overwrites keys or values of layer `l`, slots `0..data.len() / kv_dim`, from f32.
+    pub fn write_layer(&mut self, l: usize, values: bool, data: &[f32]) -> Result<()> {
+        let bytes = self.dtype.encode(data);
+        let buf = if values {
+            &mut self.values[l]
+        } else {
+            &mut self.keys[l]
+        };
+        self.gpu.write_at(buf, 0, &bytes)
+    }
+}
+
+impl std::fmt::Debug for DeviceKv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "DeviceKv({} layers, {} on {})",
+            self.keys.len(),
+            self.dtype,
+            self.gpu.name
+        )
+    }
+}

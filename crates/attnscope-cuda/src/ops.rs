@@ -1,0 +1,519 @@
+//! Typed launchers for the kernels of `kernels/*.cu` and the cuBLAS matmul: one function per kernel, the
+//! argument order of its `extern "C"` signature, the launch shape of its header comment. CPU twins are named
+//! in each kernel file's header (and in kernels/README.md).
+
+use crate::context::{Arg, GpuContext, TC_HEAD_DIMS};
+use crate::dtype::GpuDtype;
+use attnscope_core::Error;
+use attnscope_core::Result;
+use attnscope_core::config::{Activation, NormKind};
+use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t};
+use cudarc::driver::LaunchConfig;
+
+/// Threads per block of the elementwise kernels.
+const EW_THREADS: u32 = 256;
+
+/// A 1-D grid-stride launch over `n` elements.
+fn elementwise(n: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: ((n as u32).div_ceil(EW_THREADS).clamp(1, 65535), 1, 1),
+        block_dim: (EW_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// Grid `(rows, y)` with `threads` per block.
+fn rows_cfg(rows: usize, y: usize, threads: u32, shared: u32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (rows as u32, y as u32, 1),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: shared,
+    }
+}
+
+/// `y[rows, out] = x[rows, in] · W[out, in]ᵀ` (W row-major as in PyTorch's nn.Linear), f32 accumulation.
+/// `x` and `W` are `dtype`; `y` is `y_dtype` (f32 for logits, else `dtype`). Row-major y = x·Wᵀ is, in
+/// cuBLAS's column-major view, Y(out×rows) = Wᵀ(out×in) · X(in×rows): transa = T on W (ld = in),
+/// transb = N on x (ld = in), ldc = out.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    g: &GpuContext,
+    dtype: GpuDtype,
+    x: u64,
+    rows: usize,
+    in_dim: usize,
+    w: u64,
+    out_dim: usize,
+    y: u64,
+    y_dtype: GpuDtype,
+) -> Result<()> {
+    if rows == 0 {
+        return Ok(());
+    }
+    let (alpha, beta) = (1.0f32, 0.0f32);
+    // Strict f32 (no TF32) for f32 runs, so the f32 path matches the CPU reference to 1e-4.
+    let compute = cublasComputeType_t::CUBLAS_COMPUTE_32F;
+    // SAFETY: cuBLAS FFI on the backend's handle (bound to its only stream). Pointers come from live
+    // DeviceBufs holding rows·in (x), out·in (W) and rows·out (y) elements of the stated types; alpha/beta
+    // are f32 as CUBLAS_COMPUTE_32F requires and live across the call.
+    unsafe {
+        cudarc::cublas::result::gemm_ex(
+            *g.blas.handle(),
+            cublasOperation_t::CUBLAS_OP_T,
+            cublasOperation_t::CUBLAS_OP_N,
+            out_dim as i32,
+            rows as i32,
+            in_dim as i32,
+            (&alpha) as *const f32 as *const _,
+            w as *const _,
+            dtype.cublas(),
+            in_dim as i32,
+            x as *const _,
+            dtype.cublas(),
+            in_dim as i32,
+            (&beta) as *const f32 as *const _,
+            y as *mut _,
+            y_dtype.cublas(),
+            out_dim as i32,
+            compute,
+            cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+        )
+    }
+    .map_err(|e| {
+        Error::cuda(format!(
+            "cuBLAS gemm {rows}x{in_dim} · {out_dim}x{in_dim}ᵀ: {e:?}"
+        ))
+    })
+}
+
+/// `x[r, c] += bias[c]` (kernels/residual.cu).
+pub fn bias_add(
+    g: &GpuContext,
+    dt: GpuDtype,
+    x: u64,
+    bias: u64,
+    rows: usize,
+    dim: usize,
+) -> Result<()> {
+    let name = format!("bias_add_{dt}");
+    let args = [
+        Arg::Ptr(x),
+        Arg::Ptr(bias),
+        Arg::I64(rows as i64),
+        Arg::I32(dim as i32),
+    ];
+    g.launch(&name, elementwise(rows * dim), &args)
+}
+
+/// `x += y` (kernels/residual.cu).
+pub fn residual_add(g: &GpuContext, dt: GpuDtype, x: u64, y: u64, n: usize) -> Result<()> {
+    let args = [Arg::Ptr(x), Arg::Ptr(y), Arg::I64(n as i64)];
+    g.launch(&format!("residual_add_{dt}"), elementwise(n), &args)
+}
+
+/// `x += a + b` (GPT-NeoX parallel residual; kernels/residual.cu).
+pub fn residual_add2(g: &GpuContext, dt: GpuDtype, x: u64, a: u64, b: u64, n: usize) -> Result<()> {
+    let args = [Arg::Ptr(x), Arg::Ptr(a), Arg::Ptr(b), Arg::I64(n as i64)];
+    g.launch(&format!("residual_add2_{dt}"), elementwise(n), &args)
+}
+
+/// RMSNorm / LayerNorm of `rows` rows of `dim` (kernels/norm.cu); `b` = 0 for no bias.
+#[allow(clippy::too_many_arguments)]
+pub fn norm(
+    g: &GpuContext,
+    dt: GpuDtype,
+    kind: NormKind,
+    x: u64,
+    w: u64,
+    b: u64,
+    out: u64,
+    rows: usize,
+    dim: usize,
+    eps: f32,
+) -> Result<()> {
+    let cfg = rows_cfg(rows, 1, 256, 0);
+    let (r, d) = (Arg::I32(rows as i32), Arg::I32(dim as i32));
+    match kind {
+        NormKind::RmsNorm => g.launch(
+            &format!("rmsnorm_{dt}"),
+            cfg,
+            &[Arg::Ptr(x), Arg::Ptr(w), Arg::Ptr(out), r, d, Arg::F32(eps)],
+        ),
+        NormKind::LayerNorm => g.launch(
+            &format!("layernorm_{dt}"),
+            cfg,
+            &[
+                Arg::Ptr(x),
+                Arg::Ptr(w),
+                Arg::Ptr(b),
+                Arg::Ptr(out),
+                r,
+                d,
+                Arg::F32(eps),
+            ],
+        ),
+    }
+}
+
+/// RoPE in place at explicit positions (kernels/rope.cu).
+#[allow(clippy::too_many_arguments)]
+pub fn rope(
+    g: &GpuContext,
+    dt: GpuDtype,
+    x: u64,
+    positions: u64,
+    inv_freq: u64,
+    t: usize,
+    n_heads: usize,
+    head_dim: usize,
+    rotary_dim: usize,
+    row_stride: usize,
+) -> Result<()> {
+    let args = [
+        Arg::Ptr(x),
+        Arg::Ptr(positions),
+        Arg::Ptr(inv_freq),
+        Arg::I32(t as i32),
+        Arg::I32(n_heads as i32),
+        Arg::I32(head_dim as i32),
+        Arg::I32(rotary_dim as i32),
+        Arg::I32(row_stride as i32),
+    ];
+    g.launch(&format!("rope_{dt}"), rows_cfg(t, n_heads, 64, 0), &args)
+}
+
+/// `out[i] = table[ids[i]]` (kernels/embedding.cu).
+#[allow(clippy::too_many_arguments)]
+pub fn embedding_gather(
+    g: &GpuContext,
+    dt: GpuDtype,
+    table: u64,
+    ids: u64,
+    out: u64,
+    n: usize,
+    dim: usize,
+    vocab: usize,
+) -> Result<()> {
+    let args = [
+        Arg::Ptr(table),
+        Arg::Ptr(ids),
+        Arg::Ptr(out),
+        Arg::I32(n as i32),
+        Arg::I32(dim as i32),
+        Arg::I32(vocab as i32),
+    ];
+    g.launch(
+        &format!("embedding_gather_{dt}"),
+        rows_cfg(n, 1, 256, 0),
+        &args,
+    )
+}
+
+/// `x[i] += table[positions[i]]` (learned positions; kernels/embedding.cu).
+#[allow(clippy::too_many_arguments)]
+pub fn position_add(
+    g: &GpuContext,
+    dt: GpuDtype,
+    table: u64,
+    positions: u64,
+    x: u64,
+    n: usize,
+    dim: usize,
+    max_positions: usize,
+) -> Result<()> {
+    let args = [
+        Arg::Ptr(table),
+        Arg::Ptr(positions),
+        Arg::Ptr(x),
+        Arg::I32(n as i32),
+        Arg::I32(dim as i32),
+        Arg::I32(max_positions as i32),
+    ];
+    g.launch(&format!("position_add_{dt}"), rows_cfg(n, 1, 256, 0), &args)
+}
+
+/// Kernel name stem of an activation (kernels/activation.cu).
+fn act_name(act: Activation) -> &'static str {
+    match act {
+        Activation::Silu => "silu",
+        Activation::Gelu => "gelu_erf",
+        Activation::GeluTanh => "gelu_tanh",
+        Activation::Relu => "relu",
+    }
+}
+
+/// `x = act(x)` in place.
+pub fn activate(g: &GpuContext, dt: GpuDtype, act: Activation, x: u64, n: usize) -> Result<()> {
+    let name = format!("act_{}_{dt}", act_name(act));
+    g.launch(&name, elementwise(n), &[Arg::Ptr(x), Arg::I64(n as i64)])
+}
+
+/// `up = up · act(gate)` (gated MLP).
+pub fn activate_gated(
+    g: &GpuContext,
+    dt: GpuDtype,
+    act: Activation,
+    gate: u64,
+    up: u64,
+    n: usize,
+) -> Result<()> {
+    let name = format!("act_gate_{}_{dt}", act_name(act));
+    let args = [Arg::Ptr(gate), Arg::Ptr(up), Arg::I64(n as i64)];
+    g.launch(&name, elementwise(n), &args)
+}
+
+/// Index of the first maximum of each row of f32 logits (kernels/sampling.cu).
+pub fn argmax(g: &GpuContext, logits: u64, out: u64, rows: usize, n: usize) -> Result<()> {
+    let args = [
+        Arg::Ptr(logits),
+        Arg::Ptr(out),
+        Arg::I32(rows as i32),
+        Arg::I32(n as i32),
+    ];
+    g.launch("argmax_f32", rows_cfg(rows, 1, 256, 0), &args)
+}
+
+/// Operands of one attention call over the KV cache (layouts as in kernels/attention_prefill.cu).
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionCall {
+    pub dtype: GpuDtype,
+    pub q: u64,
+    pub q_stride: usize,
+    pub k: u64,
+    pub v: u64,
+    pub kv_stride: usize,
+    pub o: u64,
+    pub o_stride: usize,
+    /// `[n_heads, n_new]` f32 (always written).
+    pub lse: u64,
+    /// `[n_heads, n_new]` f32 entropy, f32 max weight, u32 argmax; 0 = not computed.
+    pub entropy: u64,
+    pub max_weight: u64,
+    pub argmax: u64,
+    /// `[n_keys]` int32 group per slot.
+    pub groups: u64,
+    pub isolated: bool,
+    /// 0 = no sliding window.
+    pub window: usize,
+    pub q_start: usize,
+    pub n_new: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub scale: f32,
+}
+
+/// Dynamic shared memory of the SIMT prefill kernel: Ks [32][hd + 1] + Vs [32][hd] + Qs [4][hd] f32, i.e.
+/// (68·hd + 32)·4 bytes, as the kernel's header comment says (the test models have head_dim down to 8).
+fn simt_shared(head_dim: usize) -> u32 {
+    ((32 * (head_dim + 1) + 32 * head_dim + 4 * head_dim) * 4) as u32
+}
+
+/// Fused prefill attention (kernels/attention_prefill.cu): tensor cores for bf16/f16 at the head dims that
+/// have a kernel, else the exact SIMT path.
+pub fn attention_prefill(g: &GpuContext, c: &AttentionCall) -> Result<()> {
+    if c.head_dim > 256 {
+        return Err(Error::cuda(format!(
+            "head_dim {} is larger than the kernels' 256",
+            c.head_dim
+        )));
+    }
+    let mut args = vec![
+        Arg::Ptr(c.q),
+        Arg::I32(c.q_stride as i32),
+        Arg::Ptr(c.k),
+        Arg::Ptr(c.v),
+        Arg::I32(c.kv_stride as i32),
+        Arg::Ptr(c.o),
+        Arg::I32(c.o_stride as i32),
+        Arg::Ptr(c.lse),
+        Arg::Ptr(c.entropy),
+        Arg::Ptr(c.max_weight),
+        Arg::Ptr(c.argmax),
+        Arg::Ptr(c.groups),
+        Arg::I32(c.isolated as i32),
+        Arg::I32(c.window as i32),
+        Arg::I32(c.q_start as i32),
+        Arg::I32(c.n_new as i32),
+        Arg::I32(c.n_heads as i32),
+        Arg::I32(c.n_kv_heads as i32),
+    ];
+    let tensor_cores = c.dtype != GpuDtype::F32 && TC_HEAD_DIMS.contains(&c.head_dim);
+    if tensor_cores {
+        args.push(Arg::F32(c.scale));
+        let name = format!("attn_prefill_{}_hd{}", c.dtype, c.head_dim);
+        let cfg = rows_cfg(c.n_new.div_ceil(64), c.n_heads, 128, 0);
+        g.launch(&name, cfg, &args)
+    } else {
+        args.push(Arg::I32(c.head_dim as i32));
+        args.push(Arg::F32(c.scale));
+        let name = format!("attn_prefill_simt_{}", c.dtype);
+        let shared = simt_shared(c.head_dim);
+        if shared > 48 * 1024 {
+            raise_shared_limit(g, &name, shared)?;
+        }
+        let cfg = rows_cfg(c.n_new.div_ceil(4), c.n_heads, 128, shared);
+        g.launch(&name, cfg, &args)
+    }
+}
+
+/// Allows a kernel more than 48 KiB of dynamic shared memory.
+fn raise_shared_limit(g: &GpuContext, name: &str, bytes: u32) -> Result<()> {
+    g.function(name)?
+        .set_attribute(
+            cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            bytes as i32,
+        )
+        .map_err(|e| Error::cuda(format!("{name}: raising shared memory to {bytes} B: {e:?}")))
+}
+
+/// Most query rows the decode kernel takes at once (DECODE_MAX_Q in kernels/attention_decode.cu).
+pub const DECODE_MAX_Q: usize = 8;
+/// Keys per split of the decode kernel.
+pub const DECODE_SPLIT: usize = 256;
+
+/// Scratch of the split-K decode: part_stat f32 [n_heads, n_splits, n_q, 4], part_arg i32 [.., n_q],
+/// part_o f32 [.., n_q, head_dim].
+pub struct DecodeScratch {
+    pub stat: u64,
+    pub arg: u64,
+    pub o: u64,
+}
+
+/// Partial rows (heads × splits × query rows) of the decode scratch for `n_new` rows against `n_keys` keys:
+/// part_stat holds 4 f32 per row, part_arg one i32, part_o `head_dim` f32.
+pub fn decode_scratch_rows(n_keys: usize, n_new: usize, n_heads: usize) -> usize {
+    n_heads * n_keys.div_ceil(DECODE_SPLIT) * n_new
+}
+
+/// Split-K decode attention for `n_new <= 8` rows (kernels/attention_decode.cu): partial + combine.
+pub fn attention_decode(g: &GpuContext, c: &AttentionCall, s: &DecodeScratch) -> Result<()> {
+    if c.n_new > DECODE_MAX_Q || c.head_dim > 256 {
+        return Err(Error::cuda(format!(
+            "decode attention takes at most {DECODE_MAX_Q} rows and head_dim 256 ({} rows, head_dim {})",
+            c.n_new, c.head_dim
+        )));
+    }
+    let n_keys = c.q_start + c.n_new;
+    let splits = n_keys.div_ceil(DECODE_SPLIT);
+    let shared = ((c.n_new * c.head_dim + c.n_new * DECODE_SPLIT) * 4) as u32;
+    let partial = [
+        Arg::Ptr(c.q),
+        Arg::I32(c.q_stride as i32),
+        Arg::Ptr(c.k),
+        Arg::Ptr(c.v),
+        Arg::I32(c.kv_stride as i32),
+        Arg::Ptr(c.groups),
+        Arg::I32(c.isolated as i32),
+        Arg::I32(c.window as i32),
+        Arg::I32(c.q_start as i32),
+        Arg::I32(c.n_new as i32),
+        Arg::I32(c.n_heads as i32),
+        Arg::I32(c.n_kv_heads as i32),
+        Arg::I32(c.head_dim as i32),
+        Arg::F32(c.scale),
+        Arg::I32(DECODE_SPLIT as i32),
+        Arg::Ptr(s.stat),
+        Arg::Ptr(s.arg),
+        Arg::Ptr(s.o),
+    ];
+    let name = format!("attn_decode_partial_{}", c.dtype);
+    g.launch(&name, rows_cfg(splits, c.n_heads, 128, shared), &partial)?;
+    let combine = [
+        Arg::Ptr(s.stat),
+        Arg::Ptr(s.arg),
+        Arg::Ptr(s.o),
+        Arg::I32(splits as i32),
+        Arg::I32(c.n_new as i32),
+        Arg::I32(c.n_heads as i32),
+        Arg::I32(c.head_dim as i32),
+        Arg::Ptr(c.o),
+        Arg::I32(c.o_stride as i32),
+        Arg::Ptr(c.lse),
+        Arg::Ptr(c.entropy),
+        Arg::Ptr(c.max_weight),
+        Arg::Ptr(c.argmax),
+    ];
+    let name = format!("attn_decode_combine_{}", c.dtype);
+    g.launch(&name, rows_cfg(c.n_heads, c.n_new, 128, 0), &combine)
+}
+
+/// Outputs of the second pass (kernels/attention_probs.cu); 0 = not computed.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProbsOutputs {
+    /// f32 or f16 (see `weights_f16`) rows: selected head s, row i at `weights + s·w_head_stride +
+    /// i·w_row_stride`.
+    pub weights: u64,
+    pub weights_f16: bool,
+    pub w_head_stride: usize,
+    pub w_row_stride: usize,
+    /// f32 [n_sel, n_new] each; zeroed by the caller.
+    pub sink: u64,
+    pub prev: u64,
+    pub self_mass: u64,
+    pub group_mass: u64,
+    /// f64 [n_sel, received_stride], accumulated.
+    pub received: u64,
+    pub received_stride: usize,
+    /// f64 [n_sel, 65], accumulated.
+    pub distance: u64,
+}
+
+/// Keys per z-block of the second pass.
+pub const PROBS_KEY_SPLIT: usize = 1024;
+
+/// Recomputes probabilities of the selected heads from the saved lse (kernels/attention_probs.cu).
+/// `heads` is a device int32 array of `n_sel` query heads; `positions` int64 per slot.
+pub fn attention_probs(
+    g: &GpuContext,
+    c: &AttentionCall,
+    heads: u64,
+    n_sel: usize,
+    positions: u64,
+    out: &ProbsOutputs,
+) -> Result<()> {
+    let n_keys = c.q_start + c.n_new;
+    let key_split = PROBS_KEY_SPLIT;
+    let args = [
+        Arg::Ptr(c.q),
+        Arg::I32(c.q_stride as i32),
+        Arg::Ptr(c.k),
+        Arg::I32(c.kv_stride as i32),
+        Arg::Ptr(c.lse),
+        Arg::Ptr(heads),
+        Arg::I32(n_sel as i32),
+        Arg::Ptr(positions),
+        Arg::Ptr(c.groups),
+        Arg::I32(c.isolated as i32),
+        Arg::I32(c.window as i32),
+        Arg::I32(c.q_start as i32),
+        Arg::I32(c.n_new as i32),
+        Arg::I32(c.n_heads as i32),
+        Arg::I32(c.n_kv_heads as i32),
+        Arg::I32(c.head_dim as i32),
+        Arg::F32(c.scale),
+        Arg::I32(key_split as i32),
+        Arg::Ptr(out.weights),
+        Arg::I64(out.w_head_stride as i64),
+        Arg::I64(out.w_row_stride as i64),
+        Arg::Ptr(out.sink),
+        Arg::Ptr(out.prev),
+        Arg::Ptr(out.self_mass),
+        Arg::Ptr(out.group_mass),
+        Arg::Ptr(out.received),
+        Arg::I32(out.received_stride as i32),
+        Arg::Ptr(out.distance),
+    ];
+    let w = if out.weights_f16 { "f16" } else { "f32" };
+    let name = format!("attn_probs_{}_w{w}", c.dtype);
+    let cfg = LaunchConfig {
+        grid_dim: (
+            c.n_new.div_ceil(16) as u32,
+            n_sel as u32,
+            n_keys.div_ceil(key_split) as u32,
+        ),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: (16 * c.head_dim * 4) as u32,
+    };
+    g.launch(&name, cfg, &args)
+}

@@ -1,0 +1,15 @@
+//! attnscope-io: what a run writes — Parquet tables, safetensors files, atomic run directories, the
+//! manifest, and captures turned into tables.
+
+pub mod manifest;
+pub mod outputs;
+pub mod parquet_read;
+pub mod parquet_table;
+pub mod run_dir;
+pub mod tables;
+pub mod tensors;
+
+pub use parquet_read::read_parquet;
+pub use parquet_table::{Column, ColumnData, Table, write_parquet};
+pub use run_dir::{RunDir, write_json};
+pub use tensors::{NamedTensor, TensorData, write_safetensors};

@@ -1,0 +1,134 @@
+//! `manifest.json`: what was run, on what, with which settings, how long it took, and what each file holds.
+
+use attnscope_core::capture::CaptureSpec;
+use attnscope_core::config::ModelConfig;
+use attnscope_core::run::GenerateOptions;
+use attnscope_core::weights::WeightsInfo;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Version of the run-directory layout; bumped when files or columns change meaning.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// The model as the manifest records it.
+#[derive(Serialize)]
+pub struct ModelRecord {
+    pub path: String,
+    pub family: &'static str,
+    pub architecture: ModelConfig,
+    pub parameters: usize,
+    pub config_sha256: String,
+    pub weights: WeightsInfo,
+}
+
+/// One input sequence.
+#[derive(Serialize)]
+pub struct InputRecord {
+    pub seq: usize,
+    /// "prompt" (text through the tokenizer) or the `--input` file path.
+    pub source: String,
+    pub text: Option<String>,
+    pub visibility: attnscope_core::input::Visibility,
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    pub stopped_at_eos: bool,
+    /// Decoded generated text, when a tokenizer is available.
+    pub generated_text: Option<String>,
+}
+
+/// Wall-clock timings in seconds.
+#[derive(Serialize)]
+pub struct Timings {
+    pub load_seconds: f64,
+    /// Per sequence.
+    pub prefill_seconds: Vec<f64>,
+    /// Per sequence, per generated token.
+    pub decode_token_seconds: Vec<Vec<f64>>,
+    /// Prompt tokens per second of prefill, over all sequences.
+    pub prefill_tokens_per_second: f64,
+    /// Generated tokens per second, over all sequences.
+    pub decode_tokens_per_second: f64,
+    pub write_seconds: f64,
+    pub total_seconds: f64,
+}
+
+/// The whole manifest.
+#[derive(Serialize)]
+pub struct Manifest {
+    pub attnscope_version: &'static str,
+    pub layout_version: u32,
+    pub created_unix_seconds: u64,
+    pub command: Vec<String>,
+    pub model: ModelRecord,
+    /// "cpu" or "cuda:N".
+    pub device: String,
+    /// GPU name when on a GPU.
+    pub device_name: Option<String>,
+    /// Storage dtype of weights / activations / KV cache ("f32" on the CPU).
+    pub compute_dtype: String,
+    pub threads: usize,
+    pub capture: CaptureSpec,
+    pub generation: GenerateOptions,
+    pub seed: u64,
+    pub inputs: Vec<InputRecord>,
+    pub timings: Timings,
+    /// File name → what it holds and how to load it.
+    pub files: BTreeMap<String, String>,
+}
+
+/// Descriptions of the files a run may write.
+pub fn file_descriptions(weights: bool, stats: bool, generated: bool) -> BTreeMap<String, String> {
+    let mut files = BTreeMap::new();
+    files.insert(
+        "tokens.parquet".into(),
+        "one row per slot: seq, slot, token_id, token, position, group, step (0 = prompt, k = k-th generated), \
+         kind (prompt | generated | parallel: a member of a parallel set sharing one position)"
+            .into(),
+    );
+    if stats {
+        files.insert(
+            "stats.parquet".into(),
+            "long format per query row: seq, layer, head, slot, metric (entropy [nats], max_weight, argmax_slot, \
+             sink_mass, prev_mass, self_mass, group_mass [only for slots in a group]), value"
+                .into(),
+        );
+        files.insert(
+            "received.parquet".into(),
+            "per key slot: seq, layer, head, slot, received_sum (sum over query rows), received_mean (over the \
+             visible_rows query rows that can see the key), visible_rows, received_decode_sum (sum over \
+             generation-step query rows only)"
+                .into(),
+        );
+        files.insert(
+            "distance.parquet".into(),
+            "attention mass by position distance d = position[q] - position[k] in log2 buckets (bucket 0: d < 0, \
+             1: d = 0, b >= 2: 2^(b-2) <= d < 2^(b-1)): seq, layer, head, bucket, label, distance_min, \
+             distance_max, mass_sum (over query rows), mass_mean (mass_sum / rows), rows"
+                .into(),
+        );
+    }
+    if stats && generated {
+        files.insert(
+            "steps.parquet".into(),
+            "per generation-step query row (step > 0), layer and head: seq, step, slot, layer, head, query_kind, \
+             mass_prompt, mass_generated, mass_parallel (attention to visible key slots of each kind, the query itself \
+             excluded), mass_self, n_prompt, n_generated, n_parallel (visible key slots of each kind)"
+                .into(),
+        );
+        files.insert(
+            "step_groups.parquet".into(),
+            "per generation-step query row, layer, head and key group: seq, step, slot, layer, head, group, mass, \
+             n_slots (visible members of the group, the query itself excluded)"
+                .into(),
+        );
+    }
+    if weights {
+        files.insert(
+            "attention.safetensors".into(),
+            "exact post-softmax probabilities, tensors seq{s}.layer{l} of shape [heads, T, T] (rows = query slots, \
+             zeros where a key is not visible); the heads kept are in the metadata key seq{s}.layer{l}.heads"
+                .into(),
+        );
+    }
+    files
+}

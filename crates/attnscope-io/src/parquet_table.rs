@@ -1,0 +1,255 @@
+//! A small column-oriented table and an uncompressed Parquet writer for it.
+//!
+//! Every column is REQUIRED (non-null). Strings are BYTE_ARRAY annotated as UTF8/String so that pandas,
+//! polars and pyarrow read them as strings; string columns are dictionary-encoded (they mostly hold repeated
+//! names), numeric columns are plain-encoded. Rows are split into row groups of at most
+//! [`ROW_GROUP_ROWS`] rows so that very long tables never need one giant row group.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::Path;
+use std::sync::Arc;
+
+use parquet::basic::{LogicalType, Repetition, Type as PhysicalType};
+use parquet::data_type::{
+    BoolType, ByteArray, ByteArrayType, DataType, DoubleType, FloatType, Int32Type, Int64Type,
+};
+use parquet::file::properties::WriterProperties;
+use parquet::file::writer::{SerializedColumnWriter, SerializedFileWriter};
+use parquet::schema::types::{ColumnPath, Type};
+
+use attnscope_core::Error;
+use attnscope_core::Result;
+
+/// Maximum number of rows written into one Parquet row group.
+pub const ROW_GROUP_ROWS: usize = 1 << 20;
+
+/// The values of one column; all values are present (no nulls).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ColumnData {
+    /// 32-bit signed integers (Parquet INT32).
+    I32(Vec<i32>),
+    /// 64-bit signed integers (Parquet INT64).
+    I64(Vec<i64>),
+    /// 32-bit floats (Parquet FLOAT).
+    F32(Vec<f32>),
+    /// 64-bit floats (Parquet DOUBLE).
+    F64(Vec<f64>),
+    /// UTF-8 strings (Parquet BYTE_ARRAY with the String logical type).
+    Utf8(Vec<String>),
+    /// Booleans (Parquet BOOLEAN).
+    Bool(Vec<bool>),
+}
+
+impl ColumnData {
+    /// Number of values in the column.
+    pub fn len(&self) -> usize {
+        match self {
+            ColumnData::I32(v) => v.len(),
+            ColumnData::I64(v) => v.len(),
+            ColumnData::F32(v) => v.len(),
+            ColumnData::F64(v) => v.len(),
+            ColumnData::Utf8(v) => v.len(),
+            ColumnData::Bool(v) => v.len(),
+        }
+    }
+
+    /// True when the column holds no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn physical_type(&self) -> PhysicalType {
+        match self {
+            ColumnData::I32(_) => PhysicalType::INT32,
+            ColumnData::I64(_) => PhysicalType::INT64,
+            ColumnData::F32(_) => PhysicalType::FLOAT,
+            ColumnData::F64(_) => PhysicalType::DOUBLE,
+            ColumnData::Utf8(_) => PhysicalType::BYTE_ARRAY,
+            ColumnData::Bool(_) => PhysicalType::BOOLEAN,
+        }
+    }
+}
+
+/// A named column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    /// Column name as it appears in the Parquet schema.
+    pub name: String,
+    /// The column's values.
+    pub data: ColumnData,
+}
+
+/// An ordered set of equally long, uniquely named columns.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Table {
+    /// The columns, in schema order.
+    pub columns: Vec<Column>,
+}
+
+impl Table {
+    /// An empty table with no columns.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends a column; lengths and names are checked by [`write_parquet`].
+    pub fn push(&mut self, name: impl Into<String>, data: ColumnData) -> &mut Self {
+        self.columns.push(Column {
+            name: name.into(),
+            data,
+        });
+        self
+    }
+
+    /// Number of rows (length of the first column, 0 when there are no columns).
+    pub fn len(&self) -> usize {
+        self.columns.first().map_or(0, |c| c.data.len())
+    }
+
+    /// True when the table has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Writes `table` to `path` as an uncompressed Parquet file (row groups of at most [`ROW_GROUP_ROWS`] rows).
+///
+/// Errors when the table has no columns, a column name is empty or repeated, or the columns differ in length.
+pub fn write_parquet(path: &Path, table: &Table) -> Result<()> {
+    write_parquet_with_row_groups(path, table, ROW_GROUP_ROWS)
+}
+
+fn write_parquet_with_row_groups(path: &Path, table: &Table, group_rows: usize) -> Result<()> {
+    validate(path, table)?;
+    let pq_err = |e: parquet::errors::ParquetError| Error::output(path, format!("parquet: {e}"));
+    let schema = Arc::new(build_schema(table).map_err(pq_err)?);
+
+    let mut props = WriterProperties::builder()
+        .set_dictionary_enabled(false)
+        .set_created_by(format!("attnscope {}", env!("CARGO_PKG_VERSION")));
+    for col in &table.columns {
+        if matches!(col.data, ColumnData::Utf8(_)) {
+            let cp = ColumnPath::new(vec![col.name.clone()]);
+            props = props.set_column_dictionary_enabled(cp, true);
+        }
+    }
+    let props = Arc::new(props.build());
+
+    let file = File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut writer =
+        SerializedFileWriter::new(BufWriter::new(file), schema, props).map_err(pq_err)?;
+
+    let rows = table.len();
+    let group_rows = group_rows.max(1);
+    let mut start = 0;
+    while start < rows {
+        let end = (start + group_rows).min(rows);
+        let mut rg = writer.next_row_group().map_err(pq_err)?;
+        for col in &table.columns {
+            let Some(mut cw) = rg.next_column().map_err(pq_err)? else {
+                return Err(Error::output(
+                    path,
+                    "parquet: schema has fewer columns than table",
+                ));
+            };
+            write_range(&mut cw, &col.data, start, end).map_err(pq_err)?;
+            cw.close().map_err(pq_err)?;
+        }
+        rg.close().map_err(pq_err)?;
+        start = end;
+    }
+
+    let buf = writer.into_inner().map_err(pq_err)?;
+    let file = buf
+        .into_inner()
+        .map_err(|e| Error::io(path, e.into_error()))?;
+    file.sync_all().map_err(|e| Error::io(path, e))?;
+    Ok(())
+}
+
+fn validate(path: &Path, table: &Table) -> Result<()> {
+    if table.columns.is_empty() {
+        return Err(Error::output(path, "cannot write a table with no columns"));
+    }
+    let rows = table.len();
+    let mut seen = HashSet::new();
+    for col in &table.columns {
+        if col.name.is_empty() {
+            return Err(Error::output(path, "column with an empty name"));
+        }
+        if !seen.insert(col.name.as_str()) {
+            return Err(Error::output(
+                path,
+                format!("column `{}` appears more than once", col.name),
+            ));
+        }
+        if col.data.len() != rows {
+            return Err(Error::output(
+                path,
+                format!(
+                    "column `{}` has {} rows but column `{}` has {rows}",
+                    col.name,
+                    col.data.len(),
+                    table.columns[0].name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn build_schema(table: &Table) -> parquet::errors::Result<Type> {
+    let mut fields = Vec::with_capacity(table.columns.len());
+    for col in &table.columns {
+        let logical = match col.data {
+            ColumnData::Utf8(_) => Some(LogicalType::String),
+            _ => None,
+        };
+        let field = Type::primitive_type_builder(&col.name, col.data.physical_type())
+            .with_repetition(Repetition::REQUIRED)
+            .with_logical_type(logical)
+            .build()?;
+        fields.push(Arc::new(field));
+    }
+    Type::group_type_builder("schema")
+        .with_fields(fields)
+        .build()
+}
+
+fn write_typed<T: DataType>(
+    cw: &mut SerializedColumnWriter<'_>,
+    values: &[T::T],
+) -> parquet::errors::Result<()>
+where
+    T::T: Sized,
+{
+    cw.typed::<T>().write_batch(values, None, None)?;
+    Ok(())
+}
+
+fn write_range(
+    cw: &mut SerializedColumnWriter<'_>,
+    data: &ColumnData,
+    start: usize,
+    end: usize,
+) -> parquet::errors::Result<()> {
+    match data {
+        ColumnData::I32(v) => write_typed::<Int32Type>(cw, &v[start..end]),
+        ColumnData::I64(v) => write_typed::<Int64Type>(cw, &v[start..end]),
+        ColumnData::F32(v) => write_typed::<FloatType>(cw, &v[start..end]),
+        ColumnData::F64(v) => write_typed::<DoubleType>(cw, &v[start..end]),
+        ColumnData::Bool(v) => write_typed::<BoolType>(cw, &v[start..end]),
+        ColumnData::Utf8(v) => {
+            let values: Vec<ByteArray> = v[start..end]
+                .iter()
+                .map(|s| ByteArray::from(s.as_str()))
+                .collect();
+            write_typed::<ByteArrayType>(cw, &values)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,276 @@
+//! Writes named tensors to a safetensors file.
+//!
+//! The format is written directly: an 8-byte little-endian header length, a JSON header (padded with spaces
+//! to a multiple of 8 bytes) mapping each name to its dtype, shape and byte range, then the raw
+//! little-endian tensor bytes in order. Tensor data goes from the caller's slices straight to a buffered
+//! file writer, so no extra copy of (possibly multi-GB) attention tensors is made on little-endian hosts.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use half::slice::HalfFloatSliceExt;
+use serde_json::{Map, Value, json};
+
+use attnscope_core::Error;
+use attnscope_core::Result;
+
+/// Key under which safetensors stores free-form string metadata.
+const METADATA_KEY: &str = "__metadata__";
+
+/// The element values of a tensor, in row-major order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorData {
+    /// 32-bit floats (dtype "F32").
+    F32(Vec<f32>),
+    /// IEEE half floats (dtype "F16").
+    F16(Vec<half::f16>),
+    /// 64-bit signed integers (dtype "I64").
+    I64(Vec<i64>),
+}
+
+impl TensorData {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            TensorData::F32(v) => v.len(),
+            TensorData::F16(v) => v.len(),
+            TensorData::I64(v) => v.len(),
+        }
+    }
+
+    /// True when there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The safetensors dtype string.
+    pub fn dtype(&self) -> &'static str {
+        match self {
+            TensorData::F32(_) => "F32",
+            TensorData::F16(_) => "F16",
+            TensorData::I64(_) => "I64",
+        }
+    }
+
+    /// Size of one element in bytes.
+    pub fn elem_size(&self) -> usize {
+        match self {
+            TensorData::F32(_) => 4,
+            TensorData::F16(_) => 2,
+            TensorData::I64(_) => 8,
+        }
+    }
+}
+
+/// A tensor with its name and shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedTensor {
+    /// Name used as the key in the safetensors header.
+    pub name: String,
+    /// Dimensions; their product must equal the number of elements.
+    pub shape: Vec<usize>,
+    /// The elements.
+    pub data: TensorData,
+}
+
+/// Writes `tensors` (in the given order) and string `metadata` to a safetensors file at `path`.
+///
+/// Errors when a name is empty, repeated or equal to `__metadata__`, or a shape does not match its data.
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[NamedTensor],
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
+    let header = build_header(path, tensors, metadata)?;
+    let file = File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    let io_err = |e| Error::io(path, e);
+    w.write_all(&(header.len() as u64).to_le_bytes())
+        .map_err(io_err)?;
+    w.write_all(&header).map_err(io_err)?;
+    for t in tensors {
+        write_le(&mut w, &t.data).map_err(io_err)?;
+    }
+    let file = w
+        .into_inner()
+        .map_err(|e| Error::io(path, e.into_error()))?;
+    file.sync_all().map_err(io_err)?;
+    Ok(())
+}
+
+/// Builds the padded JSON header after validating names and shapes.
+fn build_header(
+    path: &Path,
+    tensors: &[NamedTensor],
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
+    let mut map = Map::new();
+    if !metadata.is_empty() {
+        map.insert(METADATA_KEY.to_string(), json!(metadata));
+    }
+    let mut seen = HashSet::new();
+    let mut offset = 0usize;
+    for t in tensors {
+        if t.name.is_empty() || t.name == METADATA_KEY {
+            return Err(Error::output(
+                path,
+                format!("invalid tensor name `{}`", t.name),
+            ));
+        }
+        if !seen.insert(t.name.as_str()) {
+            return Err(Error::output(
+                path,
+                format!("tensor `{}` appears more than once", t.name),
+            ));
+        }
+        let numel = t
+            .shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d));
+        if numel != Some(t.data.len()) {
+            return Err(Error::output(
+                path,
+                format!(
+                    "tensor `{}`: shape {:?} does not match {} elements",
+                    t.name,
+                    t.shape,
+                    t.data.len()
+                ),
+            ));
+        }
+        let end = t
+            .data
+            .len()
+            .checked_mul(t.data.elem_size())
+            .and_then(|n| n.checked_add(offset))
+            .ok_or_else(|| Error::output(path, "tensor data size overflows"))?;
+        map.insert(
+            t.name.clone(),
+            json!({"dtype": t.data.dtype(), "shape": t.shape, "data_offsets": [offset, end]}),
+        );
+        offset = end;
+    }
+    let mut header = serde_json::to_vec(&Value::Object(map))
+        .map_err(|e| Error::output(path, format!("safetensors header: {e}")))?;
+    while header.len() % 8 != 0 {
+        header.push(b' ');
+    }
+    Ok(header)
+}
+
+/// Writes the elements as little-endian bytes.
+fn write_le<W: Write>(w: &mut W, data: &TensorData) -> std::io::Result<()> {
+    if cfg!(target_endian = "little") {
+        let bytes: &[u8] = match data {
+            TensorData::F32(v) => bytemuck::cast_slice(v),
+            TensorData::F16(v) => bytemuck::cast_slice(v.reinterpret_cast()),
+            TensorData::I64(v) => bytemuck::cast_slice(v),
+        };
+        return w.write_all(bytes);
+    }
+    match data {
+        TensorData::F32(v) => v.iter().try_for_each(|x| w.write_all(&x.to_le_bytes())),
+        TensorData::F16(v) => v.iter().try_for_each(|x| w.write_all(&x.to_le_bytes())),
+        TensorData::I64(v) => v.iter().try_for_each(|x| w.write_all(&x.to_le_bytes())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use safetensors::{Dtype, SafeTensors};
+
+    fn sample() -> Vec<NamedTensor> {
+        vec![
+            NamedTensor {
+                name: "attn.0".into(),
+                shape: vec![2, 3],
+                data: TensorData::F32(vec![0.0, 1.5, -2.0, 3.25, f32::MAX, 1e-30]),
+            },
+            NamedTensor {
+                name: "half".into(),
+                shape: vec![3],
+                data: TensorData::F16([1.0f32, -0.5, 65504.0].map(half::f16::from_f32).to_vec()),
+            },
+            NamedTensor {
+                name: "ids".into(),
+                shape: vec![1, 2],
+                data: TensorData::I64(vec![-1, i64::MAX]),
+            },
+            NamedTensor {
+                name: "empty".into(),
+                shape: vec![0, 4],
+                data: TensorData::F32(vec![]),
+            },
+        ]
+    }
+
+    #[test]
+    fn roundtrip_with_safetensors_crate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.safetensors");
+        let meta = BTreeMap::from([("model".to_string(), "tiny".to_string())]);
+        let tensors = sample();
+        write_safetensors(&path, &tensors, &meta).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        assert_eq!(header_len % 8, 0);
+
+        let (_, md) = SafeTensors::read_metadata(&bytes).unwrap();
+        let got_meta = md.metadata().clone().unwrap();
+        assert_eq!(got_meta.get("model").map(String::as_str), Some("tiny"));
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        assert_eq!(st.len(), 4);
+        for t in &tensors {
+            let view = st.tensor(&t.name).unwrap();
+            assert_eq!(view.shape(), t.shape.as_slice());
+            let (dtype, expect): (Dtype, Vec<u8>) = match &t.data {
+                TensorData::F32(v) => {
+                    (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+                }
+                TensorData::F16(v) => {
+                    (Dtype::F16, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+                }
+                TensorData::I64(v) => {
+                    (Dtype::I64, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+                }
+            };
+            assert_eq!(view.dtype(), dtype);
+            assert_eq!(view.data(), expect.as_slice());
+        }
+    }
+
+    #[test]
+    fn no_metadata_and_no_tensors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.safetensors");
+        write_safetensors(&path, &[], &BTreeMap::new()).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        assert!(st.is_empty());
+    }
+
+    #[test]
+    fn rejects_bad_shapes_and_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.safetensors");
+        let mut t = sample();
+        t[1].shape = vec![2, 2];
+        let msg = write_safetensors(&path, &t, &BTreeMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("bad.safetensors") && msg.contains("half"),
+            "{msg}"
+        );
+
+        let mut t = sample();
+        t[2].name = "attn.0".into();
+        assert!(write_safetensors(&path, &t, &BTreeMap::new()).is_err());
+        t[2].name = METADATA_KEY.into();
+        assert!(write_safetensors(&path, &t, &BTreeMap::new()).is_err());
+        assert!(!path.exists());
+    }
+}

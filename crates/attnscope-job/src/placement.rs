@@ -1,0 +1,75 @@
+//! Placing a model on a device: `--device auto|cpu|cuda[:N]` and `--dtype` resolved to a backend.
+
+use attnscope_core::Error;
+use attnscope_core::Result;
+use attnscope_core::model::Model;
+use attnscope_cuda::{DeviceRequest, GpuDtype};
+
+/// Where a model runs, as resolved by [`place`].
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Placement {
+    /// "cpu" or "cuda:N".
+    pub device: String,
+    /// GPU name, when on a GPU.
+    pub gpu_name: Option<String>,
+    /// Storage dtype: "f32" on the CPU; the GPU dtype otherwise.
+    pub dtype: String,
+    /// Why `auto` chose the CPU, when it did.
+    pub note: Option<String>,
+}
+
+impl Placement {
+    fn cpu(note: Option<String>) -> Placement {
+        Placement {
+            device: "cpu".into(),
+            gpu_name: None,
+            dtype: "f32".into(),
+            note,
+        }
+    }
+}
+
+/// Moves `model`'s forward pass to the device `request` names. `Auto` uses GPU 0 when it is usable and the
+/// CPU otherwise (saying why in `Placement::note`); `Cuda(n)` fails with a one-line reason when that GPU
+/// cannot be used. `dtype` is the GPU storage type (the CPU always computes in f32).
+pub fn place(model: &mut Model, request: DeviceRequest, dtype: GpuDtype) -> Result<Placement> {
+    let ordinal = match request {
+        DeviceRequest::Cpu => {
+            model.use_cpu();
+            return Ok(Placement::cpu(None));
+        }
+        // No driver or no device: the CPU, silently (the common case on laptops and CI).
+        DeviceRequest::Auto if !attnscope_cuda::probe().is_available() => {
+            model.use_cpu();
+            return Ok(Placement::cpu(None));
+        }
+        DeviceRequest::Auto => 0,
+        DeviceRequest::Cuda(n) => n,
+    };
+    let opened = open_gpu(model, ordinal, dtype);
+    match (opened, request) {
+        (Ok(name), _) => Ok(Placement {
+            device: format!("cuda:{ordinal}"),
+            gpu_name: Some(name),
+            dtype: dtype.as_str().into(),
+            note: None,
+        }),
+        (Err(e), DeviceRequest::Auto) => {
+            model.use_cpu();
+            Ok(Placement::cpu(Some(e.to_string())))
+        }
+        (Err(e), _) => {
+            model.use_cpu();
+            Err(Error::cuda(format!(
+                "--device cuda:{ordinal}: {e} (--device cpu runs on the CPU)"
+            )))
+        }
+    }
+}
+
+/// Uploads the model to GPU `ordinal`; returns the GPU's name.
+fn open_gpu(_model: &mut Model, _ordinal: usize, _dtype: GpuDtype) -> Result<String> {
+    Err(Error::cuda(
+        "the CUDA backend is being wired to the new forward pass",
+    ))
+}

@@ -1,4 +1,0 @@
-//! Analyses over finished run directories (`attnscope analyze ...`).
-
-pub mod parallel;
-pub mod stats;
