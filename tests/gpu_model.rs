@@ -13,7 +13,8 @@
 mod common;
 
 use attnscope_core::capture::{CaptureSpec, HeadStats, SequenceResult};
-use attnscope_core::input::{SequenceInput, Visibility};
+use attnscope_core::input::SequenceInput;
+use attnscope_core::slots::Visibility;
 use attnscope_core::model::Model;
 use attnscope_core::run::ablation::{Ablation, AblationMode, score_targets};
 use attnscope_core::run::parallel::{ParallelOptions, SetDistribution};

@@ -15,6 +15,6 @@ pub mod sampling;
 pub mod slots;
 pub mod tokenizer;
 pub mod weights;
-pub mod weights_map;
+
 
 pub use error::{Error, Result};

@@ -17,7 +17,7 @@ use attnscope_core::model::rope::Rope;
 use attnscope_core::slots::AttentionMask;
 use attnscope_core::weights::{Linear, ModelWeights, Norm};
 use attnscope_core::Error;
-use attnscope_core::input::Visibility;
+use attnscope_core::slots::Visibility;
 use cudarc::driver::{CudaSlice, DevicePtr};
 use std::sync::Arc;
 

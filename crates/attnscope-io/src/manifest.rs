@@ -28,7 +28,7 @@ pub struct InputRecord {
     /// "prompt" (text through the tokenizer) or the `--input` file path.
     pub source: String,
     pub text: Option<String>,
-    pub visibility: attnscope_core::input::Visibility,
+    pub visibility: attnscope_core::slots::Visibility,
     pub prompt_tokens: usize,
     pub generated_tokens: usize,
     pub stopped_at_eos: bool,

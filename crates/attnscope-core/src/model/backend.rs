@@ -244,6 +244,8 @@ pub trait Backend: Send + Sync + 'static {
 /// larger batch comes (so the decode loop allocates nothing): llama2.c's `RunState`.
 pub struct Workspace<B: Backend> {
     pub rows: usize,
+    /// Width of the MLP's hidden layer.
+    pub intermediate: usize,
     /// Residual stream `[rows, hidden]`.
     pub x: B::Buf,
     /// Normed input of a block `[rows, hidden]`.
@@ -276,6 +278,7 @@ impl<B: Backend> Workspace<B> {
         let kv_dim = cfg.n_kv_heads * cfg.head_dim;
         Ok(Workspace {
             rows,
+            intermediate,
             x: b.alloc(rows * h)?,
             normed: b.alloc(rows * h)?,
             q: b.alloc(rows * q_dim)?,

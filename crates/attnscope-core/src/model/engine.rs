@@ -113,7 +113,15 @@ impl<B: Backend> Executor for Engine<B> {
     ) -> Result<Vec<Vec<f32>>> {
         let rows = items.iter().map(|i| i.new.len()).sum();
         self.with_workspace(cfg, rows, |ws| {
-            forward_batch(self, ws, cfg, items, logit_rows)
+            forward_batch(
+                &self.backend,
+                &self.weights,
+                self.rope.as_ref(),
+                ws,
+                cfg,
+                items,
+                logit_rows,
+            )
         })
     }
 

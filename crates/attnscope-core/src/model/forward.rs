@@ -6,8 +6,9 @@ use crate::Error;
 use crate::Result;
 use crate::capture::SequenceCapture;
 use crate::config::ModelConfig;
-use crate::model::backend::{AttentionShape, AttentionStep, Backend, LmHead, Workspace};
-use crate::model::engine::Engine;
+use crate::model::backend::{
+    AttentionShape, AttentionStep, Backend, BackendWeights, LmHead, Workspace,
+};
 use crate::model::kv_cache::KvCache;
 use crate::slots::{AttentionMask, SlotInfo};
 use std::ops::Range;
@@ -34,15 +35,16 @@ pub struct BatchItem<'a> {
 /// so that every weight matrix is read once per call (batched decode), while attention runs per sequence
 /// over its own cache. Returns one logits buffer `[rows, vocab]` per item for the rows `logit_rows` asks for.
 pub(crate) fn forward_batch<B: Backend>(
-    engine: &Engine<B>,
+    b: &B,
+    w: &BackendWeights<B>,
+    rope: Option<&B::Rope>,
     ws: &mut Workspace<B>,
     cfg: &ModelConfig,
     items: &mut [BatchItem],
     logit_rows: LogitRows,
 ) -> Result<Vec<Vec<f32>>> {
-    let (b, w) = (&engine.backend, &*engine.weights);
     let (h, hd) = (cfg.hidden_size, cfg.head_dim);
-    let (kv_dim, inter) = (cfg.n_kv_heads * hd, engine.intermediate);
+    let (kv_dim, inter) = (cfg.n_kv_heads * hd, ws.intermediate);
 
     // Stack the new slots: item i owns rows ranges[i] of every activation and cache slots starts[i]...
     let (ranges, starts) = stack_items::<B>(b, items, &mut ws.slots)?;
@@ -82,7 +84,7 @@ pub(crate) fn forward_batch<B: Backend>(
                 cfg.norm_eps,
             )?;
         }
-        if let Some(rope) = &engine.rope {
+        if let Some(rope) = rope {
             b.rope(rope, &ws.scratch, &mut ws.q, n, cfg.n_heads, hd)?;
             b.rope(rope, &ws.scratch, &mut ws.k, n, cfg.n_kv_heads, hd)?;
         }

@@ -42,7 +42,7 @@ impl Default for GenerateOptions {
 pub struct SequenceOutcome {
     /// Every slot: prompt then generated.
     pub slots: Vec<SlotInfo>,
-    pub visibility: crate::input::Visibility,
+    pub visibility: crate::slots::Visibility,
     pub n_prompt: usize,
     pub capture: Option<SequenceResult>,
     pub prefill_seconds: f64,

@@ -1,13 +1,10 @@
-//! Loading safetensors checkpoints (single file or sharded), memory-mapped, f32/f16/bf16, into f32
-//! [`ModelWeights`] laid out the same way for every family.
-//!
-//! Layout conventions: a [`Linear`] stores its weight as `[out, in]` row-major (PyTorch `nn.Linear`), so GPT-2's
-//! `Conv1D` (`[in, out]`) is transposed on load and GPT-NeoX's fused `query_key_value` (per-head interleaved
-//! `[heads, 3, head_dim]` rows) is split into q, k and v.
+//! Reading safetensors checkpoints (single file or sharded via `model.safetensors.index.json`),
+//! memory-mapped, converted to f32, with every error naming the file and tensor.
 
 use crate::Error;
 use crate::Result;
-use crate::config::{Family, ModelConfig, NormKind};
+use crate::config::NormKind;
+use crate::weights::{Linear, Norm, WeightsInfo};
 use memmap2::Mmap;
 use rayon::prelude::*;
 use safetensors::{Dtype, SafeTensors};
@@ -15,102 +12,6 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-
-/// y = x W^T + b with W stored `[out_dim, in_dim]`.
-#[derive(Clone, Debug)]
-pub struct Linear {
-    pub weight: Vec<f32>,
-    pub bias: Option<Vec<f32>>,
-    pub in_dim: usize,
-    pub out_dim: usize,
-}
-
-/// Scale (and shift, for LayerNorm) of a normalisation layer.
-#[derive(Clone, Debug)]
-pub struct Norm {
-    pub weight: Vec<f32>,
-    pub bias: Option<Vec<f32>>,
-}
-
-/// One transformer block. `L` and `N` are how a backend stores a linear layer and a norm: the host f32
-/// [`Linear`] and [`Norm`] by default, device buffers for a GPU backend (see [`ModelWeights::try_map`]).
-#[derive(Clone, Debug)]
-pub struct LayerWeights<L = Linear, N = Norm> {
-    pub attn_norm: N,
-    pub q: L,
-    pub k: L,
-    pub v: L,
-    pub o: L,
-    /// Per-head RMSNorm of queries/keys (Qwen3), weight of length head_dim.
-    pub q_norm: Option<N>,
-    pub k_norm: Option<N>,
-    pub mlp_norm: N,
-    /// Gate projection of a gated MLP.
-    pub gate: Option<L>,
-    pub up: L,
-    pub down: L,
-}
-
-/// All weights of a model: in f32 on the host by default; `T` is how a backend stores a table
-/// (embeddings, learned positions).
-#[derive(Clone, Debug)]
-pub struct ModelWeights<L = Linear, N = Norm, T = Vec<f32>> {
-    /// `[vocab, hidden]`
-    pub embed: T,
-    /// Learned positions `[max_positions, hidden]` (GPT-2).
-    pub pos_embed: Option<T>,
-    pub layers: Vec<LayerWeights<L, N>>,
-    pub final_norm: N,
-    /// Output head; `None` means tied to `embed`.
-    pub lm_head: Option<L>,
-}
-
-impl<L, N, T> ModelWeights<L, N, T> {
-    /// The same weights in another storage (a backend's upload): every linear layer, norm and table goes
-    /// through its function, in model order.
-    pub fn try_map<L2, N2, T2>(
-        &self,
-        linear: &dyn Fn(&L) -> Result<L2>,
-        norm: &dyn Fn(&N) -> Result<N2>,
-        table: &dyn Fn(&T) -> Result<T2>,
-    ) -> Result<ModelWeights<L2, N2, T2>> {
-        let mut layers = Vec::with_capacity(self.layers.len());
-        for lw in &self.layers {
-            layers.push(LayerWeights {
-                attn_norm: norm(&lw.attn_norm)?,
-                q: linear(&lw.q)?,
-                k: linear(&lw.k)?,
-                v: linear(&lw.v)?,
-                o: linear(&lw.o)?,
-                q_norm: lw.q_norm.as_ref().map(norm).transpose()?,
-                k_norm: lw.k_norm.as_ref().map(norm).transpose()?,
-                mlp_norm: norm(&lw.mlp_norm)?,
-                gate: lw.gate.as_ref().map(linear).transpose()?,
-                up: linear(&lw.up)?,
-                down: linear(&lw.down)?,
-            });
-        }
-        Ok(ModelWeights {
-            embed: table(&self.embed)?,
-            pos_embed: self.pos_embed.as_ref().map(table).transpose()?,
-            layers,
-            final_norm: norm(&self.final_norm)?,
-            lm_head: self.lm_head.as_ref().map(linear).transpose()?,
-        })
-    }
-}
-
-/// What was found in the checkpoint files, for `inspect` and the manifest.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct WeightsInfo {
-    pub files: Vec<PathBuf>,
-    /// Tensor count per stored dtype.
-    pub dtypes: BTreeMap<String, usize>,
-    /// Number of stored scalars across all tensors.
-    pub stored_parameters: usize,
-    /// sha256 over the safetensors headers (names, dtypes, shapes, offsets) and the shard index.
-    pub index_sha256: String,
-}
 
 /// Lists the safetensors files of a model directory: `model.safetensors.index.json` when present, else
 /// `model.safetensors`.
@@ -320,18 +221,17 @@ pub fn inspect_weights(dir: &Path) -> Result<WeightsInfo> {
     Ok(tensors.info(index.as_deref()))
 }
 
-/// Loads every weight the config calls for, converting to f32.
-pub fn load_weights(dir: &Path, cfg: &ModelConfig) -> Result<(ModelWeights, WeightsInfo)> {
+/// Opens the checkpoint of `dir` and hands its tensors to `read`; returns what `read` built and the
+/// description of the files.
+pub(super) fn with_tensors<T>(
+    dir: &Path,
+    read: impl FnOnce(&TensorLoader) -> Result<T>,
+) -> Result<(T, WeightsInfo)> {
     let (files, index) = weight_files(dir)?;
     let ckpt = Checkpoint::open(files)?;
     let t = ckpt.tensors()?;
     let info = t.info(index.as_deref());
-    let weights = match cfg.family {
-        Family::Gpt2 => crate::weights_map::load_gpt2(&t.loader(), cfg)?,
-        Family::GptNeox => crate::weights_map::load_neox(&t.loader(), cfg)?,
-        _ => crate::weights_map::load_llama_like(&t.loader(), cfg)?,
-    };
-    Ok((weights, info))
+    Ok((read(&t.loader())?, info))
 }
 
 /// The narrow interface the per-family name maps use.

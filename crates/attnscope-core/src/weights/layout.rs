@@ -3,7 +3,19 @@
 use crate::Error;
 use crate::Result;
 use crate::config::{ModelConfig, NormKind};
-use crate::weights::{LayerWeights, Linear, ModelWeights, TensorLoader};
+use crate::config::Family;
+use crate::weights::checkpoint::{TensorLoader, with_tensors};
+use crate::weights::{LayerWeights, Linear, ModelWeights, WeightsInfo};
+use std::path::Path;
+
+/// Loads every weight the config calls for, converting to f32.
+pub fn load_weights(dir: &Path, cfg: &ModelConfig) -> Result<(ModelWeights, WeightsInfo)> {
+    with_tensors(dir, |t| match cfg.family {
+        Family::Gpt2 => load_gpt2(t, cfg),
+        Family::GptNeox => load_neox(t, cfg),
+        _ => load_llama_like(t, cfg),
+    })
+}
 
 /// Llama, Mistral, Qwen2, Qwen3: `model.layers.{i}.self_attn.{q,k,v,o}_proj`, `mlp.{gate,up,down}_proj`.
 pub fn load_llama_like(t: &TensorLoader, cfg: &ModelConfig) -> Result<ModelWeights> {
