@@ -14,11 +14,11 @@ mod common;
 
 use attnscope_core::capture::{CaptureSpec, HeadStats, SequenceResult};
 use attnscope_core::input::SequenceInput;
-use attnscope_core::slots::Visibility;
 use attnscope_core::model::Model;
 use attnscope_core::run::ablation::{Ablation, AblationMode, score_targets};
 use attnscope_core::run::parallel::{ParallelOptions, SetDistribution};
 use attnscope_core::run::{GenerateOptions, run_sequence};
+use attnscope_core::slots::Visibility;
 use attnscope_cuda::{CudaStatus, DeviceRequest, GpuDtype, probe};
 use common::golden::{Tolerance, check_fixtures, check_stories260k};
 use common::*;

@@ -6,11 +6,11 @@ mod common;
 
 use attnscope_core::capture::SequenceResult;
 use attnscope_core::input::SequenceInput;
-use attnscope_core::slots::Visibility;
 use attnscope_core::model::Model;
 use attnscope_core::run::parallel::{ParallelOptions, SetDistribution};
 use attnscope_core::run::{GenerateOptions, run_sequence};
 use attnscope_core::slots::SlotKind;
+use attnscope_core::slots::Visibility;
 use common::*;
 
 fn generate(

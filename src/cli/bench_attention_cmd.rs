@@ -1,7 +1,7 @@
 //! `attnscope bench-attention`: flags → `bench::attention` → table on stdout and optional JSON.
 
 use crate::cli::BenchAttentionArgs;
-use crate::cli::bench_cmd::{check_json_target, write_json_atomic};
+use crate::cli::bench_cmd::check_json_target;
 use attnscope_bench::attention::{
     AttentionBenchRow, AttentionBenchSettings, FLOPS_FORMULA, SCHEMA, run_cpu, run_gpu,
 };
@@ -149,7 +149,7 @@ pub fn bench_attention(args: BenchAttentionArgs) -> Result<()> {
             results,
             not_measured,
         };
-        write_json_atomic(json, &report)?;
+        attnscope_io::write_json_atomic(json, &report)?;
         println!("wrote {}", json.display());
     }
     Ok(())

@@ -94,7 +94,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     apply_peaks(&mut report);
     print!("{}", render_table(&report));
     if let Some(json) = &args.json {
-        write_json_atomic(json, &report)?;
+        attnscope_io::write_json_atomic(json, &report)?;
         println!("\nwrote {}", json.display());
     }
     Ok(())
@@ -190,21 +190,6 @@ pub(crate) fn check_json_target(path: &Path) -> Result<()> {
         )),
         _ => Ok(()),
     }
-}
-
-/// Writes the report to a temporary sibling of `path` and renames it into place.
-pub(crate) fn write_json_atomic<T: serde::Serialize>(path: &Path, report: &T) -> Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| Error::output(path, "--json: not a file name"))?;
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let result = attnscope_io::write_json(&tmp, report)
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// The command line as one string, arguments with spaces or quotes quoted.

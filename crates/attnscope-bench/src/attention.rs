@@ -14,7 +14,7 @@
 use attnscope_core::Error;
 use attnscope_core::Result;
 use attnscope_core::model::attention::{AttentionInput, attention};
-use attnscope_core::model::random::uniform_values as values;
+use attnscope_core::rng::uniform_values as values;
 use attnscope_core::slots::AttentionMask;
 use attnscope_core::slots::SlotInfo;
 use attnscope_core::slots::Visibility;

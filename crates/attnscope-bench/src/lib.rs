@@ -21,6 +21,7 @@ use attnscope_core::Result;
 use attnscope_core::capture::{CaptureSpec, SequenceCapture, WeightsDtype};
 use attnscope_core::config::{ModelConfig, PositionEncoding};
 use attnscope_core::model::random::{named_config, random_model};
+use attnscope_job::Session;
 use measure::Sample;
 use report::ModelReport;
 use stats::Summary;
@@ -222,8 +223,13 @@ pub fn run_model(
     let cfg = &planned.cfg;
     let label = &planned.label;
     tick(&format!("{label}: building random weights"));
-    let mut model = random_model(cfg.clone(), settings.seed);
-    let placement = attnscope_job::place(&mut model, settings.device, settings.dtype)?;
+    let session = Session::with_model(
+        random_model(cfg.clone(), settings.seed),
+        None,
+        settings.device,
+        settings.dtype,
+    )?;
+    let (model, placement) = (&session.model, session.placement.clone());
     let rounds = settings.warmup + settings.repeats;
     let modes = &settings.modes;
 
@@ -240,7 +246,7 @@ pub fn run_model(
         for r in 0..rounds {
             for (i, &mode) in modes.iter().enumerate() {
                 tick(&format!("{label}: prefill t={t} {}", mode.as_str()));
-                let s = measure::prefill(&model, &prompt, mode)?;
+                let s = measure::prefill(model, &prompt, mode)?;
                 if r >= settings.warmup {
                     samples[i].push(s);
                 }
@@ -267,7 +273,7 @@ pub fn run_model(
         for r in 0..rounds {
             for (i, &mode) in modes.iter().enumerate() {
                 tick(&format!("{label}: decode batch={batch} {}", mode.as_str()));
-                let s = measure::decode(&model, &prompts, steps, mode)?;
+                let s = measure::decode(model, &prompts, steps, mode)?;
                 if r >= settings.warmup {
                     samples[i].push(s);
                 }

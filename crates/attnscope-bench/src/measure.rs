@@ -5,6 +5,7 @@ use crate::memory::with_peak;
 use attnscope_core::Result;
 use attnscope_core::model::forward::BatchItem;
 use attnscope_core::model::{KvCache, LogitRows, Model};
+use attnscope_core::rng::Rng;
 use attnscope_core::sampling::argmax;
 use attnscope_core::slots::Visibility;
 use attnscope_core::slots::{SlotInfo, SlotKind};
@@ -20,17 +21,11 @@ pub struct Sample {
     pub peak_bytes: Option<u64>,
 }
 
-/// `n` pseudo-random prompt slots with token ids below `vocab` at positions `0..n` (deterministic LCG).
+/// `n` pseudo-random prompt slots with token ids below `vocab` at positions `0..n` (the seeded `Rng`).
 pub fn random_prompt(n: usize, vocab: usize, seed: u64) -> Vec<SlotInfo> {
-    let mut state = seed ^ 0x5851_F42D_4C95_7F2D;
+    let mut rng = Rng::new(seed);
     (0..n)
-        .map(|i| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let token = ((state >> 33) % vocab.max(1) as u64) as u32;
-            SlotInfo::prompt(token, i as i64, -1)
-        })
+        .map(|i| SlotInfo::prompt(rng.below(vocab as u64) as u32, i as i64, -1))
         .collect()
 }
 

@@ -7,8 +7,8 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use crate::Error;
-use crate::slots::Visibility;
 use crate::Result;
+use crate::slots::Visibility;
 
 /// One sequence of an experiment: token ids and per-slot position ids and group labels.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -10,11 +10,11 @@ pub mod config;
 pub mod error;
 pub mod input;
 pub mod model;
+pub mod rng;
 pub mod run;
 pub mod sampling;
 pub mod slots;
 pub mod tokenizer;
 pub mod weights;
-
 
 pub use error::{Error, Result};

@@ -2,6 +2,7 @@
 //! Hugging Face `generate` (temperature, then top-k, then top-p), driven by a seeded xoshiro256** PRNG so
 //! that runs are reproducible.
 
+use crate::rng::Rng;
 use std::cmp::Ordering;
 
 /// Sampling parameters.
@@ -30,57 +31,11 @@ impl Default for SamplerConfig {
     }
 }
 
-/// xoshiro256** state, seeded through splitmix64.
-#[derive(Clone, Debug)]
-struct Xoshiro256 {
-    s: [u64; 4],
-}
-
-/// One step of splitmix64 (used to expand the seed).
-fn splitmix64(x: &mut u64) -> u64 {
-    *x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *x;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-impl Xoshiro256 {
-    fn new(seed: u64) -> Self {
-        let mut x = seed;
-        let s = [
-            splitmix64(&mut x),
-            splitmix64(&mut x),
-            splitmix64(&mut x),
-            splitmix64(&mut x),
-        ];
-        Xoshiro256 { s }
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        let s = &mut self.s;
-        let result = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
-        let t = s[1] << 17;
-        s[2] ^= s[0];
-        s[3] ^= s[1];
-        s[1] ^= s[2];
-        s[0] ^= s[3];
-        s[2] ^= t;
-        s[3] = s[3].rotate_left(45);
-        result
-    }
-
-    /// Uniform in `[0, 1)` with 53 random bits.
-    fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-}
-
 /// A token sampler that owns its PRNG; the same config (seed included) gives the same sequence.
 #[derive(Clone, Debug)]
 pub struct Sampler {
     cfg: SamplerConfig,
-    rng: Xoshiro256,
+    rng: Rng,
 }
 
 /// Index of the first maximum (ties go to the lowest index, like `torch.argmax`). NaN never wins;
@@ -111,7 +66,7 @@ impl Sampler {
     pub fn new(cfg: SamplerConfig) -> Sampler {
         Sampler {
             cfg,
-            rng: Xoshiro256::new(cfg.seed),
+            rng: Rng::new(cfg.seed),
         }
     }
 

@@ -11,5 +11,5 @@ pub mod tensors;
 
 pub use parquet_read::read_parquet;
 pub use parquet_table::{Column, ColumnData, Table, write_parquet};
-pub use run_dir::{RunDir, write_json};
+pub use run_dir::{RunDir, write_json, write_json_atomic};
 pub use tensors::{NamedTensor, TensorData, write_safetensors};

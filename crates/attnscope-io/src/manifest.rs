@@ -22,7 +22,7 @@ pub struct ModelRecord {
 }
 
 /// One input sequence.
-#[derive(Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct InputRecord {
     pub seq: usize,
     /// "prompt" (text through the tokenizer) or the `--input` file path.

@@ -148,6 +148,22 @@ pub fn write_json<T: serde::Serialize + ?Sized>(path: &Path, value: &T) -> Resul
     fs::write(path, bytes).map_err(|e| Error::io(path, e))
 }
 
+/// Writes `value` as pretty JSON to `path` through a temporary sibling renamed into place, so a reader
+/// never sees a half-written file and a failure leaves none behind (the name is what the error cites).
+pub fn write_json_atomic<T: serde::Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| Error::output(path, "--json: not a file name"))?;
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let result = write_json(&tmp, value)
+        .and_then(|()| fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@ use crate::Error;
 use crate::Result;
 use crate::config::{ModelConfig, NormKind, PositionEncoding};
 use crate::model::Model;
+use crate::rng::{splitmix64, unit_f32};
 use crate::weights::{LayerWeights, Linear, ModelWeights, Norm, WeightsInfo};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
@@ -169,23 +170,6 @@ pub fn named_config(name: &str) -> Result<ModelConfig> {
 /// Elements per independently seeded chunk of a tensor.
 const CHUNK: usize = 1 << 16;
 
-/// One splitmix64 step: advances `state` and returns a well-mixed 64-bit value.
-fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// `n` values uniform in [-1, 1) from one splitmix64 stream seeded with `seed` (benchmark inputs).
-pub fn uniform_values(n: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed;
-    (0..n)
-        .map(|_| (splitmix64(&mut state) >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0)
-        .collect()
-}
-
 /// FNV-1a hash of a tensor name: its stable id.
 fn name_id(name: &str) -> u64 {
     name.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| {
@@ -213,7 +197,7 @@ impl Filler {
                 splitmix64(&mut state);
                 for v in values {
                     // Top 24 bits → [0, 1) exactly representable in f32.
-                    let u = (splitmix64(&mut state) >> 40) as f32 * (1.0 / (1u64 << 24) as f32);
+                    let u = unit_f32(splitmix64(&mut state));
                     *v = (2.0 * u - 1.0) * half_width;
                 }
             });

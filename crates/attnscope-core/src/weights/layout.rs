@@ -2,8 +2,8 @@
 
 use crate::Error;
 use crate::Result;
-use crate::config::{ModelConfig, NormKind};
 use crate::config::Family;
+use crate::config::{ModelConfig, NormKind};
 use crate::weights::checkpoint::{TensorLoader, with_tensors};
 use crate::weights::{LayerWeights, Linear, ModelWeights, WeightsInfo};
 use std::path::Path;

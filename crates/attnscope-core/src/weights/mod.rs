@@ -111,4 +111,3 @@ pub struct WeightsInfo {
     /// sha256 over the safetensors headers (names, dtypes, shapes, offsets) and the shard index.
     pub index_sha256: String,
 }
-

@@ -1,0 +1,285 @@
+//! A job: inputs, a capture request and generation settings, run on a [`Session`]. The results come back in
+//! memory ([`Job::run`]) or as a run directory ([`Job::write_run`]: manifest.json, Parquet tables,
+//! attention.safetensors), written to a temporary sibling and renamed only when complete.
+
+use crate::manifest::{build_manifest, record};
+use crate::session::Session;
+use attnscope_core::Error;
+use attnscope_core::Result;
+use attnscope_core::capture::{CaptureSpec, WeightsDtype};
+use attnscope_core::input::{InputSpec, SequenceInput};
+use attnscope_core::run::{GenerateOptions, SequenceOutcome, check_fits, run_sequence};
+use attnscope_core::slots::Visibility;
+use attnscope_io::manifest::{InputRecord, Manifest};
+use attnscope_io::outputs::write_run_files;
+use attnscope_io::{RunDir, write_json};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// What a job runs.
+#[derive(Clone, Debug)]
+pub enum JobInputs {
+    /// Texts, through the model's tokenizer (BOS as its config says).
+    Prompts(Vec<String>),
+    /// An `--input` spec file: token ids with positions, groups and visibility.
+    SpecFile(PathBuf),
+    /// Sequences built in code; `source` names them in the manifest.
+    Sequences {
+        source: String,
+        sequences: Vec<SequenceInput>,
+    },
+}
+
+/// What to capture. Layer and head selections are index lists such as `0,3,8-11`, checked against the
+/// model when the job starts (errors name `--layers` / `--heads`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CaptureRequest {
+    pub stats: bool,
+    pub weights: bool,
+    pub weights_dtype: WeightsDtype,
+    pub layers: Option<String>,
+    pub heads: Option<String>,
+}
+
+impl Default for CaptureRequest {
+    fn default() -> Self {
+        CaptureRequest {
+            stats: true,
+            weights: false,
+            weights_dtype: WeightsDtype::F32,
+            layers: None,
+            heads: None,
+        }
+    }
+}
+
+impl CaptureRequest {
+    /// The request with `--capture KINDS` parsed (`none`, `stats`, `weights`, `all` or a comma list).
+    pub fn from_kinds(kinds: &str) -> Result<CaptureRequest> {
+        let (stats, weights) = CaptureSpec::parse_kinds(kinds)?;
+        Ok(CaptureRequest {
+            stats,
+            weights,
+            ..CaptureRequest::default()
+        })
+    }
+
+    /// The capture spec for a model of `n_layers` layers and `n_heads` query heads.
+    pub fn resolve(&self, n_layers: usize, n_heads: usize) -> Result<CaptureSpec> {
+        let parse = |arg: &Option<String>, flag: &str, limit: usize| {
+            arg.as_deref()
+                .map(|s| CaptureSpec::parse_indices(flag, s, limit))
+                .transpose()
+        };
+        Ok(CaptureSpec {
+            stats: self.stats,
+            weights: self.weights,
+            weights_dtype: self.weights_dtype,
+            layers: parse(&self.layers, "--layers", n_layers)?,
+            heads: parse(&self.heads, "--heads", n_heads)?,
+        })
+    }
+}
+
+/// Progress of a running job, for a progress bar (the CLI) or nothing (tests, libraries).
+pub trait Progress {
+    /// The job has `total_steps` steps: one prefill per sequence plus its generation steps.
+    fn start(&mut self, _total_steps: u64) {}
+    /// Sequence `index` (0-based) of `count` begins.
+    fn sequence(&mut self, _index: usize, _count: usize) {}
+    /// A prefill or a generation step finished.
+    fn step(&mut self) {}
+    /// Every sequence has run.
+    fn finish(&mut self) {}
+}
+
+/// No progress reporting.
+pub struct Quiet;
+
+impl Progress for Quiet {}
+
+/// A job: inputs, capture and generation settings.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub inputs: JobInputs,
+    pub capture: CaptureRequest,
+    pub generation: GenerateOptions,
+    /// Overrides the visibility of every sequence.
+    pub visibility: Option<Visibility>,
+    /// The command line recorded in the manifest.
+    pub command: Vec<String>,
+}
+
+/// What a job produced, in memory.
+pub struct JobResults {
+    pub spec: CaptureSpec,
+    pub inputs: Vec<InputRecord>,
+    pub outcomes: Vec<SequenceOutcome>,
+}
+
+impl Job {
+    /// A job over `inputs` with the default capture (statistics) and no generation.
+    pub fn new(inputs: JobInputs) -> Job {
+        Job {
+            inputs,
+            capture: CaptureRequest::default(),
+            generation: GenerateOptions::default(),
+            visibility: None,
+            command: std::env::args().collect(),
+        }
+    }
+
+    /// Runs every sequence on `session` and returns the captures in memory.
+    pub fn run(&self, session: &Session, progress: &mut dyn Progress) -> Result<JobResults> {
+        let model = &session.model;
+        let spec = self
+            .capture
+            .resolve(model.cfg.n_layers, model.cfg.n_heads)?;
+        let (sequences, mut inputs) = self.sequences(session)?;
+        let total_steps = sequences.len() as u64 * (1 + self.generation.max_new_tokens as u64);
+        progress.start(total_steps);
+        let mut outcomes = Vec::with_capacity(sequences.len());
+        for (i, seq) in sequences.iter().enumerate() {
+            progress.sequence(i, sequences.len());
+            outcomes.push(run_sequence(
+                model,
+                seq,
+                &spec,
+                &self.generation,
+                &mut || progress.step(),
+            )?);
+        }
+        progress.finish();
+        for (rec, o) in inputs.iter_mut().zip(&outcomes) {
+            rec.generated_tokens = o.slots.len() - o.n_prompt;
+            rec.stopped_at_eos = o.stopped_at_eos;
+            if let Some(tok) = &session.tokenizer {
+                let ids: Vec<u32> = o.slots[o.n_prompt..].iter().map(|s| s.token).collect();
+                rec.generated_text = tok.decode(&ids).ok();
+            }
+        }
+        Ok(JobResults {
+            spec,
+            inputs,
+            outcomes,
+        })
+    }
+
+    /// Claims `out` (creating missing parents), opens the session with `open`, runs the job and writes the
+    /// run directory. A bad `out` fails before any long work; on any failure nothing is left behind (the
+    /// temporary directory and the parents this call created are removed). Returns the directory and its
+    /// manifest.
+    pub fn write_run(
+        &self,
+        out: &Path,
+        overwrite: bool,
+        open: impl FnOnce() -> Result<Session>,
+        progress: &mut dyn Progress,
+    ) -> Result<(PathBuf, Manifest)> {
+        let started = Instant::now();
+        let created = create_parents(out)?;
+        let result = RunDir::create(out, overwrite).and_then(|run_dir| {
+            let session = open()?;
+            let mut results = self.run(&session, progress)?;
+            self.write_results(run_dir, &session, &mut results, started)
+        });
+        if result.is_err() {
+            for dir in created.iter().rev() {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+        result
+    }
+
+    /// Writes `results` into the claimed `run_dir` and commits it.
+    fn write_results(
+        &self,
+        run_dir: RunDir,
+        session: &Session,
+        results: &mut JobResults,
+        started: Instant,
+    ) -> Result<(PathBuf, Manifest)> {
+        let write_started = Instant::now();
+        write_run_files(
+            run_dir.path(),
+            &session.model,
+            &mut results.outcomes,
+            session.tokenizer.as_ref(),
+        )?;
+        let write_seconds = write_started.elapsed().as_secs_f64();
+        let manifest = build_manifest(self, session, results, write_seconds, started)?;
+        write_json(&run_dir.file("manifest.json"), &manifest)?;
+        Ok((run_dir.commit()?, manifest))
+    }
+
+    /// Token sequences from the prompts (through the tokenizer) or the spec, each checked against the model.
+    fn sequences(&self, session: &Session) -> Result<(Vec<SequenceInput>, Vec<InputRecord>)> {
+        let model = &session.model;
+        let mut seqs = Vec::new();
+        let mut records = Vec::new();
+        let mut add = |mut seq: SequenceInput, source: String, text: Option<String>, at: String| {
+            if let Some(v) = self.visibility {
+                seq.visibility = v;
+            }
+            check_fits(model, &seq, &self.generation, &at)?;
+            records.push(record(records.len(), source, text, &seq));
+            seqs.push(seq);
+            Ok::<(), Error>(())
+        };
+        match &self.inputs {
+            JobInputs::SpecFile(path) => {
+                let spec = InputSpec::from_file(path)?;
+                for (i, seq) in spec.sequences.into_iter().enumerate() {
+                    let at = format!("{}: sequences[{i}]", path.display());
+                    add(seq, path.display().to_string(), None, at)?;
+                }
+            }
+            JobInputs::Sequences { source, sequences } => {
+                for (i, seq) in sequences.iter().enumerate() {
+                    add(seq.clone(), source.clone(), None, format!("{source}[{i}]"))?;
+                }
+            }
+            JobInputs::Prompts(prompts) => {
+                let tok = session.require_tokenizer(
+                    "no tokenizer.json or vocab.json+merges.txt in the model directory; use --input with token ids",
+                )?;
+                for (i, text) in prompts.iter().enumerate() {
+                    let seq = SequenceInput::from_tokens(tok.encode(text)?);
+                    let at = format!("--prompt #{}", i + 1);
+                    add(seq, "prompt".into(), Some(text.clone()), at)?;
+                }
+            }
+        }
+        Ok((seqs, records))
+    }
+}
+
+/// Creates the missing ancestors of `out`, returning them outermost first. An ancestor that exists but is
+/// not a directory is reported by name.
+pub fn create_parents(out: &Path) -> Result<Vec<PathBuf>> {
+    let mut missing = Vec::new();
+    for dir in out
+        .ancestors()
+        .skip(1)
+        .filter(|p| !p.as_os_str().is_empty())
+    {
+        if dir.is_dir() {
+            break;
+        }
+        if dir.exists() {
+            return Err(Error::output(
+                dir,
+                format!(
+                    "is not a directory, so --out {} cannot be created",
+                    out.display()
+                ),
+            ));
+        }
+        missing.push(dir.to_path_buf());
+    }
+    missing.reverse();
+    for dir in &missing {
+        std::fs::create_dir(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    Ok(missing)
+}
