@@ -1,12 +1,14 @@
 //! `attnscope bench` end to end on a tiny config: the JSON follows the attnscope-bench/1 schema, the table
 //! names the model, and bad input gives one-line errors.
 
+mod common;
+
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn tiny_config() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama_gqa/config.json")
+    common::cli::fixture("llama_gqa").join("config.json")
 }
 
 fn bench(args: &[&str]) -> Output {

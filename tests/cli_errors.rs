@@ -2,6 +2,9 @@
 //! line on stderr that names the file, field or flag at fault, and must leave no output directory (neither
 //! `--out` nor a hidden `.<name>.tmp-*` sibling) behind.
 
+mod common;
+
+use common::cli::{copy_dir, default_model, entries, fixture};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
@@ -9,41 +12,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use tempfile::TempDir;
-
-const CRATE_DIR: &str = env!("CARGO_MANIFEST_DIR");
-
-/// A fixture model directory under tests/fixtures.
-fn fixture(name: &str) -> PathBuf {
-    Path::new(CRATE_DIR).join("tests/fixtures").join(name)
-}
-
-/// The committed default model (with tokenizer.json).
-fn default_model() -> PathBuf {
-    Path::new(CRATE_DIR).join("models/tiny-random-llama")
-}
-
-/// Copies the files of `src` (flat directory) into a new directory `dst`.
-fn copy_dir(src: &Path, dst: &Path) {
-    fs::create_dir_all(dst).unwrap();
-    for entry in fs::read_dir(src).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            fs::copy(entry.path(), dst.join(entry.file_name())).unwrap();
-        }
-    }
-}
-
-/// Sorted names of the entries of `dir` (empty when it does not exist).
-fn entries(dir: &Path) -> Vec<String> {
-    let Ok(rd) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut v: Vec<String> = rd
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
 
 /// A scratch area: `root/outs` is the (initially empty) parent of the `--out` path `root/outs/run`.
 struct Scratch {

@@ -2,95 +2,20 @@
 //! crates and checked against each other; `--capture`/`--layers`/`--heads`/`--weights-dtype`, `--input`
 //! with parallel groups, `--overwrite`, the real stories260K model, `inspect` and `--help`.
 
-use parquet::file::reader::{FileReader, SerializedFileReader};
-use parquet::record::Field;
+mod common;
+
+use common::cli::{
+    attnscope, default_model, entries, fixture, float, int, manifest, read_parquet, run_ok, string,
+};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-const CRATE_DIR: &str = env!("CARGO_MANIFEST_DIR");
-const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared");
 
 /// tiny-random-llama: 4 layers, 8 query heads.
 const LAYERS: usize = 4;
 const HEADS: usize = 8;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(CRATE_DIR).join("tests/fixtures").join(name)
-}
-
-fn default_model() -> PathBuf {
-    Path::new(CRATE_DIR).join("models/tiny-random-llama")
-}
-
-fn attnscope(cwd: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_attnscope"));
-    cmd.current_dir(cwd);
-    cmd
-}
-
-/// Runs `cmd`, asserting exit status 0.
-fn run_ok(cmd: &mut Command) -> Output {
-    let output = cmd.output().expect("cannot start attnscope");
-    assert!(
-        output.status.success(),
-        "{cmd:?} failed: {:?}\n--- stdout:\n{}\n--- stderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-/// Sorted entry names of `dir`.
-fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
-fn manifest(dir: &Path) -> Value {
-    serde_json::from_str(&fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap()
-}
-
-/// All rows of a Parquet file as column name → value.
-fn read_parquet(path: &Path) -> Vec<BTreeMap<String, Field>> {
-    let reader = SerializedFileReader::new(fs::File::open(path).unwrap()).unwrap();
-    reader
-        .get_row_iter(None)
-        .unwrap()
-        .map(|row| row.unwrap().into_columns().into_iter().collect())
-        .collect()
-}
-
-fn int(row: &BTreeMap<String, Field>, col: &str) -> i64 {
-    match &row[col] {
-        Field::Int(v) => i64::from(*v),
-        Field::Long(v) => *v,
-        other => panic!("column {col}: expected an integer, got {other:?}"),
-    }
-}
-
-fn float(row: &BTreeMap<String, Field>, col: &str) -> f64 {
-    match &row[col] {
-        Field::Float(v) => f64::from(*v),
-        Field::Double(v) => *v,
-        other => panic!("column {col}: expected a float, got {other:?}"),
-    }
-}
-
-fn string<'a>(row: &'a BTreeMap<String, Field>, col: &str) -> &'a str {
-    match &row[col] {
-        Field::Str(v) => v,
-        other => panic!("column {col}: expected a string, got {other:?}"),
-    }
-}
 
 /// A captured attention tensor, converted to f32.
 struct Attn {
@@ -629,11 +554,10 @@ fn seeded_sampling_is_reproducible() {
 
 #[test]
 fn stories260k_generates_known_text() {
-    let model = Path::new(SHARED).join("models/stories260K");
-    if !model.join("config.json").exists() {
-        eprintln!("SKIP: {} is absent", model.display());
+    let Some(shared) = common::shared("models/stories260K") else {
         return;
-    }
+    };
+    let model = shared.join("models/stories260K");
     let tmp = tempfile::tempdir().unwrap();
     let output = run_ok(
         attnscope(tmp.path())
