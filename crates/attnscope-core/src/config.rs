@@ -12,6 +12,9 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 
+/// Largest rotary dimension supported (the rotation keeps its cos/sin tables on the stack).
+pub const MAX_ROTARY_DIM: usize = 512;
+
 /// The model families attnscope knows. Only used for naming and for weight-name mapping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -506,6 +509,15 @@ impl Reader<'_> {
             return Err(self.err(
                 "partial_rotary_factor",
                 format!("gives {rotary_dim} rotary dimensions of head_dim {head_dim}; need a positive even number"),
+            ));
+        }
+        if rotary_dim > MAX_ROTARY_DIM {
+            return Err(self.err(
+                "head_dim",
+                format!(
+                    "gives {rotary_dim} rotary dimensions; at most {} are supported",
+                    MAX_ROTARY_DIM
+                ),
             ));
         }
 

@@ -29,43 +29,81 @@ pub struct AttentionInput<'a> {
 /// Query rows handled per matmul block.
 const BLOCK: usize = 64;
 
+/// Per-head buffers of [`attention_with`], kept across calls so a decode step allocates nothing.
+#[derive(Default)]
+pub struct AttentionScratch {
+    heads: Vec<HeadScratch>,
+}
+
+#[derive(Default)]
+struct HeadScratch {
+    /// Scaled scores, then probabilities, of one block of query rows.
+    scores: Vec<f32>,
+    /// The head's outputs `[n_new, head_dim]`.
+    out: Vec<f32>,
+}
+
 /// Computes attention outputs `[n_new, n_heads * head_dim]` into `out`, calling the recorder of each head
 /// (when present and active) with every probability row.
 pub fn attention(inp: &AttentionInput, out: &mut [f32], recorders: Option<&mut [HeadRecorder]>) {
+    attention_with(inp, out, recorders, &mut AttentionScratch::default());
+}
+
+/// [`attention`] with buffers from `scratch` (grown only when a larger call comes).
+pub fn attention_with(
+    inp: &AttentionInput,
+    out: &mut [f32],
+    recorders: Option<&mut [HeadRecorder]>,
+    scratch: &mut AttentionScratch,
+) {
     let hd = inp.shape.head_dim;
     let width = inp.shape.n_heads * hd;
     assert_eq!(out.len(), inp.n_new * width, "attention: output size");
-    let per_head: Vec<Vec<f32>> = match recorders {
+    if scratch.heads.len() < inp.shape.n_heads {
+        scratch
+            .heads
+            .resize_with(inp.shape.n_heads, HeadScratch::default);
+    }
+    let heads = &mut scratch.heads[..inp.shape.n_heads];
+    match recorders {
         Some(recs) => {
             assert_eq!(
                 recs.len(),
                 inp.shape.n_heads,
                 "attention: one recorder per head"
             );
-            recs.par_iter_mut()
+            heads
+                .par_iter_mut()
+                .zip(recs.par_iter_mut())
                 .enumerate()
-                .map(|(h, rec)| head_attention(inp, h, Some(rec)))
-                .collect()
+                .for_each(|(h, (buf, rec))| head_attention(inp, h, Some(rec), buf));
         }
-        None => (0..inp.shape.n_heads)
-            .into_par_iter()
-            .map(|h| head_attention(inp, h, None))
-            .collect(),
-    };
-    for (h, head_out) in per_head.iter().enumerate() {
-        for (row, src) in out.chunks_mut(width).zip(head_out.chunks(hd)) {
+        None => heads
+            .par_iter_mut()
+            .enumerate()
+            .for_each(|(h, buf)| head_attention(inp, h, None, buf)),
+    }
+    for (h, buf) in heads.iter().enumerate() {
+        for (row, src) in out.chunks_mut(width).zip(buf.out.chunks(hd)) {
             row[h * hd..(h + 1) * hd].copy_from_slice(src);
         }
     }
 }
 
-/// One head: `[n_new, head_dim]` outputs.
-fn head_attention(inp: &AttentionInput, h: usize, mut rec: Option<&mut HeadRecorder>) -> Vec<f32> {
+/// One head: `[n_new, head_dim]` outputs into `buf.out`.
+fn head_attention(
+    inp: &AttentionInput,
+    h: usize,
+    mut rec: Option<&mut HeadRecorder>,
+    buf: &mut HeadScratch,
+) {
     let hd = inp.shape.head_dim;
     let kv_dim = inp.shape.n_kv_heads * hd;
     let kvh = h / (inp.shape.n_heads / inp.shape.n_kv_heads);
-    let mut out = vec![0.0f32; inp.n_new * hd];
-    let mut scores = Vec::new();
+    let out = &mut buf.out;
+    out.clear();
+    out.resize(inp.n_new * hd, 0.0);
+    let scores = &mut buf.scores;
     let record = rec.as_ref().is_some_and(|r| r.is_active());
     for start in (0..inp.n_new).step_by(BLOCK) {
         let rows = BLOCK.min(inp.n_new - start);
@@ -86,7 +124,7 @@ fn head_attention(inp: &AttentionInput, h: usize, mut rec: Option<&mut HeadRecor
             row_stride: 1,
             col_stride: kv_dim,
         };
-        matmul(&mut scores, n_keys, q, k_t, inp.shape.scale, false);
+        matmul(scores, n_keys, q, k_t, inp.shape.scale, false);
         for (r, row) in scores.chunks_mut(n_keys).enumerate() {
             let slot = inp.q_start + start + r;
             let (lse, expected_score) = softmax_row(row, slot, &inp.mask);
@@ -101,7 +139,7 @@ fn head_attention(inp: &AttentionInput, h: usize, mut rec: Option<&mut HeadRecor
                 });
             }
         }
-        let p = MatRef::row_major(&scores, rows, n_keys);
+        let p = MatRef::row_major(scores, rows, n_keys);
         let v = MatRef {
             data: &inp.values[kvh * hd..],
             rows: n_keys,
@@ -118,7 +156,6 @@ fn head_attention(inp: &AttentionInput, h: usize, mut rec: Option<&mut HeadRecor
             false,
         );
     }
-    out
 }
 
 /// Turns one row of scaled scores into probabilities in place (0 where the mask hides a key).

@@ -267,6 +267,11 @@ pub struct Workspace<B: Backend> {
     pub logits: Vec<f32>,
     /// The new slots of the pass, stacked.
     pub slots: Vec<SlotInfo>,
+    /// Rows of each item in the stacked activations, its first new cache slot, and the rows whose logits
+    /// are asked for (index buffers reused across passes).
+    pub ranges: Vec<Range<usize>>,
+    pub starts: Vec<usize>,
+    pub picked_rows: Vec<Range<usize>>,
     pub scratch: B::Scratch,
 }
 
@@ -292,6 +297,9 @@ impl<B: Backend> Workspace<B> {
             picked: b.alloc(rows * h)?,
             logits: Vec::new(),
             slots: Vec::with_capacity(rows),
+            ranges: Vec::new(),
+            starts: Vec::new(),
+            picked_rows: Vec::new(),
             scratch: b.new_scratch(cfg, rows)?,
         })
     }

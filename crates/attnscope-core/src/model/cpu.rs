@@ -5,7 +5,7 @@
 use crate::Result;
 use crate::capture::HeadRecorder;
 use crate::config::{Activation, ModelConfig, NormKind};
-use crate::model::attention::{AttentionInput, attention};
+use crate::model::attention::{AttentionInput, AttentionScratch, attention_with};
 use crate::model::backend::{AttentionStep, Backend, BackendWeights, DeviceInfo, KvStore, LmHead};
 use crate::model::ops::{activate, activation, add_in_place, linear, norm, norm_row, project};
 use crate::model::rope::Rope;
@@ -84,6 +84,7 @@ pub struct CpuScratch {
     positions: Vec<i64>,
     /// One head of the per-head q/k norm.
     head: Vec<f32>,
+    attention: AttentionScratch,
 }
 
 impl Backend for CpuBackend {
@@ -121,6 +122,7 @@ impl Backend for CpuBackend {
             tokens: Vec::with_capacity(rows),
             positions: Vec::with_capacity(rows),
             head: vec![0.0; cfg.head_dim],
+            attention: AttentionScratch::default(),
         })
     }
 
@@ -238,7 +240,7 @@ impl Backend for CpuBackend {
 
     fn attention(
         &self,
-        _scratch: &mut CpuScratch,
+        scratch: &mut CpuScratch,
         step: &AttentionStep<Self>,
         out: &mut Vec<f32>,
         recorders: Option<&mut [HeadRecorder]>,
@@ -257,10 +259,11 @@ impl Backend for CpuBackend {
             shape: step.shape,
             mask: step.mask,
         };
-        attention(
+        attention_with(
             &input,
             &mut out[rows.start * q_dim..rows.end * q_dim],
             recorders,
+            &mut scratch.attention,
         );
         Ok(())
     }

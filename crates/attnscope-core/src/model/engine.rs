@@ -16,13 +16,15 @@ use std::sync::{Arc, Mutex};
 pub trait Executor: Send + Sync {
     /// Where the forward pass runs.
     fn device(&self) -> DeviceInfo;
-    /// One forward pass (see [`crate::model::Model::forward_batch`], whose checks have run).
+    /// One forward pass (see [`crate::model::Model::forward_batch`], whose checks have run), writing each
+    /// item's logits into `outs`.
     fn forward_batch(
         &self,
         cfg: &ModelConfig,
         items: &mut [BatchItem],
         logit_rows: LogitRows,
-    ) -> Result<Vec<Vec<f32>>>;
+        outs: &mut [Vec<f32>],
+    ) -> Result<()>;
     /// Key/value storage for a cache of `capacity` slots on this device.
     fn new_kv(&self, cfg: &ModelConfig, capacity: usize) -> Result<Box<dyn KvStore>>;
     /// Makes sure the workspace holds passes of `rows` stacked rows, so later passes of at most that many
@@ -110,7 +112,8 @@ impl<B: Backend> Executor for Engine<B> {
         cfg: &ModelConfig,
         items: &mut [BatchItem],
         logit_rows: LogitRows,
-    ) -> Result<Vec<Vec<f32>>> {
+        outs: &mut [Vec<f32>],
+    ) -> Result<()> {
         let rows = items.iter().map(|i| i.new.len()).sum();
         self.with_workspace(cfg, rows, |ws| {
             forward_batch(
@@ -121,6 +124,7 @@ impl<B: Backend> Executor for Engine<B> {
                 cfg,
                 items,
                 logit_rows,
+                outs,
             )
         })
     }

@@ -33,7 +33,9 @@ pub struct BatchItem<'a> {
 
 /// One forward pass over several sequences (checked by `Model::forward_batch`): their new slots are stacked
 /// so that every weight matrix is read once per call (batched decode), while attention runs per sequence
-/// over its own cache. Returns one logits buffer `[rows, vocab]` per item for the rows `logit_rows` asks for.
+/// over its own cache. Writes one logits buffer `[rows, vocab]` per item into `outs` (cleared, capacity
+/// reused) for the rows `logit_rows` asks for (none for `LogitRows::None`).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_batch<B: Backend>(
     b: &B,
     w: &BackendWeights<B>,
@@ -42,12 +44,17 @@ pub(crate) fn forward_batch<B: Backend>(
     cfg: &ModelConfig,
     items: &mut [BatchItem],
     logit_rows: LogitRows,
-) -> Result<Vec<Vec<f32>>> {
+    outs: &mut [Vec<f32>],
+) -> Result<()> {
     let (h, hd) = (cfg.hidden_size, cfg.head_dim);
     let (kv_dim, inter) = (cfg.n_kv_heads * hd, ws.intermediate);
 
     // Stack the new slots: item i owns rows ranges[i] of every activation and cache slots starts[i]...
-    let (ranges, starts) = stack_items::<B>(b, items, &mut ws.slots)?;
+    stack_items::<B>(b, items, ws)?;
+    let (ranges, starts) = (
+        std::mem::take(&mut ws.ranges),
+        std::mem::take(&mut ws.starts),
+    );
     let n = ws.slots.len();
     b.begin_pass(&mut ws.scratch, &ws.slots)?;
     b.embed(&ws.scratch, &w.embed, w.pos_embed.as_ref(), &mut ws.x, n)?;
@@ -140,14 +147,21 @@ pub(crate) fn forward_batch<B: Backend>(
     }
 
     // Final norm and logits for the requested rows of every item.
-    let picked: Vec<Range<usize>> = match logit_rows {
-        LogitRows::All => ranges,
-        LogitRows::Last => ranges.iter().map(|r| r.end - 1..r.end).collect(),
-        LogitRows::None => {
-            b.sync()?;
-            return Ok(vec![Vec::new(); items.len()]);
-        }
-    };
+    let mut picked = std::mem::take(&mut ws.picked_rows);
+    picked.clear();
+    match logit_rows {
+        LogitRows::All => picked.extend(ranges.iter().cloned()),
+        LogitRows::Last => picked.extend(ranges.iter().map(|r| r.end - 1..r.end)),
+        LogitRows::None => {}
+    }
+    // Hand the index buffers back to the workspace for the next pass.
+    ws.ranges = ranges;
+    ws.starts = starts;
+    if picked.is_empty() {
+        ws.picked_rows = picked;
+        outs.iter_mut().for_each(Vec::clear);
+        return b.sync();
+    }
     let m: usize = picked.iter().map(|r| r.len()).sum();
     b.gather_rows(&ws.x, &picked, h, &mut ws.picked)?;
     b.norm(
@@ -171,40 +185,39 @@ pub(crate) fn forward_batch<B: Backend>(
         cfg.vocab_size,
         &mut ws.logits,
     )?;
-    Ok(split_rows(&ws.logits, &picked, cfg.vocab_size))
+    split_rows(&ws.logits, &picked, cfg.vocab_size, outs);
+    ws.picked_rows = picked;
+    Ok(())
 }
 
 /// Appends each item's new slots to its cache (and to the backend's copy of the slot metadata) and stacks
-/// them into `slots`. Returns each item's rows in the stacked activations and its first new cache slot.
-fn stack_items<B: Backend>(
-    b: &B,
-    items: &mut [BatchItem],
-    slots: &mut Vec<SlotInfo>,
-) -> Result<(Vec<Range<usize>>, Vec<usize>)> {
-    let mut ranges = Vec::with_capacity(items.len());
-    let mut starts = Vec::with_capacity(items.len());
-    slots.clear();
+/// them into `ws.slots`; `ws.ranges[i]` are item i's rows in the stacked activations, `ws.starts[i]` its
+/// first new cache slot.
+fn stack_items<B: Backend>(b: &B, items: &mut [BatchItem], ws: &mut Workspace<B>) -> Result<()> {
+    ws.ranges.clear();
+    ws.starts.clear();
+    ws.slots.clear();
     for item in items.iter_mut() {
         let start = item.cache.len();
-        ranges.push(slots.len()..slots.len() + item.new.len());
-        starts.push(start);
-        slots.extend_from_slice(item.new);
+        ws.ranges
+            .push(ws.slots.len()..ws.slots.len() + item.new.len());
+        ws.starts.push(start);
+        ws.slots.extend_from_slice(item.new);
         if !item.cache.push_slots(item.new) {
             return Err(Error::input("forward: the KV cache is full"));
         }
         let (kv, _, _) = item.cache.parts_mut::<B::Kv>()?;
         b.write_slots(kv, start, item.new)?;
     }
-    Ok((ranges, starts))
+    Ok(())
 }
 
 /// Splits `[m, vocab]` logits into one buffer per item.
-fn split_rows(all: &[f32], picked: &[Range<usize>], vocab: usize) -> Vec<Vec<f32>> {
-    let mut out = Vec::with_capacity(picked.len());
+fn split_rows(all: &[f32], picked: &[Range<usize>], vocab: usize, outs: &mut [Vec<f32>]) {
     let mut row = 0;
-    for r in picked {
-        out.push(all[row * vocab..(row + r.len()) * vocab].to_vec());
+    for (r, out) in picked.iter().zip(outs.iter_mut()) {
+        out.clear();
+        out.extend_from_slice(&all[row * vocab..(row + r.len()) * vocab]);
         row += r.len();
     }
-    out
 }

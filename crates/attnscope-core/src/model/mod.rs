@@ -104,13 +104,29 @@ impl Model {
         capture: Option<&mut crate::capture::SequenceCapture>,
         logit_rows: LogitRows,
     ) -> Result<Vec<f32>> {
+        let mut out = Vec::new();
+        self.forward_into(cache, new, capture, logit_rows, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Model::forward`] writing the logits into `out` (cleared; its capacity is reused, so a decode loop
+    /// that passes the same buffer allocates nothing for them).
+    pub fn forward_into(
+        &self,
+        cache: &mut KvCache,
+        new: &[SlotInfo],
+        capture: Option<&mut crate::capture::SequenceCapture>,
+        logit_rows: LogitRows,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
         let mut items = [BatchItem {
             cache,
             new,
             capture,
         }];
-        let mut out = self.forward_batch(&mut items, logit_rows)?;
-        Ok(out.pop().unwrap_or_default())
+        self.check_batch(&items)?;
+        self.exec
+            .forward_batch(&self.cfg, &mut items, logit_rows, std::slice::from_mut(out))
     }
 
     /// One forward pass over several sequences: their new slots are stacked so that every weight matrix
@@ -121,6 +137,15 @@ impl Model {
         items: &mut [BatchItem],
         logit_rows: LogitRows,
     ) -> Result<Vec<Vec<f32>>> {
+        self.check_batch(items)?;
+        let mut outs = vec![Vec::new(); items.len()];
+        self.exec
+            .forward_batch(&self.cfg, items, logit_rows, &mut outs)?;
+        Ok(outs)
+    }
+
+    /// Rejects batches the model or the caches cannot take.
+    fn check_batch(&self, items: &[BatchItem]) -> Result<()> {
         for item in items.iter() {
             if item.new.is_empty() {
                 return Err(Error::input("forward: no tokens"));
@@ -134,7 +159,7 @@ impl Model {
                 )));
             }
         }
-        self.exec.forward_batch(&self.cfg, items, logit_rows)
+        Ok(())
     }
 
     /// Rejects token ids and positions the model cannot take.

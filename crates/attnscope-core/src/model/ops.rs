@@ -156,24 +156,43 @@ fn project_few_rows(
     out: &mut [f32],
 ) {
     const BLOCK: usize = 64;
-    let mut transposed = vec![0.0f32; out_dim * t]; // [out_dim, t]
-    transposed
-        .par_chunks_mut(BLOCK * t)
-        .enumerate()
-        .for_each(|(b, chunk)| {
-            for (i, cell) in chunk.chunks_mut(t).enumerate() {
-                let o = b * BLOCK + i;
-                let w = &weight[o * in_dim..(o + 1) * in_dim];
-                for (r, c) in cell.iter_mut().enumerate() {
-                    *c = dot(w, &x[r * in_dim..(r + 1) * in_dim]);
-                }
+    let dot_rows = |b: usize, chunk: &mut [f32]| {
+        for (i, cell) in chunk.chunks_mut(t).enumerate() {
+            let o = b * BLOCK + i;
+            let w = &weight[o * in_dim..(o + 1) * in_dim];
+            for (r, c) in cell.iter_mut().enumerate() {
+                *c = dot(w, &x[r * in_dim..(r + 1) * in_dim]);
             }
-        });
-    for o in 0..out_dim {
-        for r in 0..t {
-            out[r * out_dim + o] = transposed[o * t + r];
         }
+    };
+    if t == 1 {
+        // One row: `out` is already laid out by output feature.
+        out.par_chunks_mut(BLOCK)
+            .enumerate()
+            .for_each(|(b, chunk)| dot_rows(b, chunk));
+        return;
     }
+    // [out_dim, t], kept per thread so repeated calls (batched decode) allocate nothing.
+    thread_local! {
+        static TRANSPOSED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let mut fill = |transposed: &mut Vec<f32>| {
+        transposed.clear();
+        transposed.resize(out_dim * t, 0.0);
+        transposed
+            .par_chunks_mut(BLOCK * t)
+            .enumerate()
+            .for_each(|(b, chunk)| dot_rows(b, chunk));
+        for o in 0..out_dim {
+            for r in 0..t {
+                out[r * out_dim + o] = transposed[o * t + r];
+            }
+        }
+    };
+    TRANSPOSED.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => fill(&mut buf),
+        Err(_) => fill(&mut Vec::new()),
+    });
 }
 
 /// Dot product with eight independent accumulators (vectorisable without fast-math).

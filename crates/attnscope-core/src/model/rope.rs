@@ -3,7 +3,7 @@
 //!
 //! Arithmetic follows transformers: inverse frequencies and the angle `inv_freq · position` are f32.
 
-use crate::config::{RopeConfig, RopeScaling};
+use crate::config::{MAX_ROTARY_DIM, RopeConfig, RopeScaling};
 
 /// Precomputed inverse frequencies for one model.
 #[derive(Clone, Debug)]
@@ -79,10 +79,12 @@ impl Rope {
     /// slot's position; the remaining entries of each head pass through.
     pub fn apply(&self, x: &mut [f32], positions: &[i64], n_heads: usize, head_dim: usize) {
         let half = self.rotary_dim / 2;
-        let mut cos = vec![0.0f32; half];
-        let mut sin = vec![0.0f32; half];
+        // On the stack: rotary_dim ≤ head_dim ≤ MAX_ROTARY_DIM (checked by the config), so no allocation.
+        let (mut cos_buf, mut sin_buf) =
+            ([0.0f32; MAX_ROTARY_DIM / 2], [0.0f32; MAX_ROTARY_DIM / 2]);
+        let (cos, sin) = (&mut cos_buf[..half], &mut sin_buf[..half]);
         for (row, &pos) in x.chunks_mut(n_heads * head_dim).zip(positions) {
-            self.cos_sin(pos, &mut cos, &mut sin);
+            self.cos_sin(pos, cos, sin);
             for head in row.chunks_mut(head_dim) {
                 for i in 0..half {
                     let (x1, x2) = (head[i], head[i + half]);

@@ -104,7 +104,8 @@ pub fn run_sequence(
     } else {
         LogitRows::None
     };
-    let mut logits = model.forward(&mut cache, &prompt, capture.as_mut(), rows)?;
+    let mut logits = Vec::new();
+    model.forward_into(&mut cache, &prompt, capture.as_mut(), rows, &mut logits)?;
     let prefill_seconds = started.elapsed().as_secs_f64();
     on_step();
 
@@ -155,11 +156,11 @@ pub fn run_sequence(
         } else {
             LogitRows::Last
         };
-        let out = model.forward(&mut cache, &new, capture.as_mut(), rows)?;
-        logits = match rows {
-            LogitRows::All => parallel::next_logits(&out, model.cfg.vocab_size, how),
-            _ => out,
-        };
+        // The logits buffer is reused from step to step.
+        model.forward_into(&mut cache, &new, capture.as_mut(), rows, &mut logits)?;
+        if rows == LogitRows::All {
+            logits = parallel::next_logits(&logits, model.cfg.vocab_size, how);
+        }
         decode_seconds.push(started.elapsed().as_secs_f64());
         on_step();
         if is_eos && generation.stop_at_eos {
