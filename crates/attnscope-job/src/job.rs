@@ -2,7 +2,7 @@
 //! memory ([`Job::run`]) or as a run directory ([`Job::write_run`]: manifest.json, Parquet tables,
 //! attention.safetensors), written to a temporary sibling and renamed only when complete.
 
-use crate::manifest::{build_manifest, record};
+use crate::manifest::{RunRecord, build_manifest};
 use crate::session::Session;
 use attnscope_core::Error;
 use attnscope_core::Result;
@@ -207,7 +207,14 @@ impl Job {
             session.tokenizer.as_ref(),
         )?;
         let write_seconds = write_started.elapsed().as_secs_f64();
-        let manifest = build_manifest(self, session, results, write_seconds, started)?;
+        let record = RunRecord {
+            command: &self.command,
+            generation: &self.generation,
+            spec: &results.spec,
+            inputs: &results.inputs,
+            outcomes: &results.outcomes,
+        };
+        let manifest = build_manifest(&record, session, write_seconds, started)?;
         write_json(&run_dir.file("manifest.json"), &manifest)?;
         Ok((run_dir.commit()?, manifest))
     }
@@ -251,6 +258,20 @@ impl Job {
             }
         }
         Ok((seqs, records))
+    }
+}
+
+/// The manifest's record of one input sequence (generation fields are filled in after the run).
+fn record(seq: usize, source: String, text: Option<String>, s: &SequenceInput) -> InputRecord {
+    InputRecord {
+        seq,
+        source,
+        text,
+        visibility: s.visibility,
+        prompt_tokens: s.token_ids.len(),
+        generated_tokens: 0,
+        stopped_at_eos: false,
+        generated_text: None,
     }
 }
 

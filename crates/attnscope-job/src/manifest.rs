@@ -1,12 +1,11 @@
 //! Building the manifest of a run directory from a job, its session and its results.
 
-use crate::job::{Job, JobResults};
 use crate::session::Session;
 use attnscope_core::Error;
 use attnscope_core::Result;
-use attnscope_core::input::SequenceInput;
+use attnscope_core::capture::CaptureSpec;
 use attnscope_core::model::Model;
-use attnscope_core::run::SequenceOutcome;
+use attnscope_core::run::{GenerateOptions, SequenceOutcome};
 use attnscope_core::weights::hex;
 use attnscope_io::manifest::{
     InputRecord, LAYOUT_VERSION, Manifest, ModelRecord, Timings, file_descriptions,
@@ -22,56 +21,45 @@ pub fn unix_seconds() -> u64 {
         .unwrap_or(0)
 }
 
+/// What a finished job hands to [`build_manifest`].
+pub struct RunRecord<'a> {
+    pub command: &'a [String],
+    pub generation: &'a GenerateOptions,
+    pub spec: &'a CaptureSpec,
+    pub inputs: &'a [InputRecord],
+    pub outcomes: &'a [SequenceOutcome],
+}
+
 /// The manifest of a finished job.
-pub(crate) fn build_manifest(
-    job: &Job,
+pub fn build_manifest(
+    run: &RunRecord,
     session: &Session,
-    results: &JobResults,
     write_seconds: f64,
     started: Instant,
 ) -> Result<Manifest> {
-    let outcomes = &results.outcomes;
+    let outcomes = run.outcomes;
     let p = &session.placement;
     Ok(Manifest {
         attnscope_version: env!("CARGO_PKG_VERSION"),
         layout_version: LAYOUT_VERSION,
         created_unix_seconds: unix_seconds(),
-        command: job.command.clone(),
+        command: run.command.to_vec(),
         model: model_record(&session.model)?,
         device: p.device.clone(),
         device_name: p.gpu_name.clone(),
         compute_dtype: p.dtype.clone(),
         threads: rayon::current_num_threads(),
-        capture: results.spec.clone(),
-        seed: job.generation.sampler.seed,
-        generation: job.generation.clone(),
-        inputs: results.inputs.clone(),
+        capture: run.spec.clone(),
+        seed: run.generation.sampler.seed,
+        generation: run.generation.clone(),
+        inputs: run.inputs.to_vec(),
         timings: timings(outcomes, session.load_seconds, write_seconds, started),
         files: file_descriptions(
-            results.spec.weights,
-            results.spec.stats,
+            run.spec.weights,
+            run.spec.stats,
             outcomes.iter().any(|o| o.slots.len() > o.n_prompt),
         ),
     })
-}
-
-/// The manifest's record of one input sequence (generation fields are filled in after the run).
-pub(crate) fn record(
-    seq: usize,
-    source: String,
-    text: Option<String>,
-    s: &SequenceInput,
-) -> InputRecord {
-    InputRecord {
-        seq,
-        source,
-        text,
-        visibility: s.visibility,
-        prompt_tokens: s.token_ids.len(),
-        generated_tokens: 0,
-        stopped_at_eos: false,
-        generated_text: None,
-    }
 }
 
 /// The model as the manifest records it: path, architecture, parameter count, config and weights hashes.
