@@ -10,7 +10,8 @@ use crate::cuda::{CudaStatus, Ptx, compile_kernel, kernel_sources, probe};
 use crate::{Error, Result};
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig,
+    PushKernelArg, ValidAsZeroBits,
 };
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -72,6 +73,11 @@ impl DeviceBuf {
     pub fn ptr(&self, stream: &CudaStream) -> u64 {
         self.ptr_at(stream, 0)
     }
+}
+
+/// Device address of element 0 of a typed buffer (the backend's single stream needs no event tracking).
+pub fn slice_ptr<T>(slice: &CudaSlice<T>, stream: &CudaStream) -> u64 {
+    slice.device_ptr(stream).0
 }
 
 impl std::fmt::Debug for DeviceBuf {
@@ -216,6 +222,27 @@ impl GpuContext {
         Ok(DeviceBuf { data, dtype, len })
     }
 
+    /// Allocates `len` zeroed elements of a fixed element type (ids, positions, statistics, partials).
+    pub fn zeros_of<T: DeviceRepr + ValidAsZeroBits>(&self, len: usize) -> Result<CudaSlice<T>> {
+        self.stream
+            .alloc_zeros::<T>(len.max(1))
+            .map_err(|e| oom(e, len * std::mem::size_of::<T>()))
+    }
+
+    /// Uploads host values of a fixed element type.
+    pub fn upload_slice<T: DeviceRepr + ValidAsZeroBits>(
+        &self,
+        values: &[T],
+    ) -> Result<CudaSlice<T>> {
+        let mut buf = self.zeros_of::<T>(values.len())?;
+        if !values.is_empty() {
+            self.stream
+                .memcpy_htod(values, &mut buf)
+                .map_err(|e| Error::cuda(format!("upload: {e:?}")))?;
+        }
+        Ok(buf)
+    }
+
     /// Uploads f32 values converted to `dtype`.
     pub fn upload(&self, dtype: GpuDtype, values: &[f32]) -> Result<DeviceBuf> {
         self.upload_bytes(dtype, values.len(), &dtype.encode(values))
@@ -235,6 +262,12 @@ impl GpuContext {
     /// Writes bytes into `buf` starting at element `offset`.
     pub fn write_at(&self, buf: &mut DeviceBuf, offset: usize, bytes: &[u8]) -> Result<()> {
         let start = offset * buf.dtype.size();
+        if start + bytes.len() > buf.data.len() {
+            return Err(Error::cuda(format!(
+                "upload of {} bytes at element {offset} beyond {buf:?}",
+                bytes.len()
+            )));
+        }
         let mut view = buf.data.slice_mut(start..start + bytes.len());
         self.stream
             .memcpy_htod(bytes, &mut view)
@@ -243,10 +276,32 @@ impl GpuContext {
 
     /// Reads elements `range` of `buf` as raw bytes (synchronises the stream).
     pub fn read_bytes(&self, buf: &DeviceBuf, range: std::ops::Range<usize>) -> Result<Vec<u8>> {
+        if range.start > range.end || range.end > buf.len {
+            return Err(Error::cuda(format!(
+                "download of elements {range:?} from {buf:?}"
+            )));
+        }
         let s = buf.dtype.size();
         let view = buf.data.slice(range.start * s..range.end * s);
         self.stream
             .clone_dtoh(&view)
+            .map_err(|e| Error::cuda(format!("download: {e:?}")))
+    }
+
+    /// Reads elements `range` of a typed buffer (synchronises the stream).
+    pub fn read_slice<T: DeviceRepr>(
+        &self,
+        buf: &CudaSlice<T>,
+        range: std::ops::Range<usize>,
+    ) -> Result<Vec<T>> {
+        if range.end > buf.len() {
+            return Err(Error::cuda(format!(
+                "download of elements {range:?} from a buffer of {}",
+                buf.len()
+            )));
+        }
+        self.stream
+            .clone_dtoh(&buf.slice(range))
             .map_err(|e| Error::cuda(format!("download: {e:?}")))
     }
 
@@ -264,8 +319,12 @@ impl GpuContext {
         dst_off: usize,
         n: usize,
     ) -> Result<()> {
+        if src.dtype != dst.dtype || src_off + n > src.len || dst_off + n > dst.len {
+            return Err(Error::cuda(format!(
+                "device copy of {n} elements from {src:?} at {src_off} to {dst:?} at {dst_off} is out of bounds"
+            )));
+        }
         let s = src.dtype.size();
-        debug_assert_eq!(src.dtype, dst.dtype);
         let from = src.data.slice(src_off * s..(src_off + n) * s);
         let mut to = dst.data.slice_mut(dst_off * s..(dst_off + n) * s);
         self.stream

@@ -7,8 +7,8 @@
 
 use crate::Result;
 use crate::config::{ModelConfig, NormKind, PositionEncoding};
-use crate::cuda::capture::record_layer;
-use crate::cuda::context::{DeviceBuf, GpuContext};
+use crate::cuda::capture::{FirstPassStats, record_layer};
+use crate::cuda::context::{DeviceBuf, GpuContext, slice_ptr};
 use crate::cuda::dtype::GpuDtype;
 use crate::cuda::kv::DeviceKv;
 use crate::cuda::ops::{self, AttentionCall, DECODE_MAX_Q, DecodeScratch};
@@ -259,10 +259,10 @@ impl GpuModel {
         let mlp = g.zeros(dt, n * h)?;
         let max_new = ranges.iter().map(|r| r.len()).max().unwrap_or(0);
         let stat_len = cfg.n_heads * max_new;
-        let lse = g.zeros(GpuDtype::F32, stat_len)?;
-        let entropy = g.zeros(GpuDtype::F32, stat_len)?;
-        let max_weight = g.zeros(GpuDtype::F32, stat_len)?;
-        let argmax = g.zeros(GpuDtype::F32, stat_len)?; // u32 values; 4-byte elements
+        let lse = g.zeros_of::<f32>(stat_len)?;
+        let entropy = g.zeros_of::<f32>(stat_len)?;
+        let max_weight = g.zeros_of::<f32>(stat_len)?;
+        let argmax = g.zeros_of::<u32>(stat_len)?;
         let decode = self.decode_scratch(cfg, &ranges, &starts)?;
 
         // Embeddings (+ learned positions).
@@ -371,10 +371,14 @@ impl GpuModel {
                     kv_stride: kv_dim,
                     o: attn.ptr_at(s, rows.start * q_dim),
                     o_stride: q_dim,
-                    lse: lse.ptr(s),
-                    entropy: if capturing { entropy.ptr(s) } else { 0 },
-                    max_weight: if capturing { max_weight.ptr(s) } else { 0 },
-                    argmax: if capturing { argmax.ptr(s) } else { 0 },
+                    lse: slice_ptr(&lse, s),
+                    entropy: if capturing { slice_ptr(&entropy, s) } else { 0 },
+                    max_weight: if capturing {
+                        slice_ptr(&max_weight, s)
+                    } else {
+                        0
+                    },
+                    argmax: if capturing { slice_ptr(&argmax, s) } else { 0 },
                     groups: dev.groups_ptr(),
                     isolated: cache.visibility == Visibility::Isolated,
                     window: cfg.sliding_window.unwrap_or(0),
@@ -396,8 +400,13 @@ impl GpuModel {
                         sliding_window: cfg.sliding_window,
                     };
                     let positions_ptr = dev.positions_ptr();
-                    let stats = [&lse, &entropy, &max_weight, &argmax];
-                    record_layer(g, &call, positions_ptr, stats, recs, &mask)?;
+                    let stats = FirstPassStats {
+                        lse: &lse,
+                        entropy: &entropy,
+                        max_weight: &max_weight,
+                        argmax: &argmax,
+                    };
+                    record_layer(g, &call, positions_ptr, &stats, recs, &mask)?;
                 }
             }
             self.linear(&attn, n, &lw.o, &o)?;

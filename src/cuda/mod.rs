@@ -11,6 +11,7 @@
 //! (`scripts/install_nvrtc.sh`). Include directories are still passed when found, for kernels that may want
 //! a header later.
 
+pub mod backend;
 pub mod capture;
 pub mod context;
 pub mod device;
@@ -19,7 +20,9 @@ pub mod forward;
 pub mod kv;
 pub mod nvrtc;
 pub mod ops;
+pub mod scratch;
 
+pub use backend::CudaBackend;
 pub use context::{DeviceRequest, GpuContext};
 pub use device::{CudaStatus, probe};
 pub use dtype::GpuDtype;

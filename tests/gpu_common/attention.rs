@@ -4,9 +4,10 @@
 use super::{Elem, Gpu, NULL, values};
 use attnscope::capture::{CaptureSpec, HeadRecorder, HeadStats, HeadWeights};
 use attnscope::input::Visibility;
-use attnscope::model::attention::{AttentionInput, AttentionMask, attention};
-use attnscope::model::kv_cache::SlotInfo;
+use attnscope::model::attention::{AttentionInput, attention};
 use attnscope::model::ops::{MatRef, matmul};
+use attnscope::slots::AttentionMask;
+use attnscope::slots::SlotInfo;
 use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 
 /// Shape of one attention problem.
