@@ -444,11 +444,6 @@ pub fn kernel_names(file: &str) -> Vec<String> {
             v
         }
         "residual.cu" => per_type(&["residual_add_{T}", "residual_add2_{T}", "bias_add_{T}"]),
-        "sampling.cu" => vec![
-            "argmax_f32".into(),
-            "softmax_stats_f32".into(),
-            "topk_f32".into(),
-        ],
         "attention_prefill.cu" => {
             let mut v = per_type(&["attn_prefill_simt_{T}"]);
             for t in ["bf16", "f16"] {

@@ -25,7 +25,6 @@ const KERNELS: &[(&str, &str)] = &[
     ("rope.cu", include_str!("../../kernels/rope.cu")),
     ("activation.cu", include_str!("../../kernels/activation.cu")),
     ("residual.cu", include_str!("../../kernels/residual.cu")),
-    ("sampling.cu", include_str!("../../kernels/sampling.cu")),
     (
         "attention_prefill.cu",
         include_str!("../../kernels/attention_prefill.cu"),

@@ -261,17 +261,6 @@ pub fn activate_gated(
     g.launch(&name, elementwise(n), &args)
 }
 
-/// Index of the first maximum of each row of f32 logits (kernels/sampling.cu).
-pub fn argmax(g: &GpuContext, logits: u64, out: u64, rows: usize, n: usize) -> Result<()> {
-    let args = [
-        Arg::Ptr(logits),
-        Arg::Ptr(out),
-        Arg::I32(rows as i32),
-        Arg::I32(n as i32),
-    ];
-    g.launch("argmax_f32", rows_cfg(rows, 1, 256, 0), &args)
-}
-
 /// Operands of one attention call over the KV cache (layouts as in kernels/attention_prefill.cu).
 #[derive(Clone, Copy, Debug)]
 pub struct AttentionCall {
