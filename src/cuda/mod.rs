@@ -12,6 +12,7 @@
 //! a header later.
 
 pub mod backend;
+pub mod bench;
 pub mod capture;
 pub mod context;
 pub mod device;
