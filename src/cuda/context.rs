@@ -6,6 +6,7 @@
 //! ([`DeviceBuf::ptr`]).
 
 use crate::cuda::dtype::GpuDtype;
+use crate::cuda::params::AttnParams;
 use crate::cuda::{CudaStatus, Ptx, compile_kernel, kernel_sources, probe};
 use crate::{Error, Result};
 use cudarc::cublas::CudaBlas;
@@ -208,6 +209,24 @@ impl GpuContext {
         }
         // SAFETY: every launcher in cuda/ops.rs passes the arguments of the kernel's `extern "C"` signature in
         // order, with pointers to live buffers of the sizes documented in the kernel's header comment.
+        unsafe { b.launch(cfg) }
+            .map(|_| ())
+            .map_err(|e| Error::cuda(format!("launching {name}: {e:?}")))
+    }
+
+    /// Launches attention kernel `name`, whose one argument is the parameter block `params` by value.
+    pub fn launch_attention(
+        &self,
+        name: &str,
+        cfg: LaunchConfig,
+        params: &AttnParams,
+    ) -> Result<()> {
+        let f = self.function(name)?;
+        let mut b = self.stream.launch_builder(f);
+        b.arg(params);
+        // SAFETY: every attention kernel takes exactly one `const AttnParams` by value, whose layout is the
+        // Rust struct's (asserted at NVRTC compile time); its pointers are live buffers of the sizes the
+        // kernel's header comment gives, or null where the kernel allows it (cuda/ops.rs builds them).
         unsafe { b.launch(cfg) }
             .map(|_| ())
             .map_err(|e| Error::cuda(format!("launching {name}: {e:?}")))
@@ -417,58 +436,7 @@ fn oom(e: cudarc::driver::DriverError, bytes: usize) -> Error {
     ))
 }
 
-/// Names of the kernels that kernel file `file` (e.g. `"norm.cu"`) defines through its macro calls. The
-/// loader asks the compiled module for each; `tests/nvrtc_compile.rs` checks that every name is an entry of
-/// the PTX NVRTC produces, so this list and kernels/*.cu cannot drift apart unnoticed.
-pub fn kernel_names(file: &str) -> Vec<String> {
-    let types = ["f32", "bf16", "f16"];
-    let per_type = |pats: &[&str]| -> Vec<String> {
-        types
-            .iter()
-            .flat_map(|t| pats.iter().map(move |p| p.replace("{T}", t)))
-            .collect()
-    };
-    match file {
-        "embedding.cu" => per_type(&["embedding_gather_{T}", "position_add_{T}"]),
-        "norm.cu" => per_type(&["rmsnorm_{T}", "layernorm_{T}"]),
-        "rope.cu" => per_type(&["rope_{T}"]),
-        "activation.cu" => {
-            let acts = ["silu", "gelu_erf", "gelu_tanh", "relu"];
-            let mut v = Vec::new();
-            for t in types {
-                for a in acts {
-                    v.push(format!("act_{a}_{t}"));
-                    v.push(format!("act_gate_{a}_{t}"));
-                }
-            }
-            v
-        }
-        "residual.cu" => per_type(&["residual_add_{T}", "residual_add2_{T}", "bias_add_{T}"]),
-        "attention_prefill.cu" => {
-            let mut v = per_type(&["attn_prefill_simt_{T}"]);
-            for t in ["bf16", "f16"] {
-                for hd in TC_HEAD_DIMS {
-                    v.push(format!("attn_prefill_{t}_hd{hd}"));
-                }
-            }
-            v
-        }
-        "attention_probs.cu" => {
-            let mut v = Vec::new();
-            for t in types {
-                for w in ["f32", "f16"] {
-                    v.push(format!("attn_probs_{t}_w{w}"));
-                }
-            }
-            v
-        }
-        "attention_decode.cu" => per_type(&["attn_decode_partial_{T}", "attn_decode_combine_{T}"]),
-        _ => Vec::new(),
-    }
-}
-
-/// Head dims with a tensor-core prefill kernel (`attn_prefill_<bf16|f16>_hd<HD>`).
-pub const TC_HEAD_DIMS: [usize; 6] = [32, 64, 80, 96, 128, 256];
+pub use crate::cuda::kernels::{TC_HEAD_DIMS, kernel_names};
 
 #[cfg(test)]
 mod tests {

@@ -18,9 +18,11 @@ pub mod context;
 pub mod device;
 pub mod dtype;
 pub mod forward;
+pub mod kernels;
 pub mod kv;
 pub mod nvrtc;
 pub mod ops;
+pub mod params;
 pub mod scratch;
 
 pub use backend::CudaBackend;

@@ -47,9 +47,10 @@ pub fn kernel_sources() -> &'static [(&'static str, &'static str)] {
     KERNELS
 }
 
-/// The shared helpers (`kernels/common.cuh`) that [`compile_kernel`] prepends to each kernel.
-pub fn common_header() -> &'static str {
-    COMMON
+/// What [`compile_kernel`] prepends to each kernel: the `AttnParams` layout defines generated from
+/// `cuda::params` (asserted by common.cuh), then the shared helpers of `kernels/common.cuh`.
+pub fn common_header() -> String {
+    format!("{}{COMMON}", crate::cuda::params::layout_defines())
 }
 
 /// Environment variable naming libnvrtc (file or directory) when the loader cannot find it.
@@ -248,7 +249,7 @@ pub fn compile_kernel(name: &str, source: &str, arch: &str) -> Result<Ptx> {
         )));
     }
     ensure_nvrtc()?;
-    let full = format!("{COMMON}\n#line 1 \"{name}\"\n{source}");
+    let full = format!("{}\n#line 1 \"{name}\"\n{source}", common_header());
     let opts = cudarc::nvrtc::CompileOptions {
         options: vec![format!("--gpu-architecture={arch}"), "--std=c++17".into()],
         include_paths: include_paths()
