@@ -24,6 +24,7 @@ pub mod nvrtc;
 pub mod ops;
 pub mod params;
 pub mod scratch;
+pub mod weights;
 
 pub use backend::CudaBackend;
 pub use context::{DeviceRequest, GpuContext};
