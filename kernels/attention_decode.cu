@@ -229,19 +229,15 @@ __device__ void attn_decode_combine(const float* __restrict__ part_stat, const i
 }
 
 #define DECODE_KERNELS(T, SUFFIX)                                                                             \
-    extern "C" __global__ void __launch_bounds__(DECODE_THREADS) attn_decode_partial_##SUFFIX(               \
-        const T* q, int q_stride, const T* k, const T* v, int kv_stride, const int* groups, int isolated,     \
-        int window, int q_start, int n_q, int n_heads, int n_kv_heads, int head_dim, float scale,             \
-        int split_len, float* part_stat, int* part_arg, float* part_o) {                                      \
-        attn_decode_partial<T>(q, q_stride, k, v, kv_stride, groups, isolated, window, q_start, n_q, n_heads, \
-                               n_kv_heads, head_dim, scale, split_len, part_stat, part_arg, part_o);          \
+    extern "C" __global__ void __launch_bounds__(DECODE_THREADS)                                              \
+        attn_decode_partial_##SUFFIX(const AttnParams p) {                                                    \
+        attn_decode_partial<T>((const T*)p.q, p.q_stride, (const T*)p.k, (const T*)p.v, p.kv_stride,         \
+                               p.groups, p.isolated, p.window, p.q_start, p.n_new, p.n_heads, p.n_kv_heads,   \
+                               p.head_dim, p.scale, p.split_len, p.part_stat, p.part_arg, p.part_o);          \
     }                                                                                                         \
-    extern "C" __global__ void attn_decode_combine_##SUFFIX(                                                  \
-        const float* part_stat, const int* part_arg, const float* part_o, int n_splits, int n_q, int n_heads, \
-        int head_dim, T* o, int o_stride, float* lse, float* entropy, float* max_weight,                      \
-        unsigned int* argmax) {                                                                               \
-        attn_decode_combine<T>(part_stat, part_arg, part_o, n_splits, n_q, n_heads, head_dim, o, o_stride,    \
-                               lse, entropy, max_weight, argmax);                                             \
+    extern "C" __global__ void attn_decode_combine_##SUFFIX(const AttnParams p) {                            \
+        attn_decode_combine<T>(p.part_stat, p.part_arg, p.part_o, p.n_splits, p.n_new, p.n_heads,             \
+                               p.head_dim, (T*)p.o, p.o_stride, p.lse, p.entropy, p.max_weight, p.argmax);    \
     }
 
 DECODE_KERNELS(float, f32)

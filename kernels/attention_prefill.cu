@@ -154,13 +154,10 @@ __device__ void attn_prefill_simt(const T* __restrict__ q, int q_stride, const T
 
 #define PREFILL_SIMT_KERNEL(T, SUFFIX)                                                                        \
     extern "C" __global__ void __launch_bounds__(128)                                                         \
-        attn_prefill_simt_##SUFFIX(const T* q, int q_stride, const T* k, const T* v, int kv_stride, T* o,     \
-                                   int o_stride, float* lse, float* entropy, float* max_weight,               \
-                                   unsigned int* argmax, const int* groups, int isolated, int window,         \
-                                   int q_start, int n_new, int n_heads, int n_kv_heads, int head_dim,         \
-                                   float scale) {                                                             \
-        attn_prefill_simt<T>(q, q_stride, k, v, kv_stride, o, o_stride, lse, entropy, max_weight, argmax,    \
-                             groups, isolated, window, q_start, n_new, n_heads, n_kv_heads, head_dim, scale); \
+        attn_prefill_simt_##SUFFIX(const AttnParams p) {                                                      \
+        attn_prefill_simt<T>((const T*)p.q, p.q_stride, (const T*)p.k, (const T*)p.v, p.kv_stride, (T*)p.o,  \
+                             p.o_stride, p.lse, p.entropy, p.max_weight, p.argmax, p.groups, p.isolated,      \
+                             p.window, p.q_start, p.n_new, p.n_heads, p.n_kv_heads, p.head_dim, p.scale);     \
     }
 
 PREFILL_SIMT_KERNEL(float, f32)
@@ -412,12 +409,10 @@ __device__ void attn_prefill_tc(const T* __restrict__ q, int q_stride, const T* 
 
 #define PREFILL_TC_KERNEL(T, SUFFIX, HD)                                                                      \
     extern "C" __global__ void __launch_bounds__(128)                                                         \
-        attn_prefill_##SUFFIX##_hd##HD(const T* q, int q_stride, const T* k, const T* v, int kv_stride, T* o, \
-                                       int o_stride, float* lse, float* entropy, float* max_weight,           \
-                                       unsigned int* argmax, const int* groups, int isolated, int window,     \
-                                       int q_start, int n_new, int n_heads, int n_kv_heads, float scale) {    \
-        attn_prefill_tc<T, HD>(q, q_stride, k, v, kv_stride, o, o_stride, lse, entropy, max_weight, argmax,  \
-                               groups, isolated, window, q_start, n_new, n_heads, n_kv_heads, scale);         \
+        attn_prefill_##SUFFIX##_hd##HD(const AttnParams p) {                                                  \
+        attn_prefill_tc<T, HD>((const T*)p.q, p.q_stride, (const T*)p.k, (const T*)p.v, p.kv_stride,         \
+                               (T*)p.o, p.o_stride, p.lse, p.entropy, p.max_weight, p.argmax, p.groups,       \
+                               p.isolated, p.window, p.q_start, p.n_new, p.n_heads, p.n_kv_heads, p.scale);   \
     }
 
 #define PREFILL_TC_ALL_HD(T, SUFFIX)                                                                          \

@@ -144,16 +144,12 @@ __device__ void attn_probs(const T* __restrict__ q, int q_stride, const T* __res
 }
 
 #define PROBS_KERNEL(T, TS, W, WS)                                                                            \
-    extern "C" __global__ void __launch_bounds__(PROBS_THREADS) attn_probs_##TS##_w##WS(                      \
-        const T* q, int q_stride, const T* k, int kv_stride, const float* lse, const int* heads, int n_sel,   \
-        const long long* positions, const int* groups, int isolated, int window, int q_start, int n_new,      \
-        int n_heads, int n_kv_heads, int head_dim, float scale, int key_split, W* weights,                     \
-        long long w_head_stride, long long w_row_stride, float* sink, float* prev, float* self_mass,           \
-        float* group_mass, double* received, int received_stride, double* distance) {                         \
-        attn_probs<T, W>(q, q_stride, k, kv_stride, lse, heads, n_sel, positions, groups, isolated, window,   \
-                         q_start, n_new, n_heads, n_kv_heads, head_dim, scale, key_split, weights,            \
-                         w_head_stride, w_row_stride, sink, prev, self_mass, group_mass, received,            \
-                         received_stride, distance);                                                          \
+    extern "C" __global__ void __launch_bounds__(PROBS_THREADS) attn_probs_##TS##_w##WS(const AttnParams p) { \
+        attn_probs<T, W>((const T*)p.q, p.q_stride, (const T*)p.k, p.kv_stride, p.lse, p.heads, p.n_sel,      \
+                         p.positions, p.groups, p.isolated, p.window, p.q_start, p.n_new, p.n_heads,          \
+                         p.n_kv_heads, p.head_dim, p.scale, p.split_len, (W*)p.weights, p.w_head_stride,      \
+                         p.w_row_stride, p.sink, p.prev, p.self_mass, p.group_mass, p.received,               \
+                         p.received_stride, p.distance);                                                      \
     }
 
 PROBS_KERNEL(float, f32, float, f32)

@@ -101,3 +101,87 @@ __device__ __forceinline__ int distance_bucket(long long d) {
     if (d == 0) return 1;
     return 1 + (64 - __clzll(d));
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// The parameter block of every attention kernel, passed by value: the twin of `AttnParams` in
+// src/cuda/params.rs (flash-attention's `Flash_fwd_params` is the model). Pointers are device addresses
+// (null = an output not computed), counts and strides are elements; fields a kernel does not read are 0.
+//
+// Layout check: the NVRTC compile step prepends ATTN_PARAMS_SIZE and ATTN_PARAMS_OFF_<field>, generated
+// from the Rust struct's size_of/offset_of. NVRTC has no offsetof, so the fields are listed once (X-macro
+// below), the struct is declared from the list, and each field's offset is computed from the list with the
+// C layout rule (align each field to its alignment, in declaration order); the static_asserts compare those
+// and the compiler's real sizeof with the Rust numbers, so a renamed, reordered, retyped, added or removed
+// field on either side fails the compile.
+#define ATTN_PARAMS_FIELDS(X)                                                                                 \
+    X(const void*, q)              /* [n_new, q_stride] T, already rotated */                                 \
+    X(const void*, k)              /* [n_keys, kv_stride] T */                                                \
+    X(const void*, v)              /* [n_keys, kv_stride] T */                                                \
+    X(void*, o)                    /* [n_new, o_stride] T */                                                  \
+    X(float*, lse)                 /* [n_heads, n_new], always written */                                     \
+    X(float*, entropy)             /* [n_heads, n_new] or null */                                             \
+    X(float*, max_weight)          /* [n_heads, n_new] or null */                                             \
+    X(unsigned int*, argmax)       /* [n_heads, n_new] or null */                                             \
+    X(const int*, groups)          /* [n_keys] group per slot, -1 = none */                                   \
+    X(const long long*, positions) /* [n_keys] position per slot (second pass) */                             \
+    X(float*, part_stat)           /* decode partials [n_heads, n_splits, n_new, 4] */                        \
+    X(int*, part_arg)              /* [n_heads, n_splits, n_new] */                                           \
+    X(float*, part_o)              /* [n_heads, n_splits, n_new, head_dim] */                                 \
+    X(const int*, heads)           /* second pass: [n_sel] query heads */                                     \
+    X(void*, weights)              /* second pass: f32 or f16 weights, or null */                             \
+    X(float*, sink)                /* [n_sel, n_new] or null */                                               \
+    X(float*, prev)                                                                                           \
+    X(float*, self_mass)                                                                                      \
+    X(float*, group_mass)                                                                                     \
+    X(double*, received)           /* [n_sel, received_stride] or null */                                     \
+    X(double*, distance)           /* [n_sel, ATTN_DISTANCE_BUCKETS] or null */                               \
+    X(long long, w_head_stride)                                                                               \
+    X(long long, w_row_stride)                                                                                \
+    X(int, q_stride)                                                                                          \
+    X(int, kv_stride)                                                                                         \
+    X(int, o_stride)                                                                                          \
+    X(int, isolated)                                                                                          \
+    X(int, window)                                                                                            \
+    X(int, q_start)                                                                                           \
+    X(int, n_new)                                                                                             \
+    X(int, n_heads)                                                                                           \
+    X(int, n_kv_heads)                                                                                        \
+    X(int, head_dim)                                                                                          \
+    X(float, scale)                                                                                           \
+    X(int, split_len)              /* keys per split (decode) or per z-block (second pass) */                 \
+    X(int, n_splits)               /* decode combine */                                                       \
+    X(int, n_sel)                  /* second pass */                                                          \
+    X(int, received_stride)                                                                                   \
+    X(int, pad)
+
+#define ATTN_PARAMS_DECLARE(T, f) T f;
+struct AttnParams {
+    ATTN_PARAMS_FIELDS(ATTN_PARAMS_DECLARE)
+};
+
+#ifndef ATTN_PARAMS_SIZE
+#error "ATTN_PARAMS_SIZE is not defined: compile through attnscope::cuda::compile_kernel"
+#endif
+#define ATTN_PARAMS_INDEX(T, f) attn_params_index_##f,
+#define ATTN_PARAMS_SIZEOF(T, f) sizeof(T),
+#define ATTN_PARAMS_ALIGNOF(T, f) alignof(T),
+enum AttnParamsIndex { ATTN_PARAMS_FIELDS(ATTN_PARAMS_INDEX) attn_params_count };
+constexpr unsigned long long attn_params_sizes[] = {ATTN_PARAMS_FIELDS(ATTN_PARAMS_SIZEOF)};
+constexpr unsigned long long attn_params_aligns[] = {ATTN_PARAMS_FIELDS(ATTN_PARAMS_ALIGNOF)};
+/// Offset of field `i` by the C layout rule.
+__device__ constexpr unsigned long long attn_params_offset(int i) {
+    unsigned long long off = 0;
+    for (int j = 0;; ++j) {
+        off = (off + attn_params_aligns[j] - 1) / attn_params_aligns[j] * attn_params_aligns[j];
+        if (j == i) return off;
+        off += attn_params_sizes[j];
+    }
+}
+static_assert(sizeof(AttnParams) == ATTN_PARAMS_SIZE, "AttnParams: size differs from src/cuda/params.rs");
+static_assert(attn_params_offset(attn_params_count - 1) + attn_params_sizes[attn_params_count - 1] ==
+                  ATTN_PARAMS_SIZE,
+              "AttnParams: the last field does not end the struct");
+#define ATTN_PARAMS_CHECK(T, f)                                                                               \
+    static_assert(attn_params_offset(attn_params_index_##f) == ATTN_PARAMS_OFF_##f,                           \
+                  "AttnParams." #f ": offset differs from src/cuda/params.rs");
+ATTN_PARAMS_FIELDS(ATTN_PARAMS_CHECK)

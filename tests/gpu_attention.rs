@@ -11,13 +11,11 @@
 mod gpu_common;
 
 use attnscope_core::capture::{CaptureSpec, HeadWeights, RowStats, WeightsDtype};
-use cudarc::driver::{CudaFunction, CudaModule};
 use gpu_common::attention::{
-    Path, Problem, Reference, RowOutputs, Shape, StatTol, decode_slots, launch_prefill, slots,
+    Path, Problem, Reference, RowOutputs, Shape, StatTol, decode_slots, run_prefill, slots,
 };
-use gpu_common::launch::{ProbsCase, ProbsOut, launch_decode, launch_probs};
+use gpu_common::runs::{ProbsCase, ProbsOut, run_decode, run_probs};
 use gpu_common::{Elem, Gpu, assert_close, gpu_or_skip, max_rel_err, round_to, small};
-use std::sync::Arc;
 
 /// Tensor-core statistics: l and Σp·s accumulate in f32 per thread (the SIMT path uses f64), and the scores
 /// come from mma with f32 accumulation in another order than the CPU's gemm.
@@ -72,11 +70,10 @@ const VIS: [Vis; 4] = [
     (false, Some(100)),
 ];
 
-fn check_tc<E: Elem>(gpu: &Gpu, m: &Arc<CudaModule>, s: Shape, with_stats: bool) {
-    let f = gpu.function(m, &format!("attn_prefill_{}_hd{}", E::SUFFIX, s.head_dim));
+fn check_tc<E: Elem>(gpu: &Gpu, s: Shape, with_stats: bool) {
     let p = Problem::new(s, slots(s.n_keys), round_to::<E>);
     let r = p.reference(&CaptureSpec::default());
-    let got = launch_prefill::<E>(gpu, &f, Path::Tensor, &p, with_stats);
+    let got = run_prefill::<E>(gpu, Path::Tensor, &p, with_stats);
     let label = format!("tensor-core {} {s:?}", E::SUFFIX);
     assert_close(&label, &got.out, &r.out, tc_out_tol::<E>);
     p.check_stats(&label, &r, &got, &TC_STATS);
@@ -85,7 +82,6 @@ fn check_tc<E: Elem>(gpu: &Gpu, m: &Arc<CudaModule>, s: Shape, with_stats: bool)
 /// The grid of one 16-bit type; `full` adds the long and odd cases.
 fn tc_grid<E: Elem>(full: bool) {
     let Some(gpu) = gpu_or_skip() else { return };
-    let m = gpu.module("attention_prefill.cu");
     let small = small();
     let ts: &[usize] = if small {
         &[1, 17, 65, 129]
@@ -104,7 +100,7 @@ fn tc_grid<E: Elem>(full: bool) {
         for &heads in gqa {
             for &t in ts {
                 for vis in VIS {
-                    check_tc::<E>(&gpu, &m, shape(t, 0, hd, heads, vis), true);
+                    check_tc::<E>(&gpu, shape(t, 0, hd, heads, vis), true);
                 }
             }
         }
@@ -112,24 +108,19 @@ fn tc_grid<E: Elem>(full: bool) {
     // The other head sizes (HD 256 uses 32-key tiles).
     for hd in [32, 96, 256] {
         for vis in VIS {
-            check_tc::<E>(&gpu, &m, shape(129, 0, hd, (4, 2), vis), true);
+            check_tc::<E>(&gpu, shape(129, 0, hd, (4, 2), vis), true);
         }
     }
     // Chunked prefill: the first q_start slots are already in the cache (q_start not a tile multiple).
-    check_tc::<E>(&gpu, &m, shape(129, 64, 64, (4, 2), (true, Some(40))), true);
-    check_tc::<E>(&gpu, &m, shape(300, 150, 256, (4, 4), (false, None)), true);
+    check_tc::<E>(&gpu, shape(129, 64, 64, (4, 2), (true, Some(40))), true);
+    check_tc::<E>(&gpu, shape(300, 150, 256, (4, 4), (false, None)), true);
     // Optional statistics as null pointers: outputs and lse still written.
-    check_tc::<E>(&gpu, &m, shape(129, 0, 80, (4, 2), (true, None)), false);
+    check_tc::<E>(&gpu, shape(129, 0, 80, (4, 2), (true, None)), false);
     if !small {
-        check_tc::<E>(&gpu, &m, shape(1000, 333, 128, (8, 1), (true, None)), true);
+        check_tc::<E>(&gpu, shape(1000, 333, 128, (8, 1), (true, None)), true);
         if full {
-            check_tc::<E>(&gpu, &m, shape(4096, 0, 64, (4, 2), (true, None)), true);
-            check_tc::<E>(
-                &gpu,
-                &m,
-                shape(4096, 0, 64, (4, 2), (false, Some(100))),
-                true,
-            );
+            check_tc::<E>(&gpu, shape(4096, 0, 64, (4, 2), (true, None)), true);
+            check_tc::<E>(&gpu, shape(4096, 0, 64, (4, 2), (false, Some(100))), true);
         }
     }
 }
@@ -147,15 +138,13 @@ fn attention_prefill_tensor_core_f16_matches_cpu() {
 #[test]
 fn attention_prefill_simt_bf16_matches_cpu() {
     let Some(gpu) = gpu_or_skip() else { return };
-    let m = gpu.module("attention_prefill.cu");
-    let f = gpu.function(&m, "attn_prefill_simt_bf16");
     for s in [
         shape(129, 0, 80, (4, 2), (true, None)),
         shape(300, 100, 128, (6, 1), (false, Some(100))),
     ] {
         let p = Problem::new(s, slots(s.n_keys), round_to::<half::bf16>);
         let r = p.reference(&CaptureSpec::default());
-        let got = launch_prefill::<half::bf16>(&gpu, &f, Path::Simt, &p, true);
+        let got = run_prefill::<half::bf16>(&gpu, Path::Simt, &p, true);
         let label = format!("simt bf16 {s:?}");
         assert_close(&label, &got.out, &r.out, rounded_out_tol::<half::bf16>);
         p.check_stats(&label, &r, &got, &F32_STATS);
@@ -169,11 +158,8 @@ fn attention_prefill_simt_bf16_matches_cpu() {
 #[test]
 fn attention_probs_match_recorder() {
     let Some(gpu) = gpu_or_skip() else { return };
-    let pm = gpu.module("attention_prefill.cu");
-    let simt = gpu.function(&pm, "attn_prefill_simt_f32");
-    let m = gpu.module("attention_probs.cu");
     for c in &probs_cases() {
-        check_probs(&gpu, &simt, &m, c);
+        check_probs(&gpu, c);
     }
 }
 
@@ -251,14 +237,14 @@ fn probs_problem(c: &ProbsCase) -> (Problem, CaptureSpec) {
     (Problem::new(s, slot_info, |x| x.to_vec()), spec)
 }
 
-fn check_probs(gpu: &Gpu, simt: &CudaFunction, m: &Arc<CudaModule>, c: &ProbsCase) {
+fn check_probs(gpu: &Gpu, c: &ProbsCase) {
     let (p, spec) = probs_problem(c);
     let r = p.reference(&spec);
     // First pass on the GPU for lse (checked here too, so a probs failure is not a prefill failure).
-    let first = launch_prefill::<f32>(gpu, simt, Path::Simt, &p, false);
+    let first = run_prefill::<f32>(gpu, Path::Simt, &p, false);
     let label = format!("probs {:?} heads {:?} split {}", c.s, c.heads, c.key_split);
     p.check_stats(&label, &r, &first, &F32_STATS);
-    let got = launch_probs(gpu, m, &p, c, &first.lse);
+    let got = run_probs(gpu, &p, c, &first.lse);
     compare_probs(&label, &p, &r, c, &got);
 }
 
@@ -350,14 +336,14 @@ fn compare_probs(label: &str, p: &Problem, r: &Reference, c: &ProbsCase, got: &P
 // attention_decode.cu
 // ---------------------------------------------------------------------------------------------------------
 
-fn check_decode<E: Elem>(gpu: &Gpu, m: &Arc<CudaModule>, s: Shape, split_len: usize) {
+fn check_decode<E: Elem>(gpu: &Gpu, s: Shape, split_len: usize) {
     let p = Problem::new(
         s,
         decode_slots(s.n_keys, s.n_keys - s.q_start),
         round_to::<E>,
     );
     let r = p.reference(&CaptureSpec::default());
-    let got = launch_decode::<E>(gpu, m, &p, split_len);
+    let got = run_decode::<E>(gpu, &p, split_len);
     compare_decode::<E>(
         &format!("decode {} {s:?} split {split_len}", E::SUFFIX),
         &p,
@@ -411,12 +397,11 @@ fn decode_cases() -> Vec<(Shape, usize, &'static str)> {
 #[test]
 fn attention_decode_matches_cpu() {
     let Some(gpu) = gpu_or_skip() else { return };
-    let m = gpu.module("attention_decode.cu");
     for (s, split, dtype) in decode_cases() {
         match dtype {
-            "f32" => check_decode::<f32>(&gpu, &m, s, split),
-            "bf16" => check_decode::<half::bf16>(&gpu, &m, s, split),
-            _ => check_decode::<half::f16>(&gpu, &m, s, split),
+            "f32" => check_decode::<f32>(&gpu, s, split),
+            "bf16" => check_decode::<half::bf16>(&gpu, s, split),
+            _ => check_decode::<half::f16>(&gpu, s, split),
         }
     }
 }

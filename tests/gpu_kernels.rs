@@ -14,16 +14,14 @@ use attnscope_core::model::rope::Rope;
 use attnscope_core::slots::AttentionMask;
 use attnscope_core::slots::Visibility;
 use attnscope_core::weights::Norm;
-use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
+use attnscope_cuda::GpuDtype;
+use attnscope_cuda::ops::{self, AttentionCall};
 use gpu_common::attention::slots;
 use gpu_common::{Gpu, gpu_or_skip, max_rel_err, values};
 
 #[test]
 fn norm_matches_cpu() {
     let Some(gpu) = gpu_or_skip() else { return };
-    let m = gpu.module("norm.cu");
-    let rms = gpu.function(&m, "rmsnorm_f32");
-    let ln = gpu.function(&m, "layernorm_f32");
     for &(rows, dim) in &[(1usize, 64usize), (37, 80), (5, 1000), (3, 4096)] {
         let x = values(rows * dim, 1 + dim as u64);
         let n = Norm {
@@ -39,25 +37,26 @@ fn norm_matches_cpu() {
             let dx = gpu.upload(&x);
             let dw = gpu.upload(&n.weight);
             let db = gpu.upload(n.bias.as_deref().unwrap_or(&[]));
-            let mut dout = gpu.zeros::<f32>(rows * dim);
-            let (rows_i, dim_i) = (rows as i32, dim as i32);
-            let cfg = LaunchConfig {
-                grid_dim: (rows as u32, 1, 1),
-                block_dim: (256, 1, 1),
-                shared_mem_bytes: 0,
+            let dout = gpu.zeros::<f32>(rows * dim);
+            let bias = if kind == NormKind::LayerNorm {
+                gpu.ptr(&db)
+            } else {
+                0
             };
-            let mut b = gpu.stream.launch_builder(match kind {
-                NormKind::RmsNorm => &rms,
-                NormKind::LayerNorm => &ln,
-            });
-            b.arg(&dx).arg(&dw);
-            if kind == NormKind::LayerNorm {
-                b.arg(&db);
-            }
-            b.arg(&mut dout).arg(&rows_i).arg(&dim_i).arg(&eps);
-            // SAFETY: the argument list matches the kernel signature in kernels/norm.cu and every buffer
-            // holds rows·dim (x, out) or dim (w, b) f32 values.
-            unsafe { b.launch(cfg) }.expect("launch");
+            let (xp, wp, op) = (gpu.ptr(&dx), gpu.ptr(&dw), gpu.ptr(&dout));
+            ops::norm(
+                &gpu.g,
+                GpuDtype::F32,
+                kind,
+                xp,
+                wp,
+                bias,
+                op,
+                rows,
+                dim,
+                eps,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
             let got = gpu.download(&dout);
             let err = max_rel_err(&got, &want);
             assert!(err < 1e-5, "{kind:?} rows {rows} dim {dim}: error {err}");
@@ -68,8 +67,6 @@ fn norm_matches_cpu() {
 #[test]
 fn rope_matches_cpu() {
     let Some(gpu) = gpu_or_skip() else { return };
-    let m = gpu.module("rope.cu");
-    let f = gpu.function(&m, "rope_f32");
     let llama3 = RopeScaling::Llama3 {
         factor: 8.0,
         low_freq_factor: 1.0,
@@ -96,23 +93,24 @@ fn rope_matches_cpu() {
                 let x = values(t * n_heads * head_dim, head_dim as u64);
                 let mut want = x.clone();
                 rope.apply(&mut want, &positions, n_heads, head_dim);
-                let mut dx = gpu.upload(&x);
+                let dx = gpu.upload(&x);
                 let dpos = gpu.upload(&positions);
                 let dfreq = gpu.upload(&rope.inv_freq);
-                let args = [t, n_heads, head_dim, rotary_dim, n_heads * head_dim].map(|v| v as i32);
-                let cfg = LaunchConfig {
-                    grid_dim: (t as u32, n_heads as u32, 1),
-                    block_dim: (64, 1, 1),
-                    shared_mem_bytes: 0,
-                };
-                let mut b = gpu.stream.launch_builder(&f);
-                b.arg(&mut dx).arg(&dpos).arg(&dfreq);
-                for a in &args {
-                    b.arg(a);
-                }
-                // SAFETY: arguments match `rope_f32` in kernels/rope.cu; x holds t·n_heads·head_dim values,
-                // positions t, inv_freq rotary_dim/2.
-                unsafe { b.launch(cfg) }.expect("launch");
+                let (xp, pp, fp) = (gpu.ptr(&dx), gpu.ptr(&dpos), gpu.ptr(&dfreq));
+                let row = n_heads * head_dim;
+                ops::rope(
+                    &gpu.g,
+                    GpuDtype::F32,
+                    xp,
+                    pp,
+                    fp,
+                    t,
+                    n_heads,
+                    head_dim,
+                    rotary_dim,
+                    row,
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
                 let got = gpu.download(&dx);
                 let err = max_rel_err(&got, &want);
                 assert!(err < 2e-6, "hd {head_dim} rotary {rotary_dim}: error {err}");
@@ -136,13 +134,6 @@ struct Case {
 #[test]
 fn attention_prefill_simt_f32_matches_cpu() {
     let Some(gpu) = gpu_or_skip() else { return };
-    let m = gpu.module("attention_prefill.cu");
-    let f = gpu.function(&m, "attn_prefill_simt_f32");
-    f.set_attribute(
-        cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-        (68 * 256 + 32) * 4,
-    )
-    .expect("raise the dynamic shared memory limit");
     let mut cases = Vec::new();
     for &head_dim in &[64usize, 80, 128] {
         for &(n_heads, n_kv_heads) in &[(4usize, 4usize), (4, 2), (6, 1)] {
@@ -172,11 +163,11 @@ fn attention_prefill_simt_f32_matches_cpu() {
         window: None,
     });
     for case in cases {
-        check_prefill(&gpu, &f, case);
+        check_prefill(&gpu, case);
     }
 }
 
-fn check_prefill(gpu: &Gpu, f: &CudaFunction, c: Case) {
+fn check_prefill(gpu: &Gpu, c: Case) {
     let (hd, nh, nkv) = (c.head_dim, c.n_heads, c.n_kv_heads);
     let n_keys = c.t;
     let n_new = c.t - c.q_start;
@@ -230,37 +221,35 @@ fn check_prefill(gpu: &Gpu, f: &CudaFunction, c: Case) {
     let dk = gpu.upload(&k);
     let dv = gpu.upload(&v);
     let dg = gpu.upload(&groups);
-    let mut dout = gpu.zeros::<f32>(n_new * nh * hd);
-    let mut dlse = gpu.zeros::<f32>(nh * n_new);
-    let mut dent = gpu.zeros::<f32>(nh * n_new);
-    let mut dmax = gpu.zeros::<f32>(nh * n_new);
-    let mut darg = gpu.zeros::<u32>(nh * n_new);
-    let q_stride = (nh * hd) as i32;
-    let kv_stride = (nkv * hd) as i32;
-    let isolated = c.isolated as i32;
-    let window = c.window.unwrap_or(0) as i32;
-    let ints = [c.q_start, n_new, nh, nkv, hd].map(|x| x as i32);
-    let cfg = LaunchConfig {
-        grid_dim: (n_new.div_ceil(4) as u32, nh as u32, 1),
-        block_dim: (128, 1, 1),
-        shared_mem_bytes: ((68 * hd + 32) * 4) as u32,
+    let dout = gpu.zeros::<f32>(n_new * nh * hd);
+    let dlse = gpu.zeros::<f32>(nh * n_new);
+    let dent = gpu.zeros::<f32>(nh * n_new);
+    let dmax = gpu.zeros::<f32>(nh * n_new);
+    let darg = gpu.zeros::<u32>(nh * n_new);
+    let call = AttentionCall {
+        dtype: GpuDtype::F32,
+        q: gpu.ptr(&dq),
+        q_stride: nh * hd,
+        k: gpu.ptr(&dk),
+        v: gpu.ptr(&dv),
+        kv_stride: nkv * hd,
+        o: gpu.ptr(&dout),
+        o_stride: nh * hd,
+        lse: gpu.ptr(&dlse),
+        entropy: gpu.ptr(&dent),
+        max_weight: gpu.ptr(&dmax),
+        argmax: gpu.ptr(&darg),
+        groups: gpu.ptr(&dg),
+        isolated: c.isolated,
+        window: c.window.unwrap_or(0),
+        q_start: c.q_start,
+        n_new,
+        n_heads: nh,
+        n_kv_heads: nkv,
+        head_dim: hd,
+        scale,
     };
-    let mut b = gpu.stream.launch_builder(f);
-    b.arg(&dq).arg(&q_stride).arg(&dk).arg(&dv).arg(&kv_stride);
-    b.arg(&mut dout).arg(&q_stride);
-    b.arg(&mut dlse)
-        .arg(&mut dent)
-        .arg(&mut dmax)
-        .arg(&mut darg);
-    b.arg(&dg).arg(&isolated).arg(&window);
-    for x in &ints {
-        b.arg(x);
-    }
-    b.arg(&scale);
-    // SAFETY: the arguments follow `attn_prefill_simt_f32` in kernels/attention_prefill.cu; q and out hold
-    // n_new·nh·hd values, k and v n_keys·nkv·hd, groups n_keys, the statistics nh·n_new; the dynamic shared
-    // memory is the documented (68·head_dim + 32)·4 bytes.
-    unsafe { b.launch(cfg) }.expect("launch");
+    ops::attention_prefill_simt(&gpu.g, &call).unwrap_or_else(|e| panic!("{c:?}: {e}"));
     let got_o = gpu.download(&dout);
     let got_lse = gpu.download(&dlse);
     let got_ent = gpu.download(&dent);

@@ -1,5 +1,5 @@
 //! Attention problems for the GPU tests: inputs, slot metadata, the CPU twin (`attention::attention` with
-//! `HeadRecorder`s), a log-sum-exp reference in f64, and the prefill launch of kernels/attention_prefill.cu.
+//! `HeadRecorder`s), a log-sum-exp reference in f64, and the prefill run (through `attnscope_cuda::ops`).
 
 use super::{Elem, Gpu, NULL, values};
 use attnscope_core::capture::{CaptureSpec, HeadRecorder, HeadStats, HeadWeights};
@@ -8,7 +8,8 @@ use attnscope_core::model::ops::{MatRef, matmul};
 use attnscope_core::slots::AttentionMask;
 use attnscope_core::slots::SlotInfo;
 use attnscope_core::slots::Visibility;
-use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
+use attnscope_cuda::ops::{self, AttentionCall};
+use cudarc::driver::CudaSlice;
 
 /// Shape of one attention problem.
 #[derive(Clone, Copy, Debug)]
@@ -279,79 +280,98 @@ pub enum Path {
     Tensor,
 }
 
-/// Launches a prefill kernel of kernels/attention_prefill.cu on `p` with element type `E`. With
-/// `with_stats` false, entropy / max weight / argmax are passed as null (the returned vectors are empty).
-pub fn launch_prefill<E: Elem>(
-    gpu: &Gpu,
-    f: &CudaFunction,
-    path: Path,
-    p: &Problem,
-    with_stats: bool,
-) -> RowOutputs {
-    let s = &p.s;
-    let (hd, nh, nkv, n_new) = (s.head_dim, s.n_heads, s.n_kv_heads, p.n_new);
-    let dq = gpu.upload_as::<E>(&p.q);
-    let dk = gpu.upload_as::<E>(&p.k);
-    let dv = gpu.upload_as::<E>(&p.v);
-    let dg = gpu.upload(&p.groups());
-    let mut dout = gpu.zeros::<E>(n_new * nh * hd);
-    let mut dlse = gpu.zeros::<f32>(nh * n_new);
-    let mut dent = gpu.zeros::<f32>(nh * n_new);
-    let mut dmax = gpu.zeros::<f32>(nh * n_new);
-    let mut darg = gpu.zeros::<u32>(nh * n_new);
-    let q_stride = (nh * hd) as i32;
-    let kv_stride = (nkv * hd) as i32;
-    let isolated = s.isolated as i32;
-    let window = s.window.unwrap_or(0) as i32;
-    let ints = [s.q_start, n_new, nh, nkv].map(|x| x as i32);
-    let head_dim = hd as i32;
-    let cfg = match path {
-        Path::Simt => LaunchConfig {
-            grid_dim: (n_new.div_ceil(4) as u32, nh as u32, 1),
-            block_dim: (128, 1, 1),
-            shared_mem_bytes: ((68 * hd + 32) * 4) as u32,
-        },
-        Path::Tensor => LaunchConfig {
-            grid_dim: (n_new.div_ceil(64) as u32, nh as u32, 1),
-            block_dim: (128, 1, 1),
-            shared_mem_bytes: 0,
-        },
-    };
-    let mut b = gpu.stream.launch_builder(f);
-    b.arg(&dq).arg(&q_stride).arg(&dk).arg(&dv).arg(&kv_stride);
-    b.arg(&mut dout).arg(&q_stride).arg(&mut dlse);
-    if with_stats {
-        b.arg(&mut dent).arg(&mut dmax).arg(&mut darg);
-    } else {
-        b.arg(&NULL).arg(&NULL).arg(&NULL);
+impl Problem {
+    /// The attention call of `p` on device buffers (statistics beyond lse only when `stats` is given).
+    pub fn call<E: Elem>(&self, gpu: &Gpu, b: &ProblemBuffers<E>, stats: bool) -> AttentionCall {
+        let s = &self.s;
+        let opt = |p: u64| if stats { p } else { NULL };
+        AttentionCall {
+            dtype: E::DTYPE,
+            q: gpu.ptr(&b.q),
+            q_stride: s.n_heads * s.head_dim,
+            k: gpu.ptr(&b.k),
+            v: gpu.ptr(&b.v),
+            kv_stride: s.n_kv_heads * s.head_dim,
+            o: gpu.ptr(&b.out),
+            o_stride: s.n_heads * s.head_dim,
+            lse: gpu.ptr(&b.lse),
+            entropy: opt(gpu.ptr(&b.entropy)),
+            max_weight: opt(gpu.ptr(&b.max_weight)),
+            argmax: opt(gpu.ptr(&b.argmax)),
+            groups: gpu.ptr(&b.groups),
+            isolated: s.isolated,
+            window: s.window.unwrap_or(0),
+            q_start: s.q_start,
+            n_new: self.n_new,
+            n_heads: s.n_heads,
+            n_kv_heads: s.n_kv_heads,
+            head_dim: s.head_dim,
+            scale: self.scale,
+        }
     }
-    b.arg(&dg).arg(&isolated).arg(&window);
-    for x in &ints {
-        b.arg(x);
+}
+
+/// `p`'s inputs uploaded as `E`, and zeroed outputs.
+pub struct ProblemBuffers<E: Elem> {
+    pub q: CudaSlice<E>,
+    pub k: CudaSlice<E>,
+    pub v: CudaSlice<E>,
+    pub groups: CudaSlice<i32>,
+    pub out: CudaSlice<E>,
+    pub lse: CudaSlice<f32>,
+    pub entropy: CudaSlice<f32>,
+    pub max_weight: CudaSlice<f32>,
+    pub argmax: CudaSlice<u32>,
+}
+
+impl<E: Elem> ProblemBuffers<E> {
+    pub fn new(gpu: &Gpu, p: &Problem) -> ProblemBuffers<E> {
+        let s = &p.s;
+        let (nh, n_new) = (s.n_heads, p.n_new);
+        ProblemBuffers {
+            q: gpu.upload_as::<E>(&p.q),
+            k: gpu.upload_as::<E>(&p.k),
+            v: gpu.upload_as::<E>(&p.v),
+            groups: gpu.upload(&p.groups()),
+            out: gpu.zeros::<E>(n_new * nh * s.head_dim),
+            lse: gpu.zeros::<f32>(nh * n_new),
+            entropy: gpu.zeros::<f32>(nh * n_new),
+            max_weight: gpu.zeros::<f32>(nh * n_new),
+            argmax: gpu.zeros::<u32>(nh * n_new),
+        }
     }
-    if path == Path::Simt {
-        b.arg(&head_dim);
+
+    /// The outputs, downloaded (entropy, max weight and argmax empty without `stats`).
+    pub fn download(&self, gpu: &Gpu, stats: bool) -> RowOutputs {
+        let (entropy, max_weight, argmax) = if stats {
+            (
+                gpu.download(&self.entropy),
+                gpu.download(&self.max_weight),
+                gpu.download(&self.argmax),
+            )
+        } else {
+            (Vec::new(), Vec::new(), Vec::new())
+        };
+        RowOutputs {
+            out: gpu.download_f32(&self.out),
+            lse: gpu.download(&self.lse),
+            entropy,
+            max_weight,
+            argmax,
+        }
     }
-    b.arg(&p.scale);
-    // SAFETY: the arguments follow `attn_prefill_simt_<T>` / `attn_prefill_<T>_hd<HD>` in
-    // kernels/attention_prefill.cu (the SIMT kernel alone takes head_dim before scale); q and out hold
-    // n_new·nh·hd elements of E, k and v n_keys·nkv·hd, groups n_keys int32, the statistics nh·n_new (or null,
-    // which the kernel checks); the launch shape and shared memory are the documented ones.
-    unsafe { b.launch(cfg) }.expect("launch");
-    let (entropy, max_weight, argmax) = if with_stats {
-        (
-            gpu.download(&dent),
-            gpu.download(&dmax),
-            gpu.download(&darg),
-        )
-    } else {
-        (Vec::new(), Vec::new(), Vec::new())
-    };
-    RowOutputs {
-        out: gpu.download_f32(&dout),
-        lse: gpu.download(&dlse),
-        entropy,
-        max_weight,
-        argmax,
+}
+
+/// Runs a prefill kernel of kernels/attention_prefill.cu on `p` with element type `E`, through the engine's
+/// launcher of that kernel. With `with_stats` false, entropy / max weight / argmax are passed as null (the
+/// returned vectors are empty).
+pub fn run_prefill<E: Elem>(gpu: &Gpu, path: Path, p: &Problem, with_stats: bool) -> RowOutputs {
+    let b = ProblemBuffers::<E>::new(gpu, p);
+    let call = p.call(gpu, &b, with_stats);
+    match path {
+        Path::Simt => ops::attention_prefill_simt(&gpu.g, &call),
+        Path::Tensor => ops::attention_prefill_tensor_core(&gpu.g, &call),
     }
+    .unwrap_or_else(|e| panic!("{e}"));
+    b.download(gpu, with_stats)
 }

@@ -6,16 +6,18 @@
 #![allow(dead_code)]
 
 pub mod attention;
-pub mod launch;
+pub mod runs;
 
-use attnscope_cuda::{CudaStatus, compile_kernel, kernel_sources, probe};
+use attnscope_cuda::context::slice_ptr;
+use attnscope_cuda::{CudaStatus, GpuContext, GpuDtype, compile_kernel, kernel_sources, probe};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits,
 };
 use std::sync::Arc;
 
-/// A device context with one stream.
+/// The engine's device context (kernels loaded, launched through `attnscope_cuda::ops`) and its stream.
 pub struct Gpu {
+    pub g: Arc<GpuContext>,
     pub ctx: Arc<CudaContext>,
     pub stream: Arc<CudaStream>,
     pub arch: String,
@@ -32,16 +34,13 @@ pub fn gpu_or_skip() -> Option<Gpu> {
             println!("SKIP: no CUDA device ({reason})");
             None
         }
-        CudaStatus::Available {
-            compute_capability: (ma, mi),
-            ..
-        } => {
-            let ctx = CudaContext::new(0).expect("CUDA context on device 0");
-            let stream = ctx.default_stream();
+        CudaStatus::Available { .. } => {
+            let g = GpuContext::shared(0).unwrap_or_else(|e| panic!("opening cuda:0: {e}"));
             Some(Gpu {
-                ctx,
-                stream,
-                arch: format!("sm_{ma}{mi}"),
+                ctx: g.ctx.clone(),
+                stream: g.stream.clone(),
+                arch: g.arch.clone(),
+                g,
             })
         }
     }
@@ -74,6 +73,11 @@ impl Gpu {
             .unwrap_or_else(|e| panic!("kernel {name}: {e:?}"))
     }
 
+    /// Device address of a buffer, for the launchers of `attnscope_cuda::ops`.
+    pub fn ptr<T>(&self, d: &CudaSlice<T>) -> u64 {
+        slice_ptr(d, &self.stream)
+    }
+
     pub fn upload<T: DeviceRepr>(&self, data: &[T]) -> CudaSlice<T> {
         self.stream.clone_htod(data).expect("upload")
     }
@@ -102,6 +106,8 @@ impl Gpu {
 pub trait Elem: DeviceRepr + ValidAsZeroBits + Copy + Default + Unpin + 'static {
     /// Kernel-name suffix.
     const SUFFIX: &'static str;
+    /// The engine's name for this storage type.
+    const DTYPE: GpuDtype;
     /// Unit roundoff: the largest relative error of rounding an f32 (normal range) to this type,
     /// half an ulp: 2^-8 for bf16 (8 significant bits), 2^-11 for f16 (11), 0 for f32.
     const UNIT: f32;
@@ -111,6 +117,7 @@ pub trait Elem: DeviceRepr + ValidAsZeroBits + Copy + Default + Unpin + 'static 
 
 impl Elem for f32 {
     const SUFFIX: &'static str = "f32";
+    const DTYPE: GpuDtype = GpuDtype::F32;
     const UNIT: f32 = 0.0;
     fn from_f32(x: f32) -> Self {
         x
@@ -122,6 +129,7 @@ impl Elem for f32 {
 
 impl Elem for half::bf16 {
     const SUFFIX: &'static str = "bf16";
+    const DTYPE: GpuDtype = GpuDtype::Bf16;
     const UNIT: f32 = 1.0 / 256.0;
     fn from_f32(x: f32) -> Self {
         half::bf16::from_f32(x)
@@ -133,6 +141,7 @@ impl Elem for half::bf16 {
 
 impl Elem for half::f16 {
     const SUFFIX: &'static str = "f16";
+    const DTYPE: GpuDtype = GpuDtype::F16;
     const UNIT: f32 = 1.0 / 2048.0;
     fn from_f32(x: f32) -> Self {
         half::f16::from_f32(x)

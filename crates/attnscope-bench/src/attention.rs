@@ -11,17 +11,15 @@
 //! On the CPU (`--device cpu`) only `prefill` is timed, with the f32 reference `model::attention`.
 //! FLOPs (causal, as in scripts/bench_sdpa.py) = 4 · n_heads · head_dim · T(T+1)/2.
 
-use attnscope_core::Error;
 use attnscope_core::Result;
 use attnscope_core::model::attention::{AttentionInput, attention};
 use attnscope_core::rng::uniform_values as values;
 use attnscope_core::slots::AttentionMask;
 use attnscope_core::slots::SlotInfo;
 use attnscope_core::slots::Visibility;
-use attnscope_cuda::context::{DeviceBuf, GpuContext};
-use attnscope_cuda::ops::{self, AttentionCall, ProbsOutputs};
+use attnscope_cuda::GpuContext;
+use attnscope_cuda::bench::{AttentionBenchShape, time_attention};
 use attnscope_cuda::{DeviceRequest, GpuDtype};
-use cudarc::driver::DevicePtr;
 use serde::Serialize;
 
 /// Schema tag of the JSON.
@@ -64,9 +62,6 @@ pub struct AttentionBenchRow {
 pub fn attention_flops(n_heads: usize, head_dim: usize, t: usize) -> f64 {
     4.0 * n_heads as f64 * head_dim as f64 * (t as f64 * (t as f64 + 1.0) / 2.0)
 }
-
-/// One implementation's call, timed repeatedly.
-type TimedCall<'a> = Box<dyn Fn() -> Result<()> + 'a>;
 
 /// A row from millisecond samples.
 fn row(
@@ -137,140 +132,30 @@ pub fn run_cpu(s: &AttentionBenchSettings) -> Vec<AttentionBenchRow> {
     rows
 }
 
-/// Times the GPU kernels at each length; lengths whose `[H, T, T]` f32 weights exceed `max_weights_bytes`
-/// skip `prefill_weights` (listed in the returned notes).
+/// Times the GPU kernels at each length (the launches live in `cuda::bench`); lengths whose `[H, T, T]` f32
+/// weights exceed `max_weights_bytes` skip `prefill_weights` (listed in the returned notes).
 pub fn run_gpu(
     g: &GpuContext,
     s: &AttentionBenchSettings,
     max_weights_bytes: usize,
 ) -> Result<(Vec<AttentionBenchRow>, Vec<String>)> {
-    let (nh, nkv, hd, dt) = (s.n_heads, s.n_kv_heads, s.head_dim, s.dtype);
+    let shape = AttentionBenchShape {
+        n_heads: s.n_heads,
+        n_kv_heads: s.n_kv_heads,
+        head_dim: s.head_dim,
+        dtype: s.dtype,
+        warmup: s.warmup,
+        repeats: s.repeats,
+        seed: s.seed,
+    };
     let mut rows = Vec::new();
     let mut notes = Vec::new();
-    let st = &g.stream;
-    let heads: Vec<i32> = (0..nh as i32).collect();
-    let d_heads = st
-        .clone_htod(&heads)
-        .map_err(|e| Error::cuda(format!("upload: {e:?}")))?;
     for &t in &s.lengths {
-        let q = g.upload(dt, &values(t * nh * hd, s.seed))?;
-        let k = g.upload(dt, &values(t * nkv * hd, s.seed + 1))?;
-        let v = g.upload(dt, &values(t * nkv * hd, s.seed + 2))?;
-        let o = g.zeros(dt, t * nh * hd)?;
-        let f32s = |n| g.zeros(GpuDtype::F32, n);
-        let (lse, ent, mx, arg) = (f32s(nh * t)?, f32s(nh * t)?, f32s(nh * t)?, f32s(nh * t)?);
-        let err = |e| Error::cuda(format!("upload: {e:?}"));
-        let groups = st.clone_htod(&vec![-1i32; t]).map_err(err)?;
-        let positions = st
-            .clone_htod(&(0..t as i64).collect::<Vec<_>>())
-            .map_err(err)?;
-        let reduce = [f32s(nh * t)?, f32s(nh * t)?, f32s(nh * t)?, f32s(nh * t)?];
-        let received = f32s(2 * nh * t)?;
-        let distance = f32s(2 * nh * 65)?;
-        let weights_bytes = nh * t * t * 4;
-        let weights = if weights_bytes <= max_weights_bytes {
-            Some(f32s(nh * t * t)?)
-        } else {
-            notes.push(format!(
-                "prefill_weights T={t}: [H, T, T] f32 is {:.1} GiB, over the limit",
-                weights_bytes as f64 / (1u64 << 30) as f64
-            ));
-            None
-        };
-        let call = |stats: bool| AttentionCall {
-            dtype: dt,
-            q: q.ptr(st),
-            q_stride: nh * hd,
-            k: k.ptr(st),
-            v: v.ptr(st),
-            kv_stride: nkv * hd,
-            o: o.ptr(st),
-            o_stride: nh * hd,
-            lse: lse.ptr(st),
-            entropy: if stats { ent.ptr(st) } else { 0 },
-            max_weight: if stats { mx.ptr(st) } else { 0 },
-            argmax: if stats { arg.ptr(st) } else { 0 },
-            groups: groups.device_ptr(st).0,
-            isolated: false,
-            window: 0,
-            q_start: 0,
-            n_new: t,
-            n_heads: nh,
-            n_kv_heads: nkv,
-            head_dim: hd,
-            scale: 1.0 / (hd as f32).sqrt(),
-        };
-        let heads_ptr = d_heads.device_ptr(st).0;
-        let reductions = ProbsOutputs {
-            sink: reduce[0].ptr(st),
-            prev: reduce[1].ptr(st),
-            self_mass: reduce[2].ptr(st),
-            group_mass: reduce[3].ptr(st),
-            received: received.ptr(st),
-            received_stride: t,
-            distance: distance.ptr(st),
-            ..ProbsOutputs::default()
-        };
-        let weights_out = weights.as_ref().map(|w: &DeviceBuf| ProbsOutputs {
-            weights: w.ptr(st),
-            w_head_stride: t * t,
-            w_row_stride: t,
-            ..ProbsOutputs::default()
-        });
-        let pos = positions.device_ptr(st).0;
-        let mut impls: Vec<(&'static str, TimedCall)> = vec![
-            (
-                "prefill",
-                Box::new(|| ops::attention_prefill(g, &call(false))),
-            ),
-            (
-                "prefill_stats",
-                Box::new(|| ops::attention_prefill(g, &call(true))),
-            ),
-            (
-                "prefill_probs_stats",
-                Box::new(|| {
-                    ops::attention_prefill(g, &call(true))?;
-                    ops::attention_probs(g, &call(true), heads_ptr, nh, pos, &reductions)
-                }),
-            ),
-        ];
-        if let Some(w) = weights_out {
-            impls.push((
-                "prefill_weights",
-                Box::new(move || {
-                    ops::attention_prefill(g, &call(true))?;
-                    ops::attention_probs(g, &call(true), heads_ptr, nh, pos, &w)
-                }),
-            ));
-        }
-        // Modes interleaved within each repeat, timed with CUDA events around one call.
-        let mut ms = vec![Vec::new(); impls.len()];
-        let ev = |_| {
-            g.ctx
-                .new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))
-                .map_err(|e| Error::cuda(format!("event: {e:?}")))
-        };
-        let (start, stop) = (ev(0)?, ev(1)?);
-        for r in 0..s.warmup + s.repeats {
-            for (i, (_, f)) in impls.iter().enumerate() {
-                start
-                    .record(st)
-                    .map_err(|e| Error::cuda(format!("{e:?}")))?;
-                f()?;
-                stop.record(st).map_err(|e| Error::cuda(format!("{e:?}")))?;
-                stop.synchronize()
-                    .map_err(|e| Error::cuda(format!("{e:?}")))?;
-                let elapsed = start
-                    .elapsed_ms(&stop)
-                    .map_err(|e| Error::cuda(format!("{e:?}")))?;
-                if r >= s.warmup {
-                    ms[i].push(elapsed as f64);
-                }
-            }
-        }
-        for ((name, _), samples) in impls.iter().zip(&ms) {
-            rows.push(row(s, name, t, dt.as_str(), samples));
+        let (timings, note) = time_attention(g, &shape, t, max_weights_bytes)?;
+        notes.extend(note);
+        for timing in &timings {
+            let dtype = s.dtype.as_str();
+            rows.push(row(s, timing.implementation, t, dtype, &timing.samples_ms));
         }
     }
     Ok((rows, notes))

@@ -11,26 +11,33 @@
 //!   self / group mass, received per key, distance buckets; entropy, max weight and argmax come from the
 //!   first pass) and only those vectors come back (`HeadRecorder::absorb_reduced`). No T×T buffer exists.
 
-use crate::context::{DeviceBuf, GpuContext};
-use crate::dtype::GpuDtype;
+use crate::context::{GpuContext, slice_ptr};
 use crate::ops::{self, AttentionCall, DECODE_MAX_Q, ProbsOutputs};
 use attnscope_core::Error;
 use attnscope_core::Result;
 use attnscope_core::capture::{HeadRecorder, RowStats, RowView};
 use attnscope_core::slots::AttentionMask;
 use attnscope_core::slots::N_DISTANCE_BUCKETS;
-use cudarc::driver::DevicePtr;
+use cudarc::driver::CudaSlice;
 
 /// Most bytes of probability rows materialised on the device at once by the rows route.
 pub const ROWS_BUDGET_BYTES: usize = 256 << 20;
 
-/// Records one layer's attention of one sequence. `stats` are the first pass's `[n_heads, n_new]` lse,
-/// entropy, max weight and argmax buffers; `positions` the cache's int64 positions.
+/// The first pass's per-row statistics on the device, `[n_heads, n_new]` each (at least that long).
+pub struct FirstPassStats<'a> {
+    pub lse: &'a CudaSlice<f32>,
+    pub entropy: &'a CudaSlice<f32>,
+    pub max_weight: &'a CudaSlice<f32>,
+    pub argmax: &'a CudaSlice<u32>,
+}
+
+/// Records one layer's attention of one sequence. `stats` are the first pass's statistics; `positions` the
+/// cache's int64 positions.
 pub fn record_layer(
     g: &GpuContext,
     call: &AttentionCall,
     positions: u64,
-    stats: [&DeviceBuf; 4],
+    stats: &FirstPassStats,
     recorders: &mut [HeadRecorder],
     mask: &AttentionMask,
 ) -> Result<()> {
@@ -42,11 +49,10 @@ pub fn record_layer(
     }
     let n_new = call.n_new;
     let len = call.n_heads * n_new;
-    let lse = g.read_f32(stats[0], 0..len)?;
-    let entropy = g.read_f32(stats[1], 0..len)?;
-    let max_weight = g.read_f32(stats[2], 0..len)?;
-    let argmax: Vec<u32> =
-        bytemuck::cast_slice::<u8, u32>(&g.read_bytes(stats[3], 0..len)?).to_vec();
+    let lse = g.read_slice(stats.lse, 0..len)?;
+    let entropy = g.read_slice(stats.entropy, 0..len)?;
+    let max_weight = g.read_slice(stats.max_weight, 0..len)?;
+    let argmax = g.read_slice(stats.argmax, 0..len)?;
     let first = FirstPass {
         lse: &lse,
         entropy: &entropy,
@@ -94,12 +100,12 @@ fn record_rows(
     let per_head = n_new * n_keys * 4;
     let chunk = (ROWS_BUDGET_BYTES / per_head.max(1)).clamp(1, heads.len());
     let d_heads = upload_heads(g, heads)?;
-    let heads_ptr = d_heads.device_ptr(&g.stream).0;
-    let buf = g.zeros(GpuDtype::F32, chunk * n_new * n_keys)?;
+    let heads_ptr = slice_ptr(&d_heads, &g.stream);
+    let buf = g.zeros_of::<f32>(chunk * n_new * n_keys)?;
     for c0 in (0..heads.len()).step_by(chunk) {
         let sel = &heads[c0..(c0 + chunk).min(heads.len())];
         let out = ProbsOutputs {
-            weights: buf.ptr(&g.stream),
+            weights: slice_ptr(&buf, &g.stream),
             weights_f16: false,
             w_head_stride: n_new * n_keys,
             w_row_stride: n_keys,
@@ -113,7 +119,7 @@ fn record_rows(
             positions,
             &out,
         )?;
-        let rows = g.read_f32(&buf, 0..sel.len() * n_new * n_keys)?;
+        let rows = g.read_slice(&buf, 0..sel.len() * n_new * n_keys)?;
         for (si, &h) in sel.iter().enumerate() {
             for i in 0..n_new {
                 let slot = call.q_start + i;
@@ -147,30 +153,29 @@ fn record_reduced(
     let (n_new, n_keys, n_sel) = (call.n_new, call.q_start + call.n_new, heads.len());
     let d_heads = upload_heads(g, heads)?;
     let s = &g.stream;
-    let f32_buf = || g.zeros(GpuDtype::F32, n_sel * n_new);
+    let f32_buf = || g.zeros_of::<f32>(n_sel * n_new);
     let (sink, prev, self_mass, group) = (f32_buf()?, f32_buf()?, f32_buf()?, f32_buf()?);
-    // f64 buffers as twice as many 4-byte elements.
-    let received = g.zeros(GpuDtype::F32, 2 * n_sel * n_keys)?;
-    let distance = g.zeros(GpuDtype::F32, 2 * n_sel * N_DISTANCE_BUCKETS)?;
+    let received = g.zeros_of::<f64>(n_sel * n_keys)?;
+    let distance = g.zeros_of::<f64>(n_sel * N_DISTANCE_BUCKETS)?;
     let out = ProbsOutputs {
-        sink: sink.ptr(s),
-        prev: prev.ptr(s),
-        self_mass: self_mass.ptr(s),
-        group_mass: group.ptr(s),
-        received: received.ptr(s),
+        sink: slice_ptr(&sink, s),
+        prev: slice_ptr(&prev, s),
+        self_mass: slice_ptr(&self_mass, s),
+        group_mass: slice_ptr(&group, s),
+        received: slice_ptr(&received, s),
         received_stride: n_keys,
-        distance: distance.ptr(s),
+        distance: slice_ptr(&distance, s),
         ..ProbsOutputs::default()
     };
-    let heads_ptr = d_heads.device_ptr(s).0;
+    let heads_ptr = slice_ptr(&d_heads, s);
     ops::attention_probs(g, call, heads_ptr, n_sel, positions, &out)?;
     let len = n_sel * n_new;
-    let sink = g.read_f32(&sink, 0..len)?;
-    let prev = g.read_f32(&prev, 0..len)?;
-    let self_mass = g.read_f32(&self_mass, 0..len)?;
-    let group = g.read_f32(&group, 0..len)?;
-    let received = f64s(&g.read_bytes(&received, 0..2 * n_sel * n_keys)?);
-    let distance = f64s(&g.read_bytes(&distance, 0..2 * n_sel * N_DISTANCE_BUCKETS)?);
+    let sink = g.read_slice(&sink, 0..len)?;
+    let prev = g.read_slice(&prev, 0..len)?;
+    let self_mass = g.read_slice(&self_mass, 0..len)?;
+    let group = g.read_slice(&group, 0..len)?;
+    let received = g.read_slice(&received, 0..n_sel * n_keys)?;
+    let distance = g.read_slice(&distance, 0..n_sel * N_DISTANCE_BUCKETS)?;
     for (si, &h) in heads.iter().enumerate() {
         let rows: Vec<RowStats> = (0..n_new)
             .map(|i| {
@@ -193,12 +198,4 @@ fn record_reduced(
         recorders[h].absorb_reduced(call.q_start, &rows, recv, &dist);
     }
     Ok(())
-}
-
-/// Little-endian f64s from bytes.
-fn f64s(bytes: &[u8]) -> Vec<f64> {
-    bytes
-        .chunks_exact(8)
-        .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-        .collect()
 }

@@ -6,12 +6,14 @@
 //! ([`DeviceBuf::ptr`]).
 
 use crate::dtype::GpuDtype;
+use crate::params::AttnParams;
 use crate::{CudaStatus, Ptx, compile_kernel, kernel_sources, probe};
 use attnscope_core::Error;
 use attnscope_core::Result;
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig,
+    PushKernelArg, ValidAsZeroBits,
 };
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -73,6 +75,11 @@ impl DeviceBuf {
     pub fn ptr(&self, stream: &CudaStream) -> u64 {
         self.ptr_at(stream, 0)
     }
+}
+
+/// Device address of element 0 of a typed buffer (the backend's single stream needs no event tracking).
+pub fn slice_ptr<T>(slice: &CudaSlice<T>, stream: &CudaStream) -> u64 {
+    slice.device_ptr(stream).0
 }
 
 impl std::fmt::Debug for DeviceBuf {
@@ -208,6 +215,24 @@ impl GpuContext {
             .map_err(|e| Error::cuda(format!("launching {name}: {e:?}")))
     }
 
+    /// Launches attention kernel `name`, whose one argument is the parameter block `params` by value.
+    pub fn launch_attention(
+        &self,
+        name: &str,
+        cfg: LaunchConfig,
+        params: &AttnParams,
+    ) -> Result<()> {
+        let f = self.function(name)?;
+        let mut b = self.stream.launch_builder(f);
+        b.arg(params);
+        // SAFETY: every attention kernel takes exactly one `const AttnParams` by value, whose layout is the
+        // Rust struct's (asserted at NVRTC compile time); its pointers are live buffers of the sizes the
+        // kernel's header comment gives, or null where the kernel allows it (cuda/ops.rs builds them).
+        unsafe { b.launch(cfg) }
+            .map(|_| ())
+            .map_err(|e| Error::cuda(format!("launching {name}: {e:?}")))
+    }
+
     /// Allocates `len` zeroed elements.
     pub fn zeros(&self, dtype: GpuDtype, len: usize) -> Result<DeviceBuf> {
         let data = self
@@ -215,6 +240,27 @@ impl GpuContext {
             .alloc_zeros::<u8>((len * dtype.size()).max(1))
             .map_err(|e| oom(e, len * dtype.size()))?;
         Ok(DeviceBuf { data, dtype, len })
+    }
+
+    /// Allocates `len` zeroed elements of a fixed element type (ids, positions, statistics, partials).
+    pub fn zeros_of<T: DeviceRepr + ValidAsZeroBits>(&self, len: usize) -> Result<CudaSlice<T>> {
+        self.stream
+            .alloc_zeros::<T>(len.max(1))
+            .map_err(|e| oom(e, len * std::mem::size_of::<T>()))
+    }
+
+    /// Uploads host values of a fixed element type.
+    pub fn upload_slice<T: DeviceRepr + ValidAsZeroBits>(
+        &self,
+        values: &[T],
+    ) -> Result<CudaSlice<T>> {
+        let mut buf = self.zeros_of::<T>(values.len())?;
+        if !values.is_empty() {
+            self.stream
+                .memcpy_htod(values, &mut buf)
+                .map_err(|e| Error::cuda(format!("upload: {e:?}")))?;
+        }
+        Ok(buf)
     }
 
     /// Uploads f32 values converted to `dtype`.
@@ -236,6 +282,12 @@ impl GpuContext {
     /// Writes bytes into `buf` starting at element `offset`.
     pub fn write_at(&self, buf: &mut DeviceBuf, offset: usize, bytes: &[u8]) -> Result<()> {
         let start = offset * buf.dtype.size();
+        if start + bytes.len() > buf.data.len() {
+            return Err(Error::cuda(format!(
+                "upload of {} bytes at element {offset} beyond {buf:?}",
+                bytes.len()
+            )));
+        }
         let mut view = buf.data.slice_mut(start..start + bytes.len());
         self.stream
             .memcpy_htod(bytes, &mut view)
@@ -244,10 +296,32 @@ impl GpuContext {
 
     /// Reads elements `range` of `buf` as raw bytes (synchronises the stream).
     pub fn read_bytes(&self, buf: &DeviceBuf, range: std::ops::Range<usize>) -> Result<Vec<u8>> {
+        if range.start > range.end || range.end > buf.len {
+            return Err(Error::cuda(format!(
+                "download of elements {range:?} from {buf:?}"
+            )));
+        }
         let s = buf.dtype.size();
         let view = buf.data.slice(range.start * s..range.end * s);
         self.stream
             .clone_dtoh(&view)
+            .map_err(|e| Error::cuda(format!("download: {e:?}")))
+    }
+
+    /// Reads elements `range` of a typed buffer (synchronises the stream).
+    pub fn read_slice<T: DeviceRepr>(
+        &self,
+        buf: &CudaSlice<T>,
+        range: std::ops::Range<usize>,
+    ) -> Result<Vec<T>> {
+        if range.end > buf.len() {
+            return Err(Error::cuda(format!(
+                "download of elements {range:?} from a buffer of {}",
+                buf.len()
+            )));
+        }
+        self.stream
+            .clone_dtoh(&buf.slice(range))
             .map_err(|e| Error::cuda(format!("download: {e:?}")))
     }
 
@@ -265,8 +339,12 @@ impl GpuContext {
         dst_off: usize,
         n: usize,
     ) -> Result<()> {
+        if src.dtype != dst.dtype || src_off + n > src.len || dst_off + n > dst.len {
+            return Err(Error::cuda(format!(
+                "device copy of {n} elements from {src:?} at {src_off} to {dst:?} at {dst_off} is out of bounds"
+            )));
+        }
         let s = src.dtype.size();
-        debug_assert_eq!(src.dtype, dst.dtype);
         let from = src.data.slice(src_off * s..(src_off + n) * s);
         let mut to = dst.data.slice_mut(dst_off * s..(dst_off + n) * s);
         self.stream
@@ -359,63 +437,7 @@ fn oom(e: cudarc::driver::DriverError, bytes: usize) -> Error {
     ))
 }
 
-/// Names of the kernels that kernel file `file` (e.g. `"norm.cu"`) defines through its macro calls. The
-/// loader asks the compiled module for each; `tests/nvrtc_compile.rs` checks that every name is an entry of
-/// the PTX NVRTC produces, so this list and kernels/*.cu cannot drift apart unnoticed.
-pub fn kernel_names(file: &str) -> Vec<String> {
-    let types = ["f32", "bf16", "f16"];
-    let per_type = |pats: &[&str]| -> Vec<String> {
-        types
-            .iter()
-            .flat_map(|t| pats.iter().map(move |p| p.replace("{T}", t)))
-            .collect()
-    };
-    match file {
-        "embedding.cu" => per_type(&["embedding_gather_{T}", "position_add_{T}"]),
-        "norm.cu" => per_type(&["rmsnorm_{T}", "layernorm_{T}"]),
-        "rope.cu" => per_type(&["rope_{T}"]),
-        "activation.cu" => {
-            let acts = ["silu", "gelu_erf", "gelu_tanh", "relu"];
-            let mut v = Vec::new();
-            for t in types {
-                for a in acts {
-                    v.push(format!("act_{a}_{t}"));
-                    v.push(format!("act_gate_{a}_{t}"));
-                }
-            }
-            v
-        }
-        "residual.cu" => per_type(&["residual_add_{T}", "residual_add2_{T}", "bias_add_{T}"]),
-        "sampling.cu" => vec![
-            "argmax_f32".into(),
-            "softmax_stats_f32".into(),
-            "topk_f32".into(),
-        ],
-        "attention_prefill.cu" => {
-            let mut v = per_type(&["attn_prefill_simt_{T}"]);
-            for t in ["bf16", "f16"] {
-                for hd in TC_HEAD_DIMS {
-                    v.push(format!("attn_prefill_{t}_hd{hd}"));
-                }
-            }
-            v
-        }
-        "attention_probs.cu" => {
-            let mut v = Vec::new();
-            for t in types {
-                for w in ["f32", "f16"] {
-                    v.push(format!("attn_probs_{t}_w{w}"));
-                }
-            }
-            v
-        }
-        "attention_decode.cu" => per_type(&["attn_decode_partial_{T}", "attn_decode_combine_{T}"]),
-        _ => Vec::new(),
-    }
-}
-
-/// Head dims with a tensor-core prefill kernel (`attn_prefill_<bf16|f16>_hd<HD>`).
-pub const TC_HEAD_DIMS: [usize; 6] = [32, 64, 80, 96, 128, 256];
+pub use crate::kernels::{TC_HEAD_DIMS, kernel_names};
 
 #[cfg(test)]
 mod tests {

@@ -8,8 +8,10 @@ use crate::dtype::GpuDtype;
 use attnscope_core::Error;
 use attnscope_core::Result;
 use attnscope_core::config::ModelConfig;
+use attnscope_core::model::backend::KvStore;
 use attnscope_core::slots::SlotInfo;
 use cudarc::driver::{CudaSlice, DevicePtr};
+use std::any::Any;
 use std::sync::Arc;
 
 /// Device storage of one KV cache.
@@ -20,6 +22,10 @@ pub struct DeviceKv {
     pub values: Vec<DeviceBuf>,
     pub groups: CudaSlice<i32>,
     pub positions: CudaSlice<i64>,
+    /// Elements per slot of one layer's keys (or values): `n_kv_heads · head_dim`.
+    pub kv_dim: usize,
+    /// Slots per layer.
+    pub capacity: usize,
 }
 
 impl DeviceKv {
@@ -48,11 +54,20 @@ impl DeviceKv {
                 .stream
                 .alloc_zeros::<i64>(capacity.max(1))
                 .map_err(err)?,
+            kv_dim,
+            capacity,
         })
     }
 
     /// Uploads the groups and positions of `slots`, which occupy slots `start..start + slots.len()`.
     pub fn write_slots(&mut self, start: usize, slots: &[SlotInfo]) -> Result<()> {
+        if start + slots.len() > self.capacity {
+            return Err(Error::cuda(format!(
+                "slots {start}..{} beyond the device cache's {} slots",
+                start + slots.len(),
+                self.capacity
+            )));
+        }
         let groups: Vec<i32> = slots.iter().map(|s| s.group).collect();
         let positions: Vec<i64> = slots.iter().map(|s| s.position).collect();
         let end = start + slots.len();
@@ -76,6 +91,13 @@ impl DeviceKv {
 
     /// Keys (`values = false`) or values of layer `l`, slots `0..n`, as f32 `[n, kv_dim]`.
     pub fn read_layer(&self, l: usize, values: bool, n: usize, kv_dim: usize) -> Result<Vec<f32>> {
+        if l >= self.keys.len() || n * kv_dim > self.capacity * self.kv_dim {
+            return Err(Error::cuda(format!(
+                "read of {n} slots of layer {l} from a device cache of {} layers × {} slots",
+                self.keys.len(),
+                self.capacity
+            )));
+        }
         let buf = if values {
             &self.values[l]
         } else {
@@ -86,6 +108,14 @@ impl DeviceKv {
 
     /// Overwrites keys or values of layer `l`, slots `0..data.len() / kv_dim`, from f32.
     pub fn write_layer(&mut self, l: usize, values: bool, data: &[f32]) -> Result<()> {
+        if l >= self.keys.len() || data.len() > self.capacity * self.kv_dim {
+            return Err(Error::cuda(format!(
+                "write of {} elements into layer {l} of a device cache of {} layers × {} slots",
+                data.len(),
+                self.keys.len(),
+                self.capacity
+            )));
+        }
         let bytes = self.dtype.encode(data);
         let buf = if values {
             &mut self.values[l]
@@ -93,6 +123,30 @@ impl DeviceKv {
             &mut self.keys[l]
         };
         self.gpu.write_at(buf, 0, &bytes)
+    }
+}
+
+impl KvStore for DeviceKv {
+    fn read_layer(&self, layer: usize, values: bool, n_slots: usize) -> Result<Vec<f32>> {
+        DeviceKv::read_layer(self, layer, values, n_slots, self.kv_dim)
+    }
+
+    fn write_layer(&mut self, layer: usize, values: bool, data: &[f32]) -> Result<()> {
+        DeviceKv::write_layer(self, layer, values, data)
+    }
+
+    fn try_clone(&self) -> Result<Box<dyn KvStore>> {
+        Err(Error::cuda(
+            "copying a KV cache that lives on the GPU is not supported",
+        ))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
     }
 }
 

@@ -11,14 +11,21 @@
 //! (`scripts/install_nvrtc.sh`). Include directories are still passed when found, for kernels that may want
 //! a header later.
 
+pub mod backend;
+pub mod bench;
 pub mod capture;
 pub mod context;
 pub mod device;
 pub mod dtype;
+pub mod kernels;
 pub mod kv;
 pub mod nvrtc;
 pub mod ops;
+pub mod params;
+pub mod scratch;
+pub mod weights;
 
+pub use backend::CudaBackend;
 pub use context::{DeviceRequest, GpuContext};
 pub use device::{CudaStatus, probe};
 pub use dtype::GpuDtype;

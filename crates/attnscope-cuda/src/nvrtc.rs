@@ -32,7 +32,6 @@ const KERNELS: &[(&str, &str)] = &[
         include_str!("../../../kernels/activation.cu"),
     ),
     ("residual.cu", include_str!("../../../kernels/residual.cu")),
-    ("sampling.cu", include_str!("../../../kernels/sampling.cu")),
     (
         "attention_prefill.cu",
         include_str!("../../../kernels/attention_prefill.cu"),
@@ -55,9 +54,10 @@ pub fn kernel_sources() -> &'static [(&'static str, &'static str)] {
     KERNELS
 }
 
-/// The shared helpers (`kernels/common.cuh`) that [`compile_kernel`] prepends to each kernel.
-pub fn common_header() -> &'static str {
-    COMMON
+/// What [`compile_kernel`] prepends to each kernel: the `AttnParams` layout defines generated from
+/// `cuda::params` (asserted by common.cuh), then the shared helpers of `kernels/common.cuh`.
+pub fn common_header() -> String {
+    format!("{}{COMMON}", crate::params::layout_defines())
 }
 
 /// Environment variable naming libnvrtc (file or directory) when the loader cannot find it.
@@ -256,7 +256,7 @@ pub fn compile_kernel(name: &str, source: &str, arch: &str) -> Result<Ptx> {
         )));
     }
     ensure_nvrtc()?;
-    let full = format!("{COMMON}\n#line 1 \"{name}\"\n{source}");
+    let full = format!("{}\n#line 1 \"{name}\"\n{source}", common_header());
     let opts = cudarc::nvrtc::CompileOptions {
         options: vec![format!("--gpu-architecture={arch}"), "--std=c++17".into()],
         include_paths: include_paths()

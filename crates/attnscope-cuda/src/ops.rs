@@ -2,8 +2,10 @@
 //! argument order of its `extern "C"` signature, the launch shape of its header comment. CPU twins are named
 //! in each kernel file's header (and in kernels/README.md).
 
-use crate::context::{Arg, GpuContext, TC_HEAD_DIMS};
+use crate::context::{Arg, GpuContext};
 use crate::dtype::GpuDtype;
+use crate::kernels::{self as k, TC_HEAD_DIMS};
+use crate::params::AttnParams;
 use attnscope_core::Error;
 use attnscope_core::Result;
 use attnscope_core::config::{Activation, NormKind};
@@ -95,7 +97,7 @@ pub fn bias_add(
     rows: usize,
     dim: usize,
 ) -> Result<()> {
-    let name = format!("bias_add_{dt}");
+    let name = k::BIAS_ADD.of(dt);
     let args = [
         Arg::Ptr(x),
         Arg::Ptr(bias),
@@ -108,13 +110,13 @@ pub fn bias_add(
 /// `x += y` (kernels/residual.cu).
 pub fn residual_add(g: &GpuContext, dt: GpuDtype, x: u64, y: u64, n: usize) -> Result<()> {
     let args = [Arg::Ptr(x), Arg::Ptr(y), Arg::I64(n as i64)];
-    g.launch(&format!("residual_add_{dt}"), elementwise(n), &args)
+    g.launch(&k::RESIDUAL_ADD.of(dt), elementwise(n), &args)
 }
 
 /// `x += a + b` (GPT-NeoX parallel residual; kernels/residual.cu).
 pub fn residual_add2(g: &GpuContext, dt: GpuDtype, x: u64, a: u64, b: u64, n: usize) -> Result<()> {
     let args = [Arg::Ptr(x), Arg::Ptr(a), Arg::Ptr(b), Arg::I64(n as i64)];
-    g.launch(&format!("residual_add2_{dt}"), elementwise(n), &args)
+    g.launch(&k::RESIDUAL_ADD2.of(dt), elementwise(n), &args)
 }
 
 /// RMSNorm / LayerNorm of `rows` rows of `dim` (kernels/norm.cu); `b` = 0 for no bias.
@@ -135,12 +137,12 @@ pub fn norm(
     let (r, d) = (Arg::I32(rows as i32), Arg::I32(dim as i32));
     match kind {
         NormKind::RmsNorm => g.launch(
-            &format!("rmsnorm_{dt}"),
+            &k::RMSNORM.of(dt),
             cfg,
             &[Arg::Ptr(x), Arg::Ptr(w), Arg::Ptr(out), r, d, Arg::F32(eps)],
         ),
         NormKind::LayerNorm => g.launch(
-            &format!("layernorm_{dt}"),
+            &k::LAYERNORM.of(dt),
             cfg,
             &[
                 Arg::Ptr(x),
@@ -179,7 +181,7 @@ pub fn rope(
         Arg::I32(rotary_dim as i32),
         Arg::I32(row_stride as i32),
     ];
-    g.launch(&format!("rope_{dt}"), rows_cfg(t, n_heads, 64, 0), &args)
+    g.launch(&k::ROPE.of(dt), rows_cfg(t, n_heads, 64, 0), &args)
 }
 
 /// `out[i] = table[ids[i]]` (kernels/embedding.cu).
@@ -202,11 +204,7 @@ pub fn embedding_gather(
         Arg::I32(dim as i32),
         Arg::I32(vocab as i32),
     ];
-    g.launch(
-        &format!("embedding_gather_{dt}"),
-        rows_cfg(n, 1, 256, 0),
-        &args,
-    )
+    g.launch(&k::EMBEDDING_GATHER.of(dt), rows_cfg(n, 1, 256, 0), &args)
 }
 
 /// `x[i] += table[positions[i]]` (learned positions; kernels/embedding.cu).
@@ -229,22 +227,12 @@ pub fn position_add(
         Arg::I32(dim as i32),
         Arg::I32(max_positions as i32),
     ];
-    g.launch(&format!("position_add_{dt}"), rows_cfg(n, 1, 256, 0), &args)
-}
-
-/// Kernel name stem of an activation (kernels/activation.cu).
-fn act_name(act: Activation) -> &'static str {
-    match act {
-        Activation::Silu => "silu",
-        Activation::Gelu => "gelu_erf",
-        Activation::GeluTanh => "gelu_tanh",
-        Activation::Relu => "relu",
-    }
+    g.launch(&k::POSITION_ADD.of(dt), rows_cfg(n, 1, 256, 0), &args)
 }
 
 /// `x = act(x)` in place.
 pub fn activate(g: &GpuContext, dt: GpuDtype, act: Activation, x: u64, n: usize) -> Result<()> {
-    let name = format!("act_{}_{dt}", act_name(act));
+    let name = k::activation(act, false).of(dt);
     g.launch(&name, elementwise(n), &[Arg::Ptr(x), Arg::I64(n as i64)])
 }
 
@@ -257,20 +245,9 @@ pub fn activate_gated(
     up: u64,
     n: usize,
 ) -> Result<()> {
-    let name = format!("act_gate_{}_{dt}", act_name(act));
+    let name = k::activation(act, true).of(dt);
     let args = [Arg::Ptr(gate), Arg::Ptr(up), Arg::I64(n as i64)];
     g.launch(&name, elementwise(n), &args)
-}
-
-/// Index of the first maximum of each row of f32 logits (kernels/sampling.cu).
-pub fn argmax(g: &GpuContext, logits: u64, out: u64, rows: usize, n: usize) -> Result<()> {
-    let args = [
-        Arg::Ptr(logits),
-        Arg::Ptr(out),
-        Arg::I32(rows as i32),
-        Arg::I32(n as i32),
-    ];
-    g.launch("argmax_f32", rows_cfg(rows, 1, 256, 0), &args)
 }
 
 /// Operands of one attention call over the KV cache (layouts as in kernels/attention_prefill.cu).
@@ -303,6 +280,35 @@ pub struct AttentionCall {
     pub scale: f32,
 }
 
+impl AttentionCall {
+    /// The fields of the kernels' parameter block that every attention kernel reads.
+    pub fn params(&self) -> AttnParams {
+        AttnParams {
+            q: self.q,
+            k: self.k,
+            v: self.v,
+            o: self.o,
+            lse: self.lse,
+            entropy: self.entropy,
+            max_weight: self.max_weight,
+            argmax: self.argmax,
+            groups: self.groups,
+            q_stride: self.q_stride as i32,
+            kv_stride: self.kv_stride as i32,
+            o_stride: self.o_stride as i32,
+            isolated: self.isolated as i32,
+            window: self.window as i32,
+            q_start: self.q_start as i32,
+            n_new: self.n_new as i32,
+            n_heads: self.n_heads as i32,
+            n_kv_heads: self.n_kv_heads as i32,
+            head_dim: self.head_dim as i32,
+            scale: self.scale,
+            ..AttnParams::default()
+        }
+    }
+}
+
 /// Dynamic shared memory of the SIMT prefill kernel: Ks [32][hd + 1] + Vs [32][hd] + Qs [4][hd] f32, i.e.
 /// (68·hd + 32)·4 bytes, as the kernel's header comment says (the test models have head_dim down to 8).
 fn simt_shared(head_dim: usize) -> u32 {
@@ -312,49 +318,43 @@ fn simt_shared(head_dim: usize) -> u32 {
 /// Fused prefill attention (kernels/attention_prefill.cu): tensor cores for bf16/f16 at the head dims that
 /// have a kernel, else the exact SIMT path.
 pub fn attention_prefill(g: &GpuContext, c: &AttentionCall) -> Result<()> {
+    if c.dtype != GpuDtype::F32 && TC_HEAD_DIMS.contains(&c.head_dim) {
+        attention_prefill_tensor_core(g, c)
+    } else {
+        attention_prefill_simt(g, c)
+    }
+}
+
+/// The tensor-core prefill `attn_prefill_<bf16|f16>_hd<HD>`: grid (ceil(n_new/64), n_heads), block 128,
+/// static shared memory only.
+pub fn attention_prefill_tensor_core(g: &GpuContext, c: &AttentionCall) -> Result<()> {
+    if c.dtype == GpuDtype::F32 || !TC_HEAD_DIMS.contains(&c.head_dim) {
+        return Err(Error::cuda(format!(
+            "no tensor-core prefill kernel for {} at head_dim {}",
+            c.dtype, c.head_dim
+        )));
+    }
+    let name = k::ATTN_PREFILL_TC.name(c.dtype, &format!("_hd{}", c.head_dim));
+    let cfg = rows_cfg(c.n_new.div_ceil(64), c.n_heads, 128, 0);
+    g.launch_attention(&name, cfg, &c.params())
+}
+
+/// The exact SIMT prefill `attn_prefill_simt_<T>`: grid (ceil(n_new/4), n_heads), block 128, (68·hd + 32)·4
+/// bytes of dynamic shared memory.
+pub fn attention_prefill_simt(g: &GpuContext, c: &AttentionCall) -> Result<()> {
     if c.head_dim > 256 {
         return Err(Error::cuda(format!(
             "head_dim {} is larger than the kernels' 256",
             c.head_dim
         )));
     }
-    let mut args = vec![
-        Arg::Ptr(c.q),
-        Arg::I32(c.q_stride as i32),
-        Arg::Ptr(c.k),
-        Arg::Ptr(c.v),
-        Arg::I32(c.kv_stride as i32),
-        Arg::Ptr(c.o),
-        Arg::I32(c.o_stride as i32),
-        Arg::Ptr(c.lse),
-        Arg::Ptr(c.entropy),
-        Arg::Ptr(c.max_weight),
-        Arg::Ptr(c.argmax),
-        Arg::Ptr(c.groups),
-        Arg::I32(c.isolated as i32),
-        Arg::I32(c.window as i32),
-        Arg::I32(c.q_start as i32),
-        Arg::I32(c.n_new as i32),
-        Arg::I32(c.n_heads as i32),
-        Arg::I32(c.n_kv_heads as i32),
-    ];
-    let tensor_cores = c.dtype != GpuDtype::F32 && TC_HEAD_DIMS.contains(&c.head_dim);
-    if tensor_cores {
-        args.push(Arg::F32(c.scale));
-        let name = format!("attn_prefill_{}_hd{}", c.dtype, c.head_dim);
-        let cfg = rows_cfg(c.n_new.div_ceil(64), c.n_heads, 128, 0);
-        g.launch(&name, cfg, &args)
-    } else {
-        args.push(Arg::I32(c.head_dim as i32));
-        args.push(Arg::F32(c.scale));
-        let name = format!("attn_prefill_simt_{}", c.dtype);
-        let shared = simt_shared(c.head_dim);
-        if shared > 48 * 1024 {
-            raise_shared_limit(g, &name, shared)?;
-        }
-        let cfg = rows_cfg(c.n_new.div_ceil(4), c.n_heads, 128, shared);
-        g.launch(&name, cfg, &args)
+    let name = k::ATTN_PREFILL_SIMT.of(c.dtype);
+    let shared = simt_shared(c.head_dim);
+    if shared > 48 * 1024 {
+        raise_shared_limit(g, &name, shared)?;
     }
+    let cfg = rows_cfg(c.n_new.div_ceil(4), c.n_heads, 128, shared);
+    g.launch_attention(&name, cfg, &c.params())
 }
 
 /// Allows a kernel more than 48 KiB of dynamic shared memory.
@@ -388,6 +388,18 @@ pub fn decode_scratch_rows(n_keys: usize, n_new: usize, n_heads: usize) -> usize
 
 /// Split-K decode attention for `n_new <= 8` rows (kernels/attention_decode.cu): partial + combine.
 pub fn attention_decode(g: &GpuContext, c: &AttentionCall, s: &DecodeScratch) -> Result<()> {
+    attention_decode_split(g, c, s, DECODE_SPLIT)
+}
+
+/// [`attention_decode`] with `split_len` keys per split (the tests vary it; the engine uses
+/// [`DECODE_SPLIT`]); `s` must hold `n_heads · ceil(n_keys / split_len) · n_new` partial rows.
+pub fn attention_decode_split(
+    g: &GpuContext,
+    c: &AttentionCall,
+    s: &DecodeScratch,
+    split_len: usize,
+) -> Result<()> {
+    let split_len = split_len.max(1);
     if c.n_new > DECODE_MAX_Q || c.head_dim > 256 {
         return Err(Error::cuda(format!(
             "decode attention takes at most {DECODE_MAX_Q} rows and head_dim 256 ({} rows, head_dim {})",
@@ -395,47 +407,20 @@ pub fn attention_decode(g: &GpuContext, c: &AttentionCall, s: &DecodeScratch) ->
         )));
     }
     let n_keys = c.q_start + c.n_new;
-    let splits = n_keys.div_ceil(DECODE_SPLIT);
-    let shared = ((c.n_new * c.head_dim + c.n_new * DECODE_SPLIT) * 4) as u32;
-    let partial = [
-        Arg::Ptr(c.q),
-        Arg::I32(c.q_stride as i32),
-        Arg::Ptr(c.k),
-        Arg::Ptr(c.v),
-        Arg::I32(c.kv_stride as i32),
-        Arg::Ptr(c.groups),
-        Arg::I32(c.isolated as i32),
-        Arg::I32(c.window as i32),
-        Arg::I32(c.q_start as i32),
-        Arg::I32(c.n_new as i32),
-        Arg::I32(c.n_heads as i32),
-        Arg::I32(c.n_kv_heads as i32),
-        Arg::I32(c.head_dim as i32),
-        Arg::F32(c.scale),
-        Arg::I32(DECODE_SPLIT as i32),
-        Arg::Ptr(s.stat),
-        Arg::Ptr(s.arg),
-        Arg::Ptr(s.o),
-    ];
-    let name = format!("attn_decode_partial_{}", c.dtype);
-    g.launch(&name, rows_cfg(splits, c.n_heads, 128, shared), &partial)?;
-    let combine = [
-        Arg::Ptr(s.stat),
-        Arg::Ptr(s.arg),
-        Arg::Ptr(s.o),
-        Arg::I32(splits as i32),
-        Arg::I32(c.n_new as i32),
-        Arg::I32(c.n_heads as i32),
-        Arg::I32(c.head_dim as i32),
-        Arg::Ptr(c.o),
-        Arg::I32(c.o_stride as i32),
-        Arg::Ptr(c.lse),
-        Arg::Ptr(c.entropy),
-        Arg::Ptr(c.max_weight),
-        Arg::Ptr(c.argmax),
-    ];
-    let name = format!("attn_decode_combine_{}", c.dtype);
-    g.launch(&name, rows_cfg(c.n_heads, c.n_new, 128, 0), &combine)
+    let splits = n_keys.div_ceil(split_len);
+    let shared = ((c.n_new * c.head_dim + c.n_new * split_len) * 4) as u32;
+    let params = AttnParams {
+        split_len: split_len as i32,
+        n_splits: splits as i32,
+        part_stat: s.stat,
+        part_arg: s.arg,
+        part_o: s.o,
+        ..c.params()
+    };
+    let name = k::ATTN_DECODE_PARTIAL.of(c.dtype);
+    g.launch_attention(&name, rows_cfg(splits, c.n_heads, 128, shared), &params)?;
+    let name = k::ATTN_DECODE_COMBINE.of(c.dtype);
+    g.launch_attention(&name, rows_cfg(c.n_heads, c.n_new, 128, 0), &params)
 }
 
 /// Outputs of the second pass (kernels/attention_probs.cu); 0 = not computed.
@@ -472,40 +457,41 @@ pub fn attention_probs(
     positions: u64,
     out: &ProbsOutputs,
 ) -> Result<()> {
+    attention_probs_split(g, c, heads, n_sel, positions, out, PROBS_KEY_SPLIT)
+}
+
+/// [`attention_probs`] with `key_split` keys per z-block (the tests vary it; the engine uses
+/// [`PROBS_KEY_SPLIT`]).
+pub fn attention_probs_split(
+    g: &GpuContext,
+    c: &AttentionCall,
+    heads: u64,
+    n_sel: usize,
+    positions: u64,
+    out: &ProbsOutputs,
+    key_split: usize,
+) -> Result<()> {
     let n_keys = c.q_start + c.n_new;
-    let key_split = PROBS_KEY_SPLIT;
-    let args = [
-        Arg::Ptr(c.q),
-        Arg::I32(c.q_stride as i32),
-        Arg::Ptr(c.k),
-        Arg::I32(c.kv_stride as i32),
-        Arg::Ptr(c.lse),
-        Arg::Ptr(heads),
-        Arg::I32(n_sel as i32),
-        Arg::Ptr(positions),
-        Arg::Ptr(c.groups),
-        Arg::I32(c.isolated as i32),
-        Arg::I32(c.window as i32),
-        Arg::I32(c.q_start as i32),
-        Arg::I32(c.n_new as i32),
-        Arg::I32(c.n_heads as i32),
-        Arg::I32(c.n_kv_heads as i32),
-        Arg::I32(c.head_dim as i32),
-        Arg::F32(c.scale),
-        Arg::I32(key_split as i32),
-        Arg::Ptr(out.weights),
-        Arg::I64(out.w_head_stride as i64),
-        Arg::I64(out.w_row_stride as i64),
-        Arg::Ptr(out.sink),
-        Arg::Ptr(out.prev),
-        Arg::Ptr(out.self_mass),
-        Arg::Ptr(out.group_mass),
-        Arg::Ptr(out.received),
-        Arg::I32(out.received_stride as i32),
-        Arg::Ptr(out.distance),
-    ];
-    let w = if out.weights_f16 { "f16" } else { "f32" };
-    let name = format!("attn_probs_{}_w{w}", c.dtype);
+    let key_split = key_split.max(1);
+    let params = AttnParams {
+        heads,
+        n_sel: n_sel as i32,
+        positions,
+        split_len: key_split as i32,
+        weights: out.weights,
+        w_head_stride: out.w_head_stride as i64,
+        w_row_stride: out.w_row_stride as i64,
+        sink: out.sink,
+        prev: out.prev,
+        self_mass: out.self_mass,
+        group_mass: out.group_mass,
+        received: out.received,
+        received_stride: out.received_stride as i32,
+        distance: out.distance,
+        ..c.params()
+    };
+    let w = if out.weights_f16 { "_wf16" } else { "_wf32" };
+    let name = k::ATTN_PROBS.name(c.dtype, w);
     let cfg = LaunchConfig {
         grid_dim: (
             c.n_new.div_ceil(16) as u32,
@@ -515,5 +501,5 @@ pub fn attention_probs(
         block_dim: (128, 1, 1),
         shared_mem_bytes: (16 * c.head_dim * 4) as u32,
     };
-    g.launch(&name, cfg, &args)
+    g.launch_attention(&name, cfg, &params)
 }

@@ -3,7 +3,7 @@
 use attnscope_core::Error;
 use attnscope_core::Result;
 use attnscope_core::model::Model;
-use attnscope_cuda::{DeviceRequest, GpuDtype};
+use attnscope_cuda::{CudaBackend, DeviceRequest, GpuDtype};
 
 /// Where a model runs, as resolved by [`place`].
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -67,9 +67,10 @@ pub fn place(model: &mut Model, request: DeviceRequest, dtype: GpuDtype) -> Resu
     }
 }
 
-/// Uploads the model to GPU `ordinal`; returns the GPU's name.
-fn open_gpu(_model: &mut Model, _ordinal: usize, _dtype: GpuDtype) -> Result<String> {
-    Err(Error::cuda(
-        "the CUDA backend is being wired to the new forward pass",
-    ))
+/// Uploads the model to GPU `ordinal` in `dtype`; returns the GPU name.
+fn open_gpu(model: &mut Model, ordinal: usize, dtype: GpuDtype) -> Result<String> {
+    let backend = CudaBackend::open(ordinal, dtype)?;
+    let name = backend.gpu().name.clone();
+    model.use_backend(backend)?;
+    Ok(name)
 }

@@ -1,0 +1,497 @@
+//! The CUDA implementation of the device seam ([`Backend`]): the generic forward pass (`model::forward`)
+//! runs on one GPU through these methods, each one or a few launches of `kernels/*.cu` or cuBLAS on the
+//! context's single stream (so the order of calls is the order of execution).
+//!
+//! Weights, activations and the KV cache are stored in one dtype (f32, bf16 or f16; every kernel computes in
+//! f32, cuBLAS accumulates in f32). Logits are f32, with the lm_head bias added in f32.
+
+use crate::capture::record_layer;
+use crate::context::{DeviceBuf, GpuContext, slice_ptr};
+use crate::dtype::GpuDtype;
+use crate::kv::DeviceKv;
+use crate::ops::{self, AttentionCall, DECODE_MAX_Q};
+use crate::scratch::DeviceScratch;
+pub use crate::weights::{DeviceLinear, DeviceNorm, DeviceRope, DeviceTable};
+use attnscope_core::Error;
+use attnscope_core::Result;
+use attnscope_core::capture::HeadRecorder;
+use attnscope_core::config::{Activation, ModelConfig, NormKind};
+use attnscope_core::model::backend::{AttentionStep, Backend, BackendWeights, DeviceInfo, LmHead};
+use attnscope_core::model::rope::Rope;
+use attnscope_core::slots::{SlotInfo, Visibility};
+use attnscope_core::weights::{Linear, ModelWeights, Norm};
+use std::ops::Range;
+use std::sync::Arc;
+
+/// One GPU as a [`Backend`], storing everything in `dtype`.
+pub struct CudaBackend {
+    gpu: Arc<GpuContext>,
+    dtype: GpuDtype,
+}
+
+impl CudaBackend {
+    /// Opens GPU `ordinal` (compiling and loading the kernels once per process) for storage dtype `dtype`.
+    /// Never panics: a missing driver, NVRTC or cuBLAS is an `Error::Cuda` one-liner.
+    pub fn open(ordinal: usize, dtype: GpuDtype) -> Result<CudaBackend> {
+        Ok(CudaBackend {
+            gpu: GpuContext::shared(ordinal)?,
+            dtype,
+        })
+    }
+
+    /// A backend on an already opened context.
+    pub fn on(gpu: Arc<GpuContext>, dtype: GpuDtype) -> CudaBackend {
+        CudaBackend { gpu, dtype }
+    }
+
+    /// The device context.
+    pub fn gpu(&self) -> &Arc<GpuContext> {
+        &self.gpu
+    }
+
+    /// The storage dtype.
+    pub fn dtype(&self) -> GpuDtype {
+        self.dtype
+    }
+
+    fn upload_linear(&self, l: &Linear) -> Result<DeviceLinear> {
+        let g = &*self.gpu;
+        Ok(DeviceLinear {
+            w: g.upload(self.dtype, &l.weight)?,
+            bias: l
+                .bias
+                .as_ref()
+                .map(|b| g.upload(self.dtype, b))
+                .transpose()?,
+            logit_bias: None,
+            in_dim: l.in_dim,
+            out_dim: l.out_dim,
+        })
+    }
+
+    fn upload_norm(&self, n: &Norm) -> Result<DeviceNorm> {
+        let g = &*self.gpu;
+        Ok(DeviceNorm {
+            w: g.upload(self.dtype, &n.weight)?,
+            b: n.bias
+                .as_ref()
+                .map(|b| g.upload(self.dtype, b))
+                .transpose()?,
+        })
+    }
+
+    /// Checks that `buf` is in the storage dtype and holds at least `len` elements.
+    fn need(&self, buf: &DeviceBuf, len: usize, what: &str) -> Result<()> {
+        if buf.dtype != self.dtype || buf.len < len {
+            return Err(Error::cuda(format!(
+                "{what}: needs {len} elements of {}, got {buf:?}",
+                self.dtype
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks that `kv` was made by a backend on this GPU with this dtype.
+    fn check_kv(&self, kv: &DeviceKv) -> Result<()> {
+        if kv.dtype != self.dtype || !Arc::ptr_eq(&kv.gpu, &self.gpu) {
+            return Err(Error::cuda(
+                "the KV cache was not made for this GPU model (use Model::new_cache)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Backend for CudaBackend {
+    type Buf = DeviceBuf;
+    type Linear = DeviceLinear;
+    type Norm = DeviceNorm;
+    type Table = DeviceTable;
+    type Rope = DeviceRope;
+    type Kv = DeviceKv;
+    type Scratch = DeviceScratch;
+
+    fn device(&self) -> DeviceInfo {
+        DeviceInfo {
+            device: format!("cuda:{}", self.gpu.ordinal),
+            name: Some(self.gpu.name.clone()),
+            dtype: self.dtype.as_str().to_string(),
+        }
+    }
+
+    fn upload(&self, weights: &Arc<ModelWeights>) -> Result<Arc<BackendWeights<Self>>> {
+        let width = weights.final_norm.weight.len();
+        let table = |t: &Vec<f32>| -> Result<DeviceTable> {
+            Ok(DeviceTable {
+                data: self.gpu.upload(self.dtype, t)?,
+                width,
+            })
+        };
+        let mut mapped =
+            weights.try_map(&|l| self.upload_linear(l), &|n| self.upload_norm(n), &table)?;
+        // The output head's bias is added to f32 logits in f32.
+        if let (Some(dev), Some(host)) = (mapped.lm_head.as_mut(), weights.lm_head.as_ref()) {
+            dev.bias = None;
+            dev.logit_bias = host
+                .bias
+                .as_ref()
+                .map(|b| self.gpu.upload_slice(b))
+                .transpose()?;
+        }
+        Ok(Arc::new(mapped))
+    }
+
+    fn upload_rope(&self, rope: &Rope) -> Result<DeviceRope> {
+        Ok(DeviceRope {
+            inv_freq: self.gpu.upload_slice(&rope.inv_freq)?,
+            rotary_dim: rope.rotary_dim,
+        })
+    }
+
+    fn alloc(&self, len: usize) -> Result<DeviceBuf> {
+        self.gpu.zeros(self.dtype, len)
+    }
+
+    fn new_scratch(&self, cfg: &ModelConfig, rows: usize) -> Result<DeviceScratch> {
+        DeviceScratch::new(&self.gpu, cfg, rows)
+    }
+
+    fn new_kv(&self, cfg: &ModelConfig, capacity: usize) -> Result<DeviceKv> {
+        DeviceKv::new(&self.gpu, cfg, capacity, self.dtype)
+    }
+
+    fn begin_pass(&self, scratch: &mut DeviceScratch, slots: &[SlotInfo]) -> Result<()> {
+        scratch.begin_pass(&self.gpu, slots)
+    }
+
+    fn write_slots(&self, kv: &mut DeviceKv, start: usize, slots: &[SlotInfo]) -> Result<()> {
+        self.check_kv(kv)?;
+        kv.write_slots(start, slots)
+    }
+
+    fn embed(
+        &self,
+        scratch: &DeviceScratch,
+        embed: &DeviceTable,
+        pos_embed: Option<&DeviceTable>,
+        x: &mut DeviceBuf,
+        rows: usize,
+    ) -> Result<()> {
+        let (g, dt, h) = (&*self.gpu, self.dtype, embed.width);
+        if rows > scratch.pass_rows() {
+            return Err(Error::cuda(format!(
+                "embedding {rows} rows of a pass of {}",
+                scratch.pass_rows()
+            )));
+        }
+        self.need(x, rows * h, "embedding output")?;
+        let s = &g.stream;
+        let (ids, pos) = (slice_ptr(&scratch.ids, s), slice_ptr(&scratch.positions, s));
+        let vocab = embed.rows();
+        ops::embedding_gather(g, dt, embed.data.ptr(s), ids, x.ptr(s), rows, h, vocab)?;
+        if let Some(wpe) = pos_embed {
+            // Rows of the uploaded table (as the CPU indexes it), not cfg.max_positions, which may be absent.
+            let max_pos = wpe.rows();
+            ops::position_add(g, dt, wpe.data.ptr(s), pos, x.ptr(s), rows, h, max_pos)?;
+        }
+        Ok(())
+    }
+
+    fn norm(
+        &self,
+        kind: NormKind,
+        eps: f32,
+        x: &DeviceBuf,
+        w: &DeviceNorm,
+        out: &mut DeviceBuf,
+        rows: usize,
+        dim: usize,
+    ) -> Result<()> {
+        self.need(x, rows * dim, "norm input")?;
+        self.need(out, rows * dim, "norm output")?;
+        let s = &self.gpu.stream;
+        let b = w.b.as_ref().map_or(0, |b| b.ptr(s));
+        let (x, w, out) = (x.ptr(s), w.w.ptr(s), out.ptr(s));
+        ops::norm(&self.gpu, self.dtype, kind, x, w, b, out, rows, dim, eps)
+    }
+
+    fn norm_in_place(
+        &self,
+        _scratch: &mut DeviceScratch,
+        x: &mut DeviceBuf,
+        w: &DeviceNorm,
+        rows: usize,
+        dim: usize,
+        eps: f32,
+    ) -> Result<()> {
+        // The RMSNorm kernel reads a row completely before writing it, so x may be its own output.
+        self.need(x, rows * dim, "q/k norm")?;
+        let s = &self.gpu.stream;
+        let (xp, wp) = (x.ptr(s), w.w.ptr(s));
+        let rms = NormKind::RmsNorm;
+        ops::norm(&self.gpu, self.dtype, rms, xp, wp, 0, xp, rows, dim, eps)
+    }
+
+    fn linear(
+        &self,
+        x: &DeviceBuf,
+        rows: usize,
+        w: &DeviceLinear,
+        y: &mut DeviceBuf,
+    ) -> Result<()> {
+        self.need(x, rows * w.in_dim, "linear input")?;
+        self.need(y, rows * w.out_dim, "linear output")?;
+        let (g, dt) = (&*self.gpu, self.dtype);
+        let s = &g.stream;
+        let (xp, wp, yp) = (x.ptr(s), w.w.ptr(s), y.ptr(s));
+        ops::gemm(g, dt, xp, rows, w.in_dim, wp, w.out_dim, yp, dt)?;
+        if let Some(b) = &w.bias {
+            ops::bias_add(g, dt, yp, b.ptr(s), rows, w.out_dim)?;
+        }
+        Ok(())
+    }
+
+    fn rope(
+        &self,
+        rope: &DeviceRope,
+        scratch: &DeviceScratch,
+        x: &mut DeviceBuf,
+        rows: usize,
+        heads: usize,
+        head_dim: usize,
+    ) -> Result<()> {
+        let row = heads * head_dim;
+        self.need(x, rows * row, "rope")?;
+        if rows > scratch.pass_rows() {
+            return Err(Error::cuda("rope over more rows than the pass has"));
+        }
+        let (g, s) = (&*self.gpu, &self.gpu.stream);
+        let pos = slice_ptr(&scratch.positions, s);
+        let freq = slice_ptr(&rope.inv_freq, s);
+        let rd = rope.rotary_dim;
+        ops::rope(
+            g,
+            self.dtype,
+            x.ptr(s),
+            pos,
+            freq,
+            rows,
+            heads,
+            head_dim,
+            rd,
+            row,
+        )
+    }
+
+    fn write_kv(
+        &self,
+        kv: &mut DeviceKv,
+        layer: usize,
+        start: usize,
+        k: &DeviceBuf,
+        v: &DeviceBuf,
+        rows: Range<usize>,
+        kv_dim: usize,
+    ) -> Result<()> {
+        self.check_kv(kv)?;
+        if layer >= kv.keys.len() {
+            return Err(Error::cuda(format!("no layer {layer} in the KV cache")));
+        }
+        let (src, dst, n) = (rows.start * kv_dim, start * kv_dim, rows.len() * kv_dim);
+        self.gpu.copy(k, src, &mut kv.keys[layer], dst, n)?;
+        self.gpu.copy(v, src, &mut kv.values[layer], dst, n)
+    }
+
+    fn attention(
+        &self,
+        scratch: &mut DeviceScratch,
+        step: &AttentionStep<Self>,
+        out: &mut DeviceBuf,
+        recorders: Option<&mut [HeadRecorder]>,
+    ) -> Result<()> {
+        let (g, kv, sh) = (&*self.gpu, step.kv, step.shape);
+        self.check_kv(kv)?;
+        let m = step.rows.len();
+        let (q_dim, kv_dim) = (sh.q_dim(), sh.kv_dim());
+        self.need(step.q, step.rows.end * q_dim, "attention queries")?;
+        self.need(out, step.rows.end * q_dim, "attention output")?;
+        if m == 0 {
+            return Ok(());
+        }
+        if step.layer >= kv.keys.len() || step.q_start + m > kv.capacity || kv_dim != kv.kv_dim {
+            return Err(Error::cuda(format!(
+                "attention at layer {} over slots ..{} does not fit the KV cache ({} layers × {} slots)",
+                step.layer,
+                step.q_start + m,
+                kv.keys.len(),
+                kv.capacity
+            )));
+        }
+        scratch.check_stats(sh.n_heads, m)?;
+        let capturing = recorders
+            .as_ref()
+            .is_some_and(|r| r.iter().any(|h| h.is_active()));
+        let call = self.attention_call(scratch, step, out, capturing);
+        if m <= DECODE_MAX_Q {
+            let partials = scratch.decode_partials(g, kv)?;
+            ops::attention_decode(g, &call, &partials)?;
+        } else {
+            ops::attention_prefill(g, &call)?;
+        }
+        if let Some(recs) = recorders.filter(|_| capturing) {
+            let stats = scratch.first_pass();
+            record_layer(g, &call, kv.positions_ptr(), &stats, recs, &step.mask)?;
+        }
+        Ok(())
+    }
+
+    fn add(&self, x: &mut DeviceBuf, y: &DeviceBuf, n: usize) -> Result<()> {
+        self.need(x, n, "residual")?;
+        self.need(y, n, "residual addend")?;
+        let s = &self.gpu.stream;
+        ops::residual_add(&self.gpu, self.dtype, x.ptr(s), y.ptr(s), n)
+    }
+
+    fn add2(&self, x: &mut DeviceBuf, a: &DeviceBuf, b: &DeviceBuf, n: usize) -> Result<()> {
+        self.need(x, n, "residual")?;
+        self.need(a, n, "residual addend")?;
+        self.need(b, n, "residual addend")?;
+        let s = &self.gpu.stream;
+        ops::residual_add2(&self.gpu, self.dtype, x.ptr(s), a.ptr(s), b.ptr(s), n)
+    }
+
+    fn activate(&self, act: Activation, x: &mut DeviceBuf, n: usize) -> Result<()> {
+        self.need(x, n, "activation")?;
+        let s = &self.gpu.stream;
+        ops::activate(&self.gpu, self.dtype, act, x.ptr(s), n)
+    }
+
+    fn activate_gated(
+        &self,
+        act: Activation,
+        gate: &DeviceBuf,
+        up: &mut DeviceBuf,
+        n: usize,
+    ) -> Result<()> {
+        self.need(gate, n, "gate")?;
+        self.need(up, n, "up projection")?;
+        let s = &self.gpu.stream;
+        ops::activate_gated(&self.gpu, self.dtype, act, gate.ptr(s), up.ptr(s), n)
+    }
+
+    fn gather_rows(
+        &self,
+        x: &DeviceBuf,
+        ranges: &[Range<usize>],
+        width: usize,
+        out: &mut DeviceBuf,
+    ) -> Result<()> {
+        let mut row = 0;
+        for r in ranges {
+            let n = r.len() * width;
+            self.gpu.copy(x, r.start * width, out, row * width, n)?;
+            row += r.len();
+        }
+        Ok(())
+    }
+
+    fn lm_head(
+        &self,
+        scratch: &mut DeviceScratch,
+        x: &DeviceBuf,
+        rows: usize,
+        head: LmHead<Self>,
+        vocab: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        let (g, dt) = (&*self.gpu, self.dtype);
+        let s = &g.stream;
+        let (w, in_dim, bias) = match head {
+            LmHead::Linear(l) => (&l.w, l.in_dim, l.logit_bias.as_ref()),
+            LmHead::Tied(t) => (&t.data, t.width, None),
+        };
+        self.need(x, rows * in_dim, "lm_head input")?;
+        self.need(w, vocab * in_dim, "lm_head weight")?;
+        let len = rows * vocab;
+        let logits = scratch.logits(g, len)?;
+        let lp = slice_ptr(logits, s);
+        ops::gemm(
+            g,
+            dt,
+            x.ptr(s),
+            rows,
+            in_dim,
+            w.ptr(s),
+            vocab,
+            lp,
+            GpuDtype::F32,
+        )?;
+        if let Some(b) = bias {
+            ops::bias_add(g, GpuDtype::F32, lp, slice_ptr(b, s), rows, vocab)?;
+        }
+        out.clear();
+        out.resize(len, 0.0);
+        if len == 0 {
+            return Ok(());
+        }
+        s.memcpy_dtoh(&logits.slice(0..len), out.as_mut_slice())
+            .map_err(|e| Error::cuda(format!("downloading logits: {e:?}")))?;
+        g.sync()
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.gpu.sync()
+    }
+}
+
+impl CudaBackend {
+    /// The launch operands of one attention step: queries and output at rows `step.rows`, the cache's keys,
+    /// values and groups, the scratch's statistics (entropy, max weight and argmax only when `capturing`).
+    fn attention_call(
+        &self,
+        scratch: &DeviceScratch,
+        step: &AttentionStep<Self>,
+        out: &DeviceBuf,
+        capturing: bool,
+    ) -> AttentionCall {
+        let (s, kv, sh) = (&self.gpu.stream, step.kv, step.shape);
+        let q_dim = sh.q_dim();
+        let [lse, entropy, max_weight, argmax] = scratch.stat_ptrs(s, capturing);
+        AttentionCall {
+            dtype: self.dtype,
+            q: step.q.ptr_at(s, step.rows.start * q_dim),
+            q_stride: q_dim,
+            k: kv.keys[step.layer].ptr(s),
+            v: kv.values[step.layer].ptr(s),
+            kv_stride: sh.kv_dim(),
+            o: out.ptr_at(s, step.rows.start * q_dim),
+            o_stride: q_dim,
+            lse,
+            entropy,
+            max_weight,
+            argmax,
+            groups: kv.groups_ptr(),
+            isolated: step.mask.visibility == Visibility::Isolated,
+            window: step.mask.sliding_window.unwrap_or(0),
+            q_start: step.q_start,
+            n_new: step.rows.len(),
+            n_heads: sh.n_heads,
+            n_kv_heads: sh.n_kv_heads,
+            head_dim: sh.head_dim,
+            scale: sh.scale,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opening_without_a_usable_gpu_is_an_error_not_a_panic() {
+        if crate::probe().is_available() {
+            return;
+        }
+        assert!(CudaBackend::open(0, GpuDtype::Bf16).is_err());
+    }
+}

@@ -1,0 +1,188 @@
+//! Per-pass device state of the CUDA backend beyond the activations (`Backend::Scratch`): token ids and
+//! positions of the stacked rows, the first pass's attention statistics, the split-K decode partials and the
+//! f32 logits. Allocated once per workspace and grown only when a larger batch or a longer cache comes, so
+//! a decode step allocates nothing on the device.
+
+use crate::capture::FirstPassStats;
+use crate::context::{GpuContext, slice_ptr};
+use crate::kv::DeviceKv;
+use crate::ops::{DECODE_MAX_Q, DecodeScratch, decode_scratch_rows};
+use attnscope_core::Error;
+use attnscope_core::Result;
+use attnscope_core::config::ModelConfig;
+use attnscope_core::slots::SlotInfo;
+use cudarc::driver::{CudaSlice, CudaStream};
+
+/// Device scratch for passes of up to `rows` stacked rows.
+pub struct DeviceScratch {
+    /// Rows the id, position and statistics buffers hold.
+    rows: usize,
+    n_heads: usize,
+    head_dim: usize,
+    vocab: usize,
+    /// Rows of the current pass (set by [`DeviceScratch::begin_pass`]).
+    pass_rows: usize,
+    /// Token id per stacked row `[rows]`.
+    pub ids: CudaSlice<u32>,
+    /// Position per stacked row `[rows]` (RoPE and learned positions).
+    pub positions: CudaSlice<i64>,
+    host_ids: Vec<u32>,
+    host_positions: Vec<i64>,
+    /// First-pass statistics `[n_heads, rows]` of one attention call.
+    pub lse: CudaSlice<f32>,
+    pub entropy: CudaSlice<f32>,
+    pub max_weight: CudaSlice<f32>,
+    pub argmax: CudaSlice<u32>,
+    decode: DecodePartials,
+    /// f32 logits `[rows, vocab]`.
+    pub logits: CudaSlice<f32>,
+}
+
+/// The split-K decode partials: `rows` partial rows (heads × splits × query rows) of 4 f32 statistics, one
+/// i32 argmax and `head_dim` f32 outputs.
+struct DecodePartials {
+    rows: usize,
+    stat: CudaSlice<f32>,
+    arg: CudaSlice<i32>,
+    o: CudaSlice<f32>,
+}
+
+impl DecodePartials {
+    fn new(g: &GpuContext, rows: usize, head_dim: usize) -> Result<DecodePartials> {
+        Ok(DecodePartials {
+            rows,
+            stat: g.zeros_of(rows * 4)?,
+            arg: g.zeros_of(rows)?,
+            o: g.zeros_of(rows * head_dim)?,
+        })
+    }
+}
+
+impl DeviceScratch {
+    /// Scratch for passes of up to `rows` rows of model `cfg`.
+    pub fn new(g: &GpuContext, cfg: &ModelConfig, rows: usize) -> Result<DeviceScratch> {
+        let rows = rows.max(1);
+        let stats = cfg.n_heads * rows;
+        Ok(DeviceScratch {
+            rows,
+            n_heads: cfg.n_heads,
+            head_dim: cfg.head_dim,
+            vocab: cfg.vocab_size,
+            pass_rows: 0,
+            ids: g.zeros_of(rows)?,
+            positions: g.zeros_of(rows)?,
+            host_ids: Vec::with_capacity(rows),
+            host_positions: Vec::with_capacity(rows),
+            lse: g.zeros_of(stats)?,
+            entropy: g.zeros_of(stats)?,
+            max_weight: g.zeros_of(stats)?,
+            argmax: g.zeros_of(stats)?,
+            decode: DecodePartials::new(g, 0, cfg.head_dim)?,
+            logits: g.zeros_of(rows * cfg.vocab_size)?,
+        })
+    }
+
+    /// Rows of the current pass.
+    pub fn pass_rows(&self) -> usize {
+        self.pass_rows
+    }
+
+    /// Uploads the token ids and positions of the pass's stacked `slots` (grows first if the pass is larger
+    /// than any before).
+    pub fn begin_pass(&mut self, g: &GpuContext, slots: &[SlotInfo]) -> Result<()> {
+        if slots.len() > self.rows {
+            *self = DeviceScratch::regrow(self, g, slots.len())?;
+        }
+        self.host_ids.clear();
+        self.host_ids.extend(slots.iter().map(|s| s.token));
+        self.host_positions.clear();
+        self.host_positions.extend(slots.iter().map(|s| s.position));
+        self.pass_rows = slots.len();
+        if slots.is_empty() {
+            return Ok(());
+        }
+        let err = |e| Error::cuda(format!("uploading token ids and positions: {e:?}"));
+        let n = slots.len();
+        g.stream
+            .memcpy_htod(&self.host_ids, &mut self.ids.slice_mut(0..n))
+            .map_err(err)?;
+        g.stream
+            .memcpy_htod(&self.host_positions, &mut self.positions.slice_mut(0..n))
+            .map_err(err)
+    }
+
+    /// The same scratch for `rows` rows (keeps the decode partials).
+    fn regrow(old: &DeviceScratch, g: &GpuContext, rows: usize) -> Result<DeviceScratch> {
+        let stats = old.n_heads * rows;
+        Ok(DeviceScratch {
+            rows,
+            pass_rows: 0,
+            ids: g.zeros_of(rows)?,
+            positions: g.zeros_of(rows)?,
+            host_ids: Vec::with_capacity(rows),
+            host_positions: Vec::with_capacity(rows),
+            lse: g.zeros_of(stats)?,
+            entropy: g.zeros_of(stats)?,
+            max_weight: g.zeros_of(stats)?,
+            argmax: g.zeros_of(stats)?,
+            decode: DecodePartials::new(g, old.decode.rows, old.head_dim)?,
+            logits: g.zeros_of(rows * old.vocab)?,
+            ..*old
+        })
+    }
+
+    /// Checks that one attention call of `n_new` rows fits the statistics buffers.
+    pub fn check_stats(&self, n_heads: usize, n_new: usize) -> Result<()> {
+        if n_heads * n_new > self.lse.len() {
+            return Err(Error::cuda(format!(
+                "attention over {n_new} rows × {n_heads} heads exceeds the scratch of {} rows",
+                self.rows
+            )));
+        }
+        Ok(())
+    }
+
+    /// Decode partials for any decode call against `kv` (up to its capacity, up to `DECODE_MAX_Q` rows):
+    /// allocated on the first call that needs more, so a longer cache grows them once.
+    pub fn decode_partials(&mut self, g: &GpuContext, kv: &DeviceKv) -> Result<DecodeScratch> {
+        let needed = decode_scratch_rows(kv.capacity, DECODE_MAX_Q, self.n_heads);
+        if needed > self.decode.rows {
+            self.decode = DecodePartials::new(g, needed, self.head_dim)?;
+        }
+        let s = &g.stream;
+        Ok(DecodeScratch {
+            stat: slice_ptr(&self.decode.stat, s),
+            arg: slice_ptr(&self.decode.arg, s),
+            o: slice_ptr(&self.decode.o, s),
+        })
+    }
+
+    /// The f32 logits buffer, grown to `len` elements if it is shorter.
+    pub fn logits(&mut self, g: &GpuContext, len: usize) -> Result<&CudaSlice<f32>> {
+        if len > self.logits.len() {
+            self.logits = g.zeros_of(len)?;
+        }
+        Ok(&self.logits)
+    }
+
+    /// The first pass's statistics, for the capture's second pass.
+    pub fn first_pass(&self) -> FirstPassStats<'_> {
+        FirstPassStats {
+            lse: &self.lse,
+            entropy: &self.entropy,
+            max_weight: &self.max_weight,
+            argmax: &self.argmax,
+        }
+    }
+
+    /// Device addresses of the statistics: lse always, the others only when `capturing` (0 = not computed).
+    pub fn stat_ptrs(&self, s: &CudaStream, capturing: bool) -> [u64; 4] {
+        let opt = |p: u64| if capturing { p } else { 0 };
+        [
+            slice_ptr(&self.lse, s),
+            opt(slice_ptr(&self.entropy, s)),
+            opt(slice_ptr(&self.max_weight, s)),
+            opt(slice_ptr(&self.argmax, s)),
+        ]
+    }
+}
