@@ -150,3 +150,21 @@ fn the_core_names_no_cuda_type() {
         }
     }
 }
+
+#[test]
+fn tests_launch_kernels_only_through_the_engine_launchers() {
+    let mut files = Vec::new();
+    rust_files(&common::repo().join("tests"), &mut files);
+    for f in files {
+        let text = fs::read_to_string(&f).unwrap();
+        for needle in ["launch_builder", "load_function", "compile_kernel("] {
+            assert!(
+                !text.contains(needle)
+                    || f.ends_with("architecture.rs")
+                    || f.ends_with("nvrtc_compile.rs"),
+                "{} uses {needle}: launch through attnscope_cuda::ops",
+                f.display()
+            );
+        }
+    }
+}

@@ -9,15 +9,20 @@ mod gpu_common;
 
 use attnscope_core::config::Activation;
 use attnscope_core::model::ops::{activation, add_in_place, project};
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use attnscope_cuda::ops::{self, Grid};
 use gpu_common::{Elem, Gpu, gpu_or_skip, max_rel_err, round_to, values};
 
-fn cfg(grid: usize, block: u32) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (grid as u32, 1, 1),
-        block_dim: (block, 1, 1),
-        shared_mem_bytes: 0,
+/// `blocks` blocks of `threads` threads: the tests vary the shape to exercise the kernels' stride loops.
+fn grid(blocks: usize, threads: u32) -> Grid {
+    Grid::Fixed {
+        blocks: blocks as u32,
+        threads,
     }
+}
+
+/// Panics with the launcher's one-line error.
+fn ok(r: attnscope_core::Result<()>) {
+    r.unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Bit-exact equality (f32 adds and copies are deterministic; 16-bit results are rounded once, to nearest
@@ -33,9 +38,6 @@ fn assert_same(label: &str, got: &[f32], want: &[f32]) {
 }
 
 fn embedding<E: Elem>(gpu: &Gpu) {
-    let m = gpu.module("embedding.cu");
-    let gather = gpu.function(&m, &format!("embedding_gather_{}", E::SUFFIX));
-    let pos_add = gpu.function(&m, &format!("position_add_{}", E::SUFFIX));
     let (vocab, max_pos) = (50usize, 64usize);
     for (dim, block) in [(80usize, 128u32), (1000, 128), (1000, 1024)] {
         let table = round_to::<E>(&values(vocab * dim, dim as u64));
@@ -69,23 +71,35 @@ fn embedding<E: Elem>(gpu: &Gpu) {
         let dwpe = gpu.upload_as::<E>(&wpe);
         let dids = gpu.upload(&ids);
         let dpos = gpu.upload(&positions);
-        let mut dx = gpu.upload_as::<E>(&vec![7.0f32; n * dim]); // garbage the gather must overwrite
-        let ints = [n, dim, vocab].map(|x| x as i32);
-        let mut b = gpu.stream.launch_builder(&gather);
-        b.arg(&dtable).arg(&dids).arg(&mut dx);
-        b.arg(&ints[0]).arg(&ints[1]).arg(&ints[2]);
-        // SAFETY: arguments follow `embedding_gather_<T>` in kernels/embedding.cu: table vocab·dim, ids n,
-        // out n·dim; grid (n), block a multiple of 32 ≤ 1024.
-        unsafe { b.launch(cfg(n, block)) }.expect("launch gather");
+        let dx = gpu.upload_as::<E>(&vec![7.0f32; n * dim]); // garbage the gather must overwrite
+        let (table_p, ids_p, x_p) = (gpu.ptr(&dtable), gpu.ptr(&dids), gpu.ptr(&dx));
+        let g = grid(n, block);
+        ok(ops::embedding_gather(
+            &gpu.g,
+            E::DTYPE,
+            table_p,
+            ids_p,
+            x_p,
+            n,
+            dim,
+            vocab,
+            g,
+        ));
         let label = format!("gather {} dim {dim} block {block}", E::SUFFIX);
         assert_same(&label, &gpu.download_f32(&dx), &want_gather);
 
-        let max_pos_i = max_pos as i32;
-        let mut b = gpu.stream.launch_builder(&pos_add);
-        b.arg(&dwpe).arg(&dpos).arg(&mut dx);
-        b.arg(&ints[0]).arg(&ints[1]).arg(&max_pos_i);
-        // SAFETY: arguments follow `position_add_<T>`: table max_pos·dim, positions n int64, x n·dim.
-        unsafe { b.launch(cfg(n, block)) }.expect("launch position_add");
+        let (wpe_p, pos_p) = (gpu.ptr(&dwpe), gpu.ptr(&dpos));
+        ok(ops::position_add(
+            &gpu.g,
+            E::DTYPE,
+            wpe_p,
+            pos_p,
+            x_p,
+            n,
+            dim,
+            max_pos,
+            g,
+        ));
         let label = format!("position_add {} dim {dim} block {block}", E::SUFFIX);
         assert_same(&label, &gpu.download_f32(&dx), &want);
     }
@@ -116,10 +130,9 @@ fn act_inputs(n: usize, seed: u64) -> Vec<f32> {
     x
 }
 
-/// In place `act_<name>_<T>` and gated `act_gate_<name>_<T>` on n values with `grid` blocks of 256 threads
-/// (a grid smaller than n/256 exercises the grid-stride loop); returns the worst `max_rel_err`.
-fn activations<E: Elem>(gpu: &Gpu, n: usize, grid: usize, acts: &[(Activation, &str)]) -> f32 {
-    let m = gpu.module("activation.cu");
+/// In place `act_<name>_<T>` and gated `act_gate_<name>_<T>` on n values with `blocks` blocks of 256
+/// threads (fewer than n/256 exercise the grid-stride loop); returns the worst `max_rel_err`.
+fn activations<E: Elem>(gpu: &Gpu, n: usize, blocks: usize, acts: &[(Activation, &str)]) -> f32 {
     let mut worst = 0.0f32;
     for &(act, name) in acts {
         let x = round_to::<E>(&act_inputs(n, 21));
@@ -135,31 +148,32 @@ fn activations<E: Elem>(gpu: &Gpu, n: usize, grid: usize, acts: &[(Activation, &
             .map(|(&u, &g)| E::from_f32(u * activation(g, act)).to_f32())
             .collect();
 
-        let f = gpu.function(&m, &format!("act_{name}_{}", E::SUFFIX));
-        let mut dx = gpu.upload_as::<E>(&x);
-        let n_i = n as i64;
-        let mut b = gpu.stream.launch_builder(&f);
-        b.arg(&mut dx).arg(&n_i);
-        // SAFETY: arguments follow `act_<name>_<T>` in kernels/activation.cu; x holds n values.
-        unsafe { b.launch(cfg(grid, 256)) }.expect("launch act");
+        let dx = gpu.upload_as::<E>(&x);
+        let g = grid(blocks, 256);
+        ok(ops::activate(&gpu.g, E::DTYPE, act, gpu.ptr(&dx), n, g));
         let err = max_rel_err(&gpu.download_f32(&dx), &want);
         worst = worst.max(err);
         println!(
-            "act_{name}_{} n {n} grid {grid}: max rel err {err:.3e}",
+            "act_{name}_{} n {n} grid {blocks}: max rel err {err:.3e}",
             E::SUFFIX
         );
 
-        let f = gpu.function(&m, &format!("act_gate_{name}_{}", E::SUFFIX));
         let dgate = gpu.upload_as::<E>(&x);
-        let mut dup = gpu.upload_as::<E>(&up);
-        let mut b = gpu.stream.launch_builder(&f);
-        b.arg(&dgate).arg(&mut dup).arg(&n_i);
-        // SAFETY: arguments follow `act_gate_<name>_<T>`; gate and up hold n values.
-        unsafe { b.launch(cfg(grid, 256)) }.expect("launch act_gate");
+        let dup = gpu.upload_as::<E>(&up);
+        let (gate_p, up_p) = (gpu.ptr(&dgate), gpu.ptr(&dup));
+        ok(ops::activate_gated(
+            &gpu.g,
+            E::DTYPE,
+            act,
+            gate_p,
+            up_p,
+            n,
+            g,
+        ));
         let err = max_rel_err(&gpu.download_f32(&dup), &want_gated);
         worst = worst.max(err);
         println!(
-            "act_gate_{name}_{} n {n} grid {grid}: max rel err {err:.3e}",
+            "act_gate_{name}_{} n {n} grid {blocks}: max rel err {err:.3e}",
             E::SUFFIX
         );
     }
@@ -191,8 +205,7 @@ fn activations_match_cpu() {
 }
 
 fn residual<E: Elem>(gpu: &Gpu) {
-    let m = gpu.module("residual.cu");
-    for (n, grid) in [(1usize, 1usize), (9_001, 4), (9_001, 36)] {
+    for (n, blocks) in [(1usize, 1usize), (9_001, 4), (9_001, 36)] {
         let x = round_to::<E>(&values(n, 31));
         let a = round_to::<E>(&values(n, 32));
         let bb = round_to::<E>(&values(n, 33));
@@ -208,29 +221,30 @@ fn residual<E: Elem>(gpu: &Gpu) {
         add_in_place(&mut want2, &sum);
         let want2 = round(want2);
 
-        let n_i = n as i64;
-        let f = gpu.function(&m, &format!("residual_add_{}", E::SUFFIX));
-        let mut dx = gpu.upload_as::<E>(&x);
+        let g = grid(blocks, 256);
+        let dx = gpu.upload_as::<E>(&x);
         let da = gpu.upload_as::<E>(&a);
         let db = gpu.upload_as::<E>(&bb);
-        let mut b = gpu.stream.launch_builder(&f);
-        b.arg(&mut dx).arg(&da).arg(&n_i);
-        // SAFETY: arguments follow `residual_add_<T>` in kernels/residual.cu; x and y hold n values.
-        unsafe { b.launch(cfg(grid, 256)) }.expect("launch residual_add");
-        let label = format!("residual_add {} n {n} grid {grid}", E::SUFFIX);
+        let (a_p, b_p) = (gpu.ptr(&da), gpu.ptr(&db));
+        ok(ops::residual_add(&gpu.g, E::DTYPE, gpu.ptr(&dx), a_p, n, g));
+        let label = format!("residual_add {} n {n} grid {blocks}", E::SUFFIX);
         assert_same(&label, &gpu.download_f32(&dx), &want1);
 
-        let f = gpu.function(&m, &format!("residual_add2_{}", E::SUFFIX));
-        let mut dx = gpu.upload_as::<E>(&x);
-        let mut b = gpu.stream.launch_builder(&f);
-        b.arg(&mut dx).arg(&da).arg(&db).arg(&n_i);
-        // SAFETY: arguments follow `residual_add2_<T>`; x, a and b hold n values.
-        unsafe { b.launch(cfg(grid, 256)) }.expect("launch residual_add2");
-        let label = format!("residual_add2 {} n {n} grid {grid}", E::SUFFIX);
+        let dx = gpu.upload_as::<E>(&x);
+        ok(ops::residual_add2(
+            &gpu.g,
+            E::DTYPE,
+            gpu.ptr(&dx),
+            a_p,
+            b_p,
+            n,
+            g,
+        ));
+        let label = format!("residual_add2 {} n {n} grid {blocks}", E::SUFFIX);
         assert_same(&label, &gpu.download_f32(&dx), &want2);
     }
     // Bias add: the CPU twin is `project` with an identity weight (x·I is exact), whose bias add is the twin.
-    for (rows, dim, grid) in [(5usize, 80usize, 1usize), (37, 80, 3), (37, 80, 12)] {
+    for (rows, dim, blocks) in [(5usize, 80usize, 1usize), (37, 80, 3), (37, 80, 12)] {
         let x = round_to::<E>(&values(rows * dim, 34));
         let bias = round_to::<E>(&values(dim, 35));
         let mut eye = vec![0.0f32; dim * dim];
@@ -238,15 +252,12 @@ fn residual<E: Elem>(gpu: &Gpu) {
         let mut want = Vec::new();
         project(&x, rows, &eye, dim, dim, Some(&bias), &mut want);
         let want: Vec<f32> = want.iter().map(|&v| E::from_f32(v).to_f32()).collect();
-        let f = gpu.function(&m, &format!("bias_add_{}", E::SUFFIX));
-        let mut dx = gpu.upload_as::<E>(&x);
+        let dx = gpu.upload_as::<E>(&x);
         let dbias = gpu.upload_as::<E>(&bias);
-        let (rows_i, dim_i) = (rows as i64, dim as i32);
-        let mut b = gpu.stream.launch_builder(&f);
-        b.arg(&mut dx).arg(&dbias).arg(&rows_i).arg(&dim_i);
-        // SAFETY: arguments follow `bias_add_<T>`; x holds rows·dim values, bias dim.
-        unsafe { b.launch(cfg(grid, 256)) }.expect("launch bias_add");
-        let label = format!("bias_add {} rows {rows} dim {dim} grid {grid}", E::SUFFIX);
+        let (x_p, bias_p) = (gpu.ptr(&dx), gpu.ptr(&dbias));
+        let g = grid(blocks, 256);
+        ok(ops::bias_add(&gpu.g, E::DTYPE, x_p, bias_p, rows, dim, g));
+        let label = format!("bias_add {} rows {rows} dim {dim} grid {blocks}", E::SUFFIX);
         assert_same(&label, &gpu.download_f32(&dx), &want);
     }
 }

@@ -1,5 +1,6 @@
-//! Helpers shared by the GPU kernel tests (tests/gpu_attention.rs, tests/gpu_elementwise.rs): the device
-//! context or a visible SKIP, deterministic inputs, element types, error measures.
+//! Helpers shared by the GPU kernel tests (tests/gpu_kernels.rs, tests/gpu_attention.rs,
+//! tests/gpu_elementwise.rs): the engine's device context or a visible SKIP, device buffers, deterministic
+//! inputs, element types, error measures. Kernels are launched only through `attnscope_cuda::ops`.
 //!
 //! Without a CUDA device every test prints `SKIP: no CUDA device (...)` and passes, unless
 //! `ATTNSCOPE_REQUIRE_GPU=1` (set by scripts/gpu-check.sh), which turns the skip into a failure.
@@ -9,10 +10,8 @@ pub mod attention;
 pub mod runs;
 
 use attnscope_cuda::context::slice_ptr;
-use attnscope_cuda::{CudaStatus, GpuContext, GpuDtype, compile_kernel, kernel_sources, probe};
-use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits,
-};
+use attnscope_cuda::{CudaStatus, GpuContext, GpuDtype, probe};
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits};
 use std::sync::Arc;
 
 /// The engine's device context (kernels loaded, launched through `attnscope_cuda::ops`) and its stream.
@@ -56,23 +55,6 @@ pub fn small() -> bool {
 pub const NULL: u64 = 0;
 
 impl Gpu {
-    /// Compiles and loads one kernel file.
-    pub fn module(&self, file: &str) -> Arc<CudaModule> {
-        let src = kernel_sources()
-            .iter()
-            .find(|(n, _)| *n == file)
-            .map(|(_, s)| *s)
-            .expect("kernel file is embedded");
-        let ptx = compile_kernel(file, src, &self.arch).unwrap_or_else(|e| panic!("{e}"));
-        self.ctx.load_module(ptx).expect("PTX loads")
-    }
-
-    pub fn function(&self, module: &Arc<CudaModule>, name: &str) -> CudaFunction {
-        module
-            .load_function(name)
-            .unwrap_or_else(|e| panic!("kernel {name}: {e:?}"))
-    }
-
     /// Device address of a buffer, for the launchers of `attnscope_cuda::ops`.
     pub fn ptr<T>(&self, d: &CudaSlice<T>) -> u64 {
         slice_ptr(d, &self.stream)

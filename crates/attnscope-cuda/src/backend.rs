@@ -9,7 +9,7 @@ use crate::capture::record_layer;
 use crate::context::{DeviceBuf, GpuContext, slice_ptr};
 use crate::dtype::GpuDtype;
 use crate::kv::DeviceKv;
-use crate::ops::{self, AttentionCall, DECODE_MAX_Q};
+use crate::ops::{self, AttentionCall, DECODE_MAX_Q, Grid};
 use crate::scratch::DeviceScratch;
 pub use crate::weights::{DeviceLinear, DeviceNorm, DeviceRope, DeviceTable};
 use attnscope_core::Error;
@@ -188,11 +188,13 @@ impl Backend for CudaBackend {
         let s = &g.stream;
         let (ids, pos) = (slice_ptr(&scratch.ids, s), slice_ptr(&scratch.positions, s));
         let vocab = embed.rows();
-        ops::embedding_gather(g, dt, embed.data.ptr(s), ids, x.ptr(s), rows, h, vocab)?;
+        let (table, out) = (embed.data.ptr(s), x.ptr(s));
+        ops::embedding_gather(g, dt, table, ids, out, rows, h, vocab, Grid::Auto)?;
         if let Some(wpe) = pos_embed {
             // Rows of the uploaded table (as the CPU indexes it), not cfg.max_positions, which may be absent.
             let max_pos = wpe.rows();
-            ops::position_add(g, dt, wpe.data.ptr(s), pos, x.ptr(s), rows, h, max_pos)?;
+            let (table, out) = (wpe.data.ptr(s), x.ptr(s));
+            ops::position_add(g, dt, table, pos, out, rows, h, max_pos, Grid::Auto)?;
         }
         Ok(())
     }
@@ -246,7 +248,7 @@ impl Backend for CudaBackend {
         let (xp, wp, yp) = (x.ptr(s), w.w.ptr(s), y.ptr(s));
         ops::gemm(g, dt, xp, rows, w.in_dim, wp, w.out_dim, yp, dt)?;
         if let Some(b) = &w.bias {
-            ops::bias_add(g, dt, yp, b.ptr(s), rows, w.out_dim)?;
+            ops::bias_add(g, dt, yp, b.ptr(s), rows, w.out_dim, Grid::Auto)?;
         }
         Ok(())
     }
@@ -349,7 +351,7 @@ impl Backend for CudaBackend {
         self.need(x, n, "residual")?;
         self.need(y, n, "residual addend")?;
         let s = &self.gpu.stream;
-        ops::residual_add(&self.gpu, self.dtype, x.ptr(s), y.ptr(s), n)
+        ops::residual_add(&self.gpu, self.dtype, x.ptr(s), y.ptr(s), n, Grid::Auto)
     }
 
     fn add2(&self, x: &mut DeviceBuf, a: &DeviceBuf, b: &DeviceBuf, n: usize) -> Result<()> {
@@ -357,13 +359,14 @@ impl Backend for CudaBackend {
         self.need(a, n, "residual addend")?;
         self.need(b, n, "residual addend")?;
         let s = &self.gpu.stream;
-        ops::residual_add2(&self.gpu, self.dtype, x.ptr(s), a.ptr(s), b.ptr(s), n)
+        let (xp, ap, bp) = (x.ptr(s), a.ptr(s), b.ptr(s));
+        ops::residual_add2(&self.gpu, self.dtype, xp, ap, bp, n, Grid::Auto)
     }
 
     fn activate(&self, act: Activation, x: &mut DeviceBuf, n: usize) -> Result<()> {
         self.need(x, n, "activation")?;
         let s = &self.gpu.stream;
-        ops::activate(&self.gpu, self.dtype, act, x.ptr(s), n)
+        ops::activate(&self.gpu, self.dtype, act, x.ptr(s), n, Grid::Auto)
     }
 
     fn activate_gated(
@@ -376,7 +379,8 @@ impl Backend for CudaBackend {
         self.need(gate, n, "gate")?;
         self.need(up, n, "up projection")?;
         let s = &self.gpu.stream;
-        ops::activate_gated(&self.gpu, self.dtype, act, gate.ptr(s), up.ptr(s), n)
+        let (gp, up) = (gate.ptr(s), up.ptr(s));
+        ops::activate_gated(&self.gpu, self.dtype, act, gp, up, n, Grid::Auto)
     }
 
     fn gather_rows(
@@ -427,7 +431,15 @@ impl Backend for CudaBackend {
             GpuDtype::F32,
         )?;
         if let Some(b) = bias {
-            ops::bias_add(g, GpuDtype::F32, lp, slice_ptr(b, s), rows, vocab)?;
+            ops::bias_add(
+                g,
+                GpuDtype::F32,
+                lp,
+                slice_ptr(b, s),
+                rows,
+                vocab,
+                Grid::Auto,
+            )?;
         }
         out.clear();
         out.resize(len, 0.0);

@@ -15,13 +15,33 @@ use cudarc::driver::LaunchConfig;
 /// Threads per block of the elementwise kernels.
 const EW_THREADS: u32 = 256;
 
-/// A 1-D grid-stride launch over `n` elements.
-fn elementwise(n: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: ((n as u32).div_ceil(EW_THREADS).clamp(1, 65535), 1, 1),
-        block_dim: (EW_THREADS, 1, 1),
-        shared_mem_bytes: 0,
+/// Launch shape of the elementwise and embedding kernels, whose loops stride over the grid: the engine's
+/// (`Auto`) or a fixed one (the GPU tests use small grids and other block sizes to exercise the loops).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Grid {
+    /// Elementwise: one thread per element, up to 65535 blocks of 256; embedding: one block of 256 per row.
+    Auto,
+    /// `blocks` blocks of `threads` threads (a multiple of 32, at most 1024).
+    Fixed { blocks: u32, threads: u32 },
+}
+
+impl Grid {
+    fn config(self, auto_blocks: usize, auto_threads: u32) -> LaunchConfig {
+        let (blocks, threads) = match self {
+            Grid::Auto => (auto_blocks.clamp(1, 65535) as u32, auto_threads),
+            Grid::Fixed { blocks, threads } => (blocks.max(1), threads),
+        };
+        LaunchConfig {
+            grid_dim: (blocks, 1, 1),
+            block_dim: (threads, 1, 1),
+            shared_mem_bytes: 0,
+        }
     }
+}
+
+/// A 1-D grid-stride launch over `n` elements.
+fn elementwise(n: usize, grid: Grid) -> LaunchConfig {
+    grid.config(n.div_ceil(EW_THREADS as usize), EW_THREADS)
 }
 
 /// Grid `(rows, y)` with `threads` per block.
@@ -96,6 +116,7 @@ pub fn bias_add(
     bias: u64,
     rows: usize,
     dim: usize,
+    grid: Grid,
 ) -> Result<()> {
     let name = k::BIAS_ADD.of(dt);
     let args = [
@@ -104,19 +125,35 @@ pub fn bias_add(
         Arg::I64(rows as i64),
         Arg::I32(dim as i32),
     ];
-    g.launch(&name, elementwise(rows * dim), &args)
+    g.launch(&name, elementwise(rows * dim, grid), &args)
 }
 
 /// `x += y` (kernels/residual.cu).
-pub fn residual_add(g: &GpuContext, dt: GpuDtype, x: u64, y: u64, n: usize) -> Result<()> {
+pub fn residual_add(
+    g: &GpuContext,
+    dt: GpuDtype,
+    x: u64,
+    y: u64,
+    n: usize,
+    grid: Grid,
+) -> Result<()> {
     let args = [Arg::Ptr(x), Arg::Ptr(y), Arg::I64(n as i64)];
-    g.launch(&k::RESIDUAL_ADD.of(dt), elementwise(n), &args)
+    g.launch(&k::RESIDUAL_ADD.of(dt), elementwise(n, grid), &args)
 }
 
 /// `x += a + b` (GPT-NeoX parallel residual; kernels/residual.cu).
-pub fn residual_add2(g: &GpuContext, dt: GpuDtype, x: u64, a: u64, b: u64, n: usize) -> Result<()> {
+#[allow(clippy::too_many_arguments)]
+pub fn residual_add2(
+    g: &GpuContext,
+    dt: GpuDtype,
+    x: u64,
+    a: u64,
+    b: u64,
+    n: usize,
+    grid: Grid,
+) -> Result<()> {
     let args = [Arg::Ptr(x), Arg::Ptr(a), Arg::Ptr(b), Arg::I64(n as i64)];
-    g.launch(&k::RESIDUAL_ADD2.of(dt), elementwise(n), &args)
+    g.launch(&k::RESIDUAL_ADD2.of(dt), elementwise(n, grid), &args)
 }
 
 /// RMSNorm / LayerNorm of `rows` rows of `dim` (kernels/norm.cu); `b` = 0 for no bias.
@@ -195,6 +232,7 @@ pub fn embedding_gather(
     n: usize,
     dim: usize,
     vocab: usize,
+    grid: Grid,
 ) -> Result<()> {
     let args = [
         Arg::Ptr(table),
@@ -204,7 +242,7 @@ pub fn embedding_gather(
         Arg::I32(dim as i32),
         Arg::I32(vocab as i32),
     ];
-    g.launch(&k::EMBEDDING_GATHER.of(dt), rows_cfg(n, 1, 256, 0), &args)
+    g.launch(&k::EMBEDDING_GATHER.of(dt), grid.config(n, 256), &args)
 }
 
 /// `x[i] += table[positions[i]]` (learned positions; kernels/embedding.cu).
@@ -218,6 +256,7 @@ pub fn position_add(
     n: usize,
     dim: usize,
     max_positions: usize,
+    grid: Grid,
 ) -> Result<()> {
     let args = [
         Arg::Ptr(table),
@@ -227,13 +266,24 @@ pub fn position_add(
         Arg::I32(dim as i32),
         Arg::I32(max_positions as i32),
     ];
-    g.launch(&k::POSITION_ADD.of(dt), rows_cfg(n, 1, 256, 0), &args)
+    g.launch(&k::POSITION_ADD.of(dt), grid.config(n, 256), &args)
 }
 
 /// `x = act(x)` in place.
-pub fn activate(g: &GpuContext, dt: GpuDtype, act: Activation, x: u64, n: usize) -> Result<()> {
+pub fn activate(
+    g: &GpuContext,
+    dt: GpuDtype,
+    act: Activation,
+    x: u64,
+    n: usize,
+    grid: Grid,
+) -> Result<()> {
     let name = k::activation(act, false).of(dt);
-    g.launch(&name, elementwise(n), &[Arg::Ptr(x), Arg::I64(n as i64)])
+    g.launch(
+        &name,
+        elementwise(n, grid),
+        &[Arg::Ptr(x), Arg::I64(n as i64)],
+    )
 }
 
 /// `up = up · act(gate)` (gated MLP).
@@ -244,10 +294,11 @@ pub fn activate_gated(
     gate: u64,
     up: u64,
     n: usize,
+    grid: Grid,
 ) -> Result<()> {
     let name = k::activation(act, true).of(dt);
     let args = [Arg::Ptr(gate), Arg::Ptr(up), Arg::I64(n as i64)];
-    g.launch(&name, elementwise(n), &args)
+    g.launch(&name, elementwise(n, grid), &args)
 }
 
 /// Operands of one attention call over the KV cache (layouts as in kernels/attention_prefill.cu).
