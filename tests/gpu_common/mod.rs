@@ -9,7 +9,7 @@
 pub mod attention;
 pub mod runs;
 
-use attnscope_cuda::context::slice_ptr;
+use attnscope_cuda::buffer::slice_ptr;
 use attnscope_cuda::{CudaStatus, GpuContext, GpuDtype, probe};
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits};
 use std::sync::Arc;

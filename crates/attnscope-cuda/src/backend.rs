@@ -5,8 +5,9 @@
 //! Weights, activations and the KV cache are stored in one dtype (f32, bf16 or f16; every kernel computes in
 //! f32, cuBLAS accumulates in f32). Logits are f32, with the lm_head bias added in f32.
 
+use crate::buffer::{DeviceBuf, slice_ptr};
 use crate::capture::record_layer;
-use crate::context::{DeviceBuf, GpuContext, slice_ptr};
+use crate::context::GpuContext;
 use crate::dtype::GpuDtype;
 use crate::kv::DeviceKv;
 use crate::ops::{self, AttentionCall, DECODE_MAX_Q, Grid};
@@ -82,7 +83,7 @@ impl CudaBackend {
 
     /// Checks that `buf` is in the storage dtype and holds at least `len` elements.
     fn need(&self, buf: &DeviceBuf, len: usize, what: &str) -> Result<()> {
-        if buf.dtype != self.dtype || buf.len < len {
+        if buf.dtype() != self.dtype || buf.len < len {
             return Err(Error::cuda(format!(
                 "{what}: needs {len} elements of {}, got {buf:?}",
                 self.dtype

@@ -6,7 +6,8 @@
 //!   prefill_probs_stats  plus the second pass reducing sink/prev/self/group mass, received, distance
 //!   prefill_weights      plus the second pass writing exact f32 weights of every head ([H, T, T])
 
-use crate::context::{DeviceBuf, GpuContext, slice_ptr};
+use crate::buffer::{DeviceBuf, slice_ptr};
+use crate::context::GpuContext;
 use crate::dtype::GpuDtype;
 use crate::ops::{self, AttentionCall, ProbsOutputs};
 use attnscope_core::Error;

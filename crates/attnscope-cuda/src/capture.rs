@@ -11,7 +11,8 @@
 //!   self / group mass, received per key, distance buckets; entropy, max weight and argmax come from the
 //!   first pass) and only those vectors come back (`HeadRecorder::absorb_reduced`). No T×T buffer exists.
 
-use crate::context::{GpuContext, slice_ptr};
+use crate::buffer::slice_ptr;
+use crate::context::GpuContext;
 use crate::ops::{self, AttentionCall, DECODE_MAX_Q, ProbsOutputs};
 use attnscope_core::Error;
 use attnscope_core::Result;

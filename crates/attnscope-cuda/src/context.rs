@@ -3,17 +3,19 @@
 //!
 //! Everything runs on one stream, so the order of launches is the order of calls; cudarc's per-buffer event
 //! tracking (meant for several streams) is switched off and kernels receive raw device pointers
-//! ([`DeviceBuf::ptr`]).
+//! ([`DeviceBuf::ptr`]). Buffers are typed (`buffer.rs`).
 
+use crate::buffer::{DeviceBuf, DeviceSlice, WithDType};
 use crate::dtype::GpuDtype;
+use crate::on_slice;
 use crate::params::AttnParams;
 use crate::{CudaStatus, Ptx, compile_kernel, kernel_sources, probe};
 use attnscope_core::Error;
 use attnscope_core::Result;
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig,
-    PushKernelArg, ValidAsZeroBits,
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
+    ValidAsZeroBits,
 };
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -54,38 +56,6 @@ pub enum Arg {
     I32(i32),
     I64(i64),
     F32(f32),
-}
-
-/// A device buffer of `len` elements of `dtype` (bytes on the device; kernels see a typed pointer).
-pub struct DeviceBuf {
-    pub data: CudaSlice<u8>,
-    pub dtype: GpuDtype,
-    pub len: usize,
-}
-
-impl DeviceBuf {
-    /// Device address of element `offset`.
-    pub fn ptr_at(&self, stream: &CudaStream, offset: usize) -> u64 {
-        debug_assert!(offset <= self.len, "offset {offset} beyond {}", self.len);
-        let (base, _sync) = self.data.device_ptr(stream);
-        base + (offset * self.dtype.size()) as u64
-    }
-
-    /// Device address of element 0.
-    pub fn ptr(&self, stream: &CudaStream) -> u64 {
-        self.ptr_at(stream, 0)
-    }
-}
-
-/// Device address of element 0 of a typed buffer (the backend's single stream needs no event tracking).
-pub fn slice_ptr<T>(slice: &CudaSlice<T>, stream: &CudaStream) -> u64 {
-    slice.device_ptr(stream).0
-}
-
-impl std::fmt::Debug for DeviceBuf {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DeviceBuf({} x {})", self.len, self.dtype)
-    }
 }
 
 /// Device, stream, cuBLAS handle and loaded kernels.
@@ -233,13 +203,14 @@ impl GpuContext {
             .map_err(|e| Error::cuda(format!("launching {name}: {e:?}")))
     }
 
-    /// Allocates `len` zeroed elements.
+    /// Allocates `len` zeroed elements of `dtype`.
     pub fn zeros(&self, dtype: GpuDtype, len: usize) -> Result<DeviceBuf> {
-        let data = self
-            .stream
-            .alloc_zeros::<u8>((len * dtype.size()).max(1))
-            .map_err(|e| oom(e, len * dtype.size()))?;
-        Ok(DeviceBuf { data, dtype, len })
+        let data = match dtype {
+            GpuDtype::F32 => DeviceSlice::F32(self.zeros_of(len)?),
+            GpuDtype::Bf16 => DeviceSlice::Bf16(self.zeros_of(len)?),
+            GpuDtype::F16 => DeviceSlice::F16(self.zeros_of(len)?),
+        };
+        Ok(DeviceBuf { data, len })
     }
 
     /// Allocates `len` zeroed elements of a fixed element type (ids, positions, statistics, partials).
@@ -265,47 +236,41 @@ impl GpuContext {
 
     /// Uploads f32 values converted to `dtype`.
     pub fn upload(&self, dtype: GpuDtype, values: &[f32]) -> Result<DeviceBuf> {
-        self.upload_bytes(dtype, values.len(), &dtype.encode(values))
-    }
-
-    /// Uploads raw bytes (`len` elements of `dtype`).
-    pub fn upload_bytes(&self, dtype: GpuDtype, len: usize, bytes: &[u8]) -> Result<DeviceBuf> {
-        let mut buf = self.zeros(dtype, len)?;
-        if !bytes.is_empty() {
-            self.stream
-                .memcpy_htod(bytes, &mut buf.data)
-                .map_err(|e| Error::cuda(format!("upload: {e:?}")))?;
+        fn typed<T: WithDType>(g: &GpuContext, values: &[f32]) -> Result<DeviceBuf> {
+            let host: Vec<T> = values.iter().map(|&v| T::from_f32(v)).collect();
+            Ok(DeviceBuf {
+                data: T::wrap(g.upload_slice(&host)?),
+                len: values.len(),
+            })
         }
-        Ok(buf)
+        match dtype {
+            GpuDtype::F32 => typed::<f32>(self, values),
+            GpuDtype::Bf16 => typed::<half::bf16>(self, values),
+            GpuDtype::F16 => typed::<half::f16>(self, values),
+        }
     }
 
-    /// Writes bytes into `buf` starting at element `offset`.
-    pub fn write_at(&self, buf: &mut DeviceBuf, offset: usize, bytes: &[u8]) -> Result<()> {
-        let start = offset * buf.dtype.size();
-        if start + bytes.len() > buf.data.len() {
+    /// Writes f32 values, converted to the buffer's dtype, into `buf` starting at element `offset`.
+    pub fn write_f32(&self, buf: &mut DeviceBuf, offset: usize, values: &[f32]) -> Result<()> {
+        fn typed<T: WithDType>(
+            g: &GpuContext,
+            dst: &mut CudaSlice<T>,
+            offset: usize,
+            values: &[f32],
+        ) -> Result<()> {
+            let host: Vec<T> = values.iter().map(|&v| T::from_f32(v)).collect();
+            let mut view = dst.slice_mut(offset..offset + values.len());
+            g.stream
+                .memcpy_htod(&host, &mut view)
+                .map_err(|e| Error::cuda(format!("upload: {e:?}")))
+        }
+        if offset + values.len() > buf.len {
             return Err(Error::cuda(format!(
-                "upload of {} bytes at element {offset} beyond {buf:?}",
-                bytes.len()
+                "upload of {} elements at element {offset} beyond {buf:?}",
+                values.len()
             )));
         }
-        let mut view = buf.data.slice_mut(start..start + bytes.len());
-        self.stream
-            .memcpy_htod(bytes, &mut view)
-            .map_err(|e| Error::cuda(format!("upload: {e:?}")))
-    }
-
-    /// Reads elements `range` of `buf` as raw bytes (synchronises the stream).
-    pub fn read_bytes(&self, buf: &DeviceBuf, range: std::ops::Range<usize>) -> Result<Vec<u8>> {
-        if range.start > range.end || range.end > buf.len {
-            return Err(Error::cuda(format!(
-                "download of elements {range:?} from {buf:?}"
-            )));
-        }
-        let s = buf.dtype.size();
-        let view = buf.data.slice(range.start * s..range.end * s);
-        self.stream
-            .clone_dtoh(&view)
-            .map_err(|e| Error::cuda(format!("download: {e:?}")))
+        on_slice!(&mut buf.data, s => typed(self, s, offset, values))
     }
 
     /// Reads elements `range` of a typed buffer (synchronises the stream).
@@ -325,9 +290,24 @@ impl GpuContext {
             .map_err(|e| Error::cuda(format!("download: {e:?}")))
     }
 
-    /// Reads elements `range` of `buf` converted to f32.
+    /// Reads elements `range` of `buf` converted to f32 (synchronises the stream).
     pub fn read_f32(&self, buf: &DeviceBuf, range: std::ops::Range<usize>) -> Result<Vec<f32>> {
-        Ok(buf.dtype.decode(&self.read_bytes(buf, range)?))
+        fn typed<T: WithDType>(
+            g: &GpuContext,
+            src: &CudaSlice<T>,
+            range: std::ops::Range<usize>,
+        ) -> Result<Vec<f32>> {
+            Ok(g.read_slice(src, range)?
+                .into_iter()
+                .map(T::to_f32)
+                .collect())
+        }
+        if range.start > range.end || range.end > buf.len {
+            return Err(Error::cuda(format!(
+                "download of elements {range:?} from {buf:?}"
+            )));
+        }
+        on_slice!(&buf.data, s => typed(self, s, range))
     }
 
     /// Copies `n` elements from `src[src_off..]` to `dst[dst_off..]` on the device (same dtype).
@@ -339,23 +319,37 @@ impl GpuContext {
         dst_off: usize,
         n: usize,
     ) -> Result<()> {
-        if src.dtype != dst.dtype || src_off + n > src.len || dst_off + n > dst.len {
-            return Err(Error::cuda(format!(
-                "device copy of {n} elements from {src:?} at {src_off} to {dst:?} at {dst_off} is out of bounds"
-            )));
+        fn typed<T: WithDType>(
+            g: &GpuContext,
+            src: &CudaSlice<T>,
+            dst: &mut CudaSlice<T>,
+            (src_off, dst_off, n): (usize, usize, usize),
+        ) -> Result<()> {
+            let from = src.slice(src_off..src_off + n);
+            let mut to = dst.slice_mut(dst_off..dst_off + n);
+            g.stream
+                .memcpy_dtod(&from, &mut to)
+                .map_err(|e| Error::cuda(format!("device copy: {e:?}")))
         }
-        let s = src.dtype.size();
-        let from = src.data.slice(src_off * s..(src_off + n) * s);
-        let mut to = dst.data.slice_mut(dst_off * s..(dst_off + n) * s);
-        self.stream
-            .memcpy_dtod(&from, &mut to)
-            .map_err(|e| Error::cuda(format!("device copy: {e:?}")))
+        let what = format!(
+            "device copy of {n} elements from {src:?} at {src_off} to {dst:?} at {dst_off}"
+        );
+        let bad = move |why: &str| Error::cuda(format!("{what}: {why}"));
+        if src_off + n > src.len || dst_off + n > dst.len {
+            return Err(bad("out of bounds"));
+        }
+        let at = (src_off, dst_off, n);
+        match (&src.data, &mut dst.data) {
+            (DeviceSlice::F32(a), DeviceSlice::F32(b)) => typed(self, a, b, at),
+            (DeviceSlice::Bf16(a), DeviceSlice::Bf16(b)) => typed(self, a, b, at),
+            (DeviceSlice::F16(a), DeviceSlice::F16(b)) => typed(self, a, b, at),
+            _ => Err(bad("the dtypes differ")),
+        }
     }
 
     /// Zeroes a whole buffer.
     pub fn clear(&self, buf: &mut DeviceBuf) -> Result<()> {
-        self.stream
-            .memset_zeros(&mut buf.data)
+        on_slice!(&mut buf.data, s => self.stream.memset_zeros(s))
             .map_err(|e| Error::cuda(format!("memset: {e:?}")))
     }
 

@@ -3,7 +3,8 @@
 //! The slot metadata itself (token, position, group, step, kind, ablated) stays in `KvCache` on the host,
 //! shared by both backends; [`DeviceKv::write_slots`] mirrors what the kernels need.
 
-use crate::context::{DeviceBuf, GpuContext};
+use crate::buffer::DeviceBuf;
+use crate::context::GpuContext;
 use crate::dtype::GpuDtype;
 use attnscope_core::Error;
 use attnscope_core::Result;
@@ -116,13 +117,12 @@ impl DeviceKv {
                 self.capacity
             )));
         }
-        let bytes = self.dtype.encode(data);
         let buf = if values {
             &mut self.values[l]
         } else {
             &mut self.keys[l]
         };
-        self.gpu.write_at(buf, 0, &bytes)
+        self.gpu.write_f32(buf, 0, data)
     }
 }
 

@@ -13,6 +13,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod buffer;
 pub mod capture;
 pub mod context;
 pub mod device;

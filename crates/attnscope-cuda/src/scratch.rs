@@ -3,8 +3,9 @@
 //! f32 logits. Allocated once per workspace and grown only when a larger batch or a longer cache comes, so
 //! a decode step allocates nothing on the device.
 
+use crate::buffer::slice_ptr;
 use crate::capture::FirstPassStats;
-use crate::context::{GpuContext, slice_ptr};
+use crate::context::GpuContext;
 use crate::kv::DeviceKv;
 use crate::ops::{DECODE_MAX_Q, DecodeScratch, decode_scratch_rows};
 use attnscope_core::Error;

@@ -2,7 +2,7 @@
 //! `Rope`): every buffer in the storage dtype, except the output head's bias and the rotary frequencies,
 //! which are f32.
 
-use crate::context::DeviceBuf;
+use crate::buffer::DeviceBuf;
 use cudarc::driver::CudaSlice;
 
 /// A linear layer on the device: `W [out, in]` and optional bias `[out]` in the storage dtype.
