@@ -1,6 +1,6 @@
 // activation.cu: MLP activations, elementwise.
-// CPU twin: `activation` / `activate` in src/model/ops.rs and the gated MLP of src/model/forward.rs
-// (`up *= act(gate)`):
+// CPU twin: `activation` / `activate` in crates/attnscope-core/src/model/ops.rs and
+// `CpuBackend::activate_gated` in crates/attnscope-core/src/model/cpu.rs (`up *= act(gate)`):
 //   silu(x)      = x / (1 + exp(−x))                                  (f32)
 //   gelu_erf(x)  = 0.5·x·(1 + erf(x/√2))                               (f64, with the CPU's erf fit, |err| < 1.2e-7)
 //   gelu_tanh(x) = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))          (f32, tanh y = 1 − 2/(1 + e^{2y}))

@@ -1,7 +1,7 @@
 // attention_decode.cu: decode attention for one or a few query rows (a generated token, or a parallel set
 // of tokens) against a long KV cache, split over the cache length (split-K / flash-decoding).
-// CPU twin: `attention` in src/model/attention.rs with n_new small (the same visibility rule, lse, Σp·s) and
-// `row_stats` in src/capture/recorder.rs for entropy / max_weight / argmax.
+// CPU twin: `attention` in crates/attnscope-core/src/model/attention.rs with n_new small (the same visibility rule, lse, Σp·s) and
+// `row_stats` in crates/attnscope-core/src/capture/recorder.rs for entropy / max_weight / argmax.
 //
 // Query row i (0 <= i < n_q <= 8) is slot q_start + i; keys are slots 0..q_start+n_q−1 of the cache.
 // Layouts of q, k, v, o, groups as in attention_prefill.cu. GQA: query head h reads kv head h / (n_heads / n_kv_heads).

@@ -1,7 +1,7 @@
 // attention_prefill.cu: fused prefill attention in the FlashAttention-2 manner, with the row statistics
 // of the capture computed in the same pass.
-// CPU twin: `attention` / `head_attention` / `softmax_row` in src/model/attention.rs (outputs, lse, Σp·s)
-// and `row_stats` in src/capture/recorder.rs (entropy, max_weight, argmax_slot).
+// CPU twin: `attention` / `head_attention` / `softmax_row` in crates/attnscope-core/src/model/attention.rs (outputs, lse, Σp·s)
+// and `row_stats` in crates/attnscope-core/src/capture/recorder.rs (entropy, max_weight, argmax_slot).
 //
 // Query row i (0 <= i < n_new) is cache slot q_start + i; it attends to key slots 0..q_start+i under the
 // visibility rule `slot_visible_g` (common.cuh) = `AttentionMask::allows`: causal, sliding window by slot

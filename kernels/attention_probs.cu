@@ -2,9 +2,9 @@
 // first pass (attention_prefill.cu, or attention_decode.cu for decode rows), only when a capture asks for
 // them: exact weights for the selected heads, and/or the reductions of the capture statistics, without
 // materialising T×T when only statistics are asked for.
-// CPU twin: `HeadRecorder::observe` / `row_stats` in src/capture/recorder.rs (weights rows, sink / prev /
+// CPU twin: `HeadRecorder::observe` / `row_stats` in crates/attnscope-core/src/capture/recorder.rs (weights rows, sink / prev /
 // self / group mass, received, distance buckets), with the probabilities of `softmax_row` in
-// src/model/attention.rs. Entropy, max weight and argmax come from the first pass, not from here.
+// crates/attnscope-core/src/model/attention.rs. Entropy, max weight and argmax come from the first pass, not from here.
 //
 // p(q, k) = exp(scale·q·k − lse[q]) for visible keys (`slot_visible_g` = `AttentionMask::allows`), else 0.
 //

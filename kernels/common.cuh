@@ -1,6 +1,6 @@
 // common.cuh: helpers shared by every kernel in kernels/*.cu.
 //
-// NVRTC compiles each kernels/*.cu as one program with this file prepended (src/cuda/nvrtc.rs does the
+// NVRTC compiles each kernels/*.cu as one program with this file prepended (crates/attnscope-cuda/src/nvrtc.rs does the
 // concatenation and adds a `#line 1 "<file>.cu"` directive so compiler errors name the right file and line).
 // Nothing here needs a CUDA header: bf16/f16 are plain 16-bit storage types converted with inline PTX `cvt`
 // (sm_80+), and infinities/limits are spelled out, so the kernels compile with NVRTC's built-ins alone.
@@ -76,7 +76,7 @@ __device__ float block_sum(float v, float* scratch) {
     return total;
 }
 
-/// Visibility of key slot `k` to query slot `q`: the rule of `AttentionMask::allows` (src/model/attention.rs).
+/// Visibility of key slot `k` to query slot `q`: the rule of `AttentionMask::allows` (crates/attnscope-core/src/slots.rs).
 ///   k > q                                  → hidden (causal)
 ///   window > 0 and q − k >= window         → hidden (sliding window, by slot index)
 ///   isolated, k != q, group[q] >= 0 and group[k] == group[q] → hidden (parallel tokens of one group)
@@ -93,7 +93,7 @@ __device__ __forceinline__ bool slot_visible(int q, int k, const int* groups, in
     return slot_visible_g(q, k, groups[q], groups[k], isolated, window);
 }
 
-/// Relative-distance bucket, exactly `distance_bucket` of src/capture/recorder.rs:
+/// Relative-distance bucket, exactly `distance_bucket` of crates/attnscope-core/src/slots.rs:
 /// 0 for d < 0, 1 for d = 0, 1 + b for d in [2^(b−1), 2^b).
 #define ATTN_DISTANCE_BUCKETS 65
 __device__ __forceinline__ int distance_bucket(long long d) {
@@ -104,7 +104,7 @@ __device__ __forceinline__ int distance_bucket(long long d) {
 
 // ---------------------------------------------------------------------------------------------------------
 // The parameter block of every attention kernel, passed by value: the twin of `AttnParams` in
-// src/cuda/params.rs (flash-attention's `Flash_fwd_params` is the model). Pointers are device addresses
+// crates/attnscope-cuda/src/params.rs (flash-attention's `Flash_fwd_params` is the model). Pointers are device addresses
 // (null = an output not computed), counts and strides are elements; fields a kernel does not read are 0.
 //
 // Layout check: the NVRTC compile step prepends ATTN_PARAMS_SIZE and ATTN_PARAMS_OFF_<field>, generated
@@ -177,11 +177,11 @@ __device__ constexpr unsigned long long attn_params_offset(int i) {
         off += attn_params_sizes[j];
     }
 }
-static_assert(sizeof(AttnParams) == ATTN_PARAMS_SIZE, "AttnParams: size differs from src/cuda/params.rs");
+static_assert(sizeof(AttnParams) == ATTN_PARAMS_SIZE, "AttnParams: size differs from crates/attnscope-cuda/src/params.rs");
 static_assert(attn_params_offset(attn_params_count - 1) + attn_params_sizes[attn_params_count - 1] ==
                   ATTN_PARAMS_SIZE,
               "AttnParams: the last field does not end the struct");
 #define ATTN_PARAMS_CHECK(T, f)                                                                               \
     static_assert(attn_params_offset(attn_params_index_##f) == ATTN_PARAMS_OFF_##f,                           \
-                  "AttnParams." #f ": offset differs from src/cuda/params.rs");
+                  "AttnParams." #f ": offset differs from crates/attnscope-cuda/src/params.rs");
 ATTN_PARAMS_FIELDS(ATTN_PARAMS_CHECK)

@@ -1,6 +1,6 @@
 // embedding.cu: token-embedding gather and learned-position add.
-// CPU twin: the embedding step of `Model::forward` in src/model/forward.rs (copy of `embed[token]`, then
-// `+ pos_embed[position]` for GPT-2-style learned positions).
+// CPU twin: `CpuBackend::embed` in crates/attnscope-core/src/model/cpu.rs (copy of `embed[token]`,
+// then `+ pos_embed[position]` for GPT-2-style learned positions).
 //
 // embedding_gather_<T>(table, ids, out, n, dim, vocab)
 //   table [vocab, dim] T (row-major), ids [n] uint32, out [n, dim] T.

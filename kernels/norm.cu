@@ -1,5 +1,5 @@
 // norm.cu: RMSNorm and LayerNorm over the last dimension.
-// CPU twin: `norm_row` in src/model/ops.rs (f32 arithmetic, transformers' formulas):
+// CPU twin: `norm_row` in crates/attnscope-core/src/model/ops.rs (f32 arithmetic, transformers' formulas):
 //   RMSNorm:   out = w · (x / sqrt(mean(x²) + eps))
 //   LayerNorm: out = (x − mean) / sqrt(var + eps) · w + b      (biased variance, two passes as the CPU)
 //

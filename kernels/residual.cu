@@ -1,5 +1,5 @@
 // residual.cu: residual additions and bias adds, elementwise with f32 arithmetic.
-// CPU twin: `add_in_place` in src/model/ops.rs (residual stream) and the bias add of `project`.
+// CPU twin: `add_in_place` in crates/attnscope-core/src/model/ops.rs (residual stream) and the bias add of `project`.
 //
 // residual_add_<T>(x, y, n)            x[i] += y[i]
 // residual_add2_<T>(x, a, b, n)        x[i] += a[i] + b[i]     (GPT-NeoX parallel residual: attn + mlp;

@@ -1,5 +1,5 @@
 // rope.cu: rotary position embeddings at explicit per-slot positions (rotate-half layout, partial rotary).
-// CPU twin: `Rope::apply` / `Rope::cos_sin` in src/model/rope.rs.
+// CPU twin: `Rope::apply` / `Rope::cos_sin` in crates/attnscope-core/src/model/rope.rs.
 //
 // The inverse-frequency table is computed on the host by `Rope::new` (default, linear and llama3 scaling all
 // happen there) and passed in, so this kernel has no scaling logic. As on the CPU, the angle is

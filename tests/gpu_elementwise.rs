@@ -211,7 +211,7 @@ fn residual<E: Elem>(gpu: &Gpu) {
         let bb = round_to::<E>(&values(n, 33));
         let round =
             |v: Vec<f32>| -> Vec<f32> { v.iter().map(|&x| E::from_f32(x).to_f32()).collect() };
-        // CPU twins: x += y; parallel residual as forward.rs does it (mlp += attn, then x += mlp).
+        // CPU twins: x += y; the parallel residual x += (a + b), the sum rounded first (CpuBackend::add2).
         let mut want1 = x.clone();
         add_in_place(&mut want1, &a);
         let want1 = round(want1);
