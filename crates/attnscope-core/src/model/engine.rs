@@ -7,7 +7,7 @@ use crate::Result;
 use crate::config::ModelConfig;
 use crate::model::backend::{Backend, BackendWeights, DeviceInfo, KvStore, Workspace};
 use crate::model::cpu::CpuBackend;
-use crate::model::forward::{BatchItem, LogitRows, forward_batch};
+use crate::model::forward::{BatchItem, LogitRows, Weights, forward_batch};
 use crate::model::rope::Rope;
 use crate::weights::ModelWeights;
 use std::sync::{Arc, Mutex};
@@ -116,16 +116,12 @@ impl<B: Backend> Executor for Engine<B> {
     ) -> Result<()> {
         let rows = items.iter().map(|i| i.new.len()).sum();
         self.with_workspace(cfg, rows, |ws| {
-            forward_batch(
-                &self.backend,
-                &self.weights,
-                self.rope.as_ref(),
-                ws,
-                cfg,
-                items,
-                logit_rows,
-                outs,
-            )
+            let model = Weights {
+                backend: &self.backend,
+                weights: &self.weights,
+                rope: self.rope.as_ref(),
+            };
+            forward_batch(&model, ws, cfg, items, logit_rows, outs)
         })
     }
 

@@ -11,6 +11,7 @@ use crate::model::backend::{
 };
 use crate::model::kv_cache::KvCache;
 use crate::slots::{AttentionMask, SlotInfo};
+use crate::weights::LayerWeights;
 use std::ops::Range;
 
 /// Which rows of logits the caller wants back.
@@ -31,163 +32,179 @@ pub struct BatchItem<'a> {
     pub capture: Option<&'a mut SequenceCapture>,
 }
 
+/// The model on a backend, as the forward pass sees it.
+pub(crate) struct Weights<'a, B: Backend> {
+    pub backend: &'a B,
+    pub weights: &'a BackendWeights<B>,
+    pub rope: Option<&'a B::Rope>,
+}
+
 /// One forward pass over several sequences (checked by `Model::forward_batch`): their new slots are stacked
 /// so that every weight matrix is read once per call (batched decode), while attention runs per sequence
 /// over its own cache. Writes one logits buffer `[rows, vocab]` per item into `outs` (cleared, capacity
 /// reused) for the rows `logit_rows` asks for (none for `LogitRows::None`).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_batch<B: Backend>(
-    b: &B,
-    w: &BackendWeights<B>,
-    rope: Option<&B::Rope>,
+    m: &Weights<B>,
     ws: &mut Workspace<B>,
     cfg: &ModelConfig,
     items: &mut [BatchItem],
     logit_rows: LogitRows,
     outs: &mut [Vec<f32>],
 ) -> Result<()> {
-    let (h, hd) = (cfg.hidden_size, cfg.head_dim);
-    let (kv_dim, inter) = (cfg.n_kv_heads * hd, ws.intermediate);
-
-    // Stack the new slots: item i owns rows ranges[i] of every activation and cache slots starts[i]...
+    let (b, w) = (m.backend, m.weights);
+    // Stack the new slots: item i owns rows ws.ranges[i] of every activation, cache slots ws.starts[i]...
     stack_items::<B>(b, items, ws)?;
-    let (ranges, starts) = (
-        std::mem::take(&mut ws.ranges),
-        std::mem::take(&mut ws.starts),
-    );
     let n = ws.slots.len();
     b.begin_pass(&mut ws.scratch, &ws.slots)?;
     b.embed(&ws.scratch, &w.embed, w.pos_embed.as_ref(), &mut ws.x, n)?;
-
     for (l, lw) in w.layers.iter().enumerate() {
-        // Attention block.
-        b.norm(
-            cfg.norm,
-            cfg.norm_eps,
-            &ws.x,
-            &lw.attn_norm,
-            &mut ws.normed,
-            n,
-            h,
-        )?;
-        b.linear(&ws.normed, n, &lw.q, &mut ws.q)?;
-        b.linear(&ws.normed, n, &lw.k, &mut ws.k)?;
-        b.linear(&ws.normed, n, &lw.v, &mut ws.v)?;
-        if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
-            b.norm_in_place(
-                &mut ws.scratch,
-                &mut ws.q,
-                qn,
-                n * cfg.n_heads,
-                hd,
-                cfg.norm_eps,
-            )?;
-            b.norm_in_place(
-                &mut ws.scratch,
-                &mut ws.k,
-                kn,
-                n * cfg.n_kv_heads,
-                hd,
-                cfg.norm_eps,
-            )?;
-        }
-        if let Some(rope) = rope {
-            b.rope(rope, &ws.scratch, &mut ws.q, n, cfg.n_heads, hd)?;
-            b.rope(rope, &ws.scratch, &mut ws.k, n, cfg.n_kv_heads, hd)?;
-        }
-        let shape = AttentionShape::of_layer(cfg, l);
-        for ((item, rows), &start) in items.iter_mut().zip(&ranges).zip(&starts) {
-            let (kv, slots, visibility) = item.cache.parts_mut::<B::Kv>()?;
-            b.write_kv(kv, l, start, &ws.k, &ws.v, rows.clone(), kv_dim)?;
-            let step = AttentionStep {
-                layer: l,
-                shape,
-                q: &ws.q,
-                rows: rows.clone(),
-                q_start: start,
-                kv: &*kv,
-                mask: AttentionMask {
-                    slots,
-                    visibility,
-                    sliding_window: cfg.sliding_window,
-                },
-            };
-            let recorders = item.capture.as_deref_mut().and_then(|c| c.layer_mut(l));
-            b.attention(&mut ws.scratch, &step, &mut ws.attn, recorders)?;
-        }
-        b.linear(&ws.attn, n, &lw.o, &mut ws.o)?;
+        attention_block(m, ws, cfg, items, l, lw)?;
+        mlp_block(b, ws, cfg, lw, n)?;
+    }
+    logits(m, ws, cfg, logit_rows, outs)
+}
 
-        // MLP block, sequential or parallel residual.
-        if !cfg.parallel_residual {
-            b.add(&mut ws.x, &ws.o, n * h)?;
-        }
-        b.norm(
-            cfg.norm,
-            cfg.norm_eps,
-            &ws.x,
-            &lw.mlp_norm,
-            &mut ws.normed,
-            n,
-            h,
-        )?;
-        b.linear(&ws.normed, n, &lw.up, &mut ws.up)?;
-        match &lw.gate {
-            Some(gate) => {
-                b.linear(&ws.normed, n, gate, &mut ws.gate)?;
-                b.activate_gated(cfg.activation, &ws.gate, &mut ws.up, n * inter)?;
-            }
-            None => b.activate(cfg.activation, &mut ws.up, n * inter)?,
-        }
-        b.linear(&ws.up, n, &lw.down, &mut ws.mlp)?;
-        if cfg.parallel_residual {
-            b.add2(&mut ws.x, &ws.mlp, &ws.o, n * h)?;
-        } else {
-            b.add(&mut ws.x, &ws.mlp, n * h)?;
-        }
+/// `x += o`, where `o` is the attention output of layer `l` (its input normed, projected to q/k/v, q/k
+/// normed, rotated, written to each sequence's cache, attended per sequence with capture, projected out);
+/// with a parallel residual, `o` waits for the MLP block.
+fn attention_block<B: Backend>(
+    m: &Weights<B>,
+    ws: &mut Workspace<B>,
+    cfg: &ModelConfig,
+    items: &mut [BatchItem],
+    l: usize,
+    lw: &LayerWeights<B::Linear, B::Norm>,
+) -> Result<()> {
+    let b = m.backend;
+    let (n, h, hd) = (ws.slots.len(), cfg.hidden_size, cfg.head_dim);
+    let eps = cfg.norm_eps;
+    b.norm(cfg.norm, eps, &ws.x, &lw.attn_norm, &mut ws.normed, n, h)?;
+    b.linear(&ws.normed, n, &lw.q, &mut ws.q)?;
+    b.linear(&ws.normed, n, &lw.k, &mut ws.k)?;
+    b.linear(&ws.normed, n, &lw.v, &mut ws.v)?;
+    if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
+        b.norm_in_place(&mut ws.scratch, &mut ws.q, qn, n * cfg.n_heads, hd, eps)?;
+        b.norm_in_place(&mut ws.scratch, &mut ws.k, kn, n * cfg.n_kv_heads, hd, eps)?;
     }
+    if let Some(rope) = m.rope {
+        b.rope(rope, &ws.scratch, &mut ws.q, n, cfg.n_heads, hd)?;
+        b.rope(rope, &ws.scratch, &mut ws.k, n, cfg.n_kv_heads, hd)?;
+    }
+    let shape = AttentionShape::of_layer(cfg, l);
+    for (i, item) in items.iter_mut().enumerate() {
+        let (rows, start) = (ws.ranges[i].clone(), ws.starts[i]);
+        let (kv, slots, visibility) = item.cache.parts_mut::<B::Kv>()?;
+        b.write_kv(kv, l, start, &ws.k, &ws.v, rows.clone(), shape.kv_dim())?;
+        let step = AttentionStep {
+            layer: l,
+            shape,
+            q: &ws.q,
+            rows,
+            q_start: start,
+            kv: &*kv,
+            mask: AttentionMask {
+                slots,
+                visibility,
+                sliding_window: cfg.sliding_window,
+            },
+        };
+        let recorders = item.capture.as_deref_mut().and_then(|c| c.layer_mut(l));
+        b.attention(&mut ws.scratch, &step, &mut ws.attn, recorders)?;
+    }
+    b.linear(&ws.attn, n, &lw.o, &mut ws.o)?;
+    if !cfg.parallel_residual {
+        b.add(&mut ws.x, &ws.o, n * h)?;
+    }
+    Ok(())
+}
 
-    // Final norm and logits for the requested rows of every item.
-    let mut picked = std::mem::take(&mut ws.picked_rows);
-    picked.clear();
-    match logit_rows {
-        LogitRows::All => picked.extend(ranges.iter().cloned()),
-        LogitRows::Last => picked.extend(ranges.iter().map(|r| r.end - 1..r.end)),
-        LogitRows::None => {}
-    }
-    // Hand the index buffers back to the workspace for the next pass.
-    ws.ranges = ranges;
-    ws.starts = starts;
-    if picked.is_empty() {
-        ws.picked_rows = picked;
-        outs.iter_mut().for_each(Vec::clear);
-        return b.sync();
-    }
-    let m: usize = picked.iter().map(|r| r.len()).sum();
-    b.gather_rows(&ws.x, &picked, h, &mut ws.picked)?;
+/// `x += mlp(norm(x))` (gated or not), or `x += mlp(norm(x)) + o` for a parallel residual.
+fn mlp_block<B: Backend>(
+    b: &B,
+    ws: &mut Workspace<B>,
+    cfg: &ModelConfig,
+    lw: &LayerWeights<B::Linear, B::Norm>,
+    n: usize,
+) -> Result<()> {
+    let (h, inter) = (cfg.hidden_size, ws.intermediate);
     b.norm(
         cfg.norm,
         cfg.norm_eps,
-        &ws.picked,
-        &w.final_norm,
+        &ws.x,
+        &lw.mlp_norm,
         &mut ws.normed,
-        m,
+        n,
         h,
     )?;
-    let head = match &w.lm_head {
-        Some(linear) => LmHead::Linear(linear),
-        None => LmHead::Tied(&w.embed),
+    b.linear(&ws.normed, n, &lw.up, &mut ws.up)?;
+    match &lw.gate {
+        Some(gate) => {
+            b.linear(&ws.normed, n, gate, &mut ws.gate)?;
+            b.activate_gated(cfg.activation, &ws.gate, &mut ws.up, n * inter)?;
+        }
+        None => b.activate(cfg.activation, &mut ws.up, n * inter)?,
+    }
+    b.linear(&ws.up, n, &lw.down, &mut ws.mlp)?;
+    if cfg.parallel_residual {
+        b.add2(&mut ws.x, &ws.mlp, &ws.o, n * h)
+    } else {
+        b.add(&mut ws.x, &ws.mlp, n * h)
+    }
+}
+
+/// Final norm and logits of the rows `logit_rows` asks for, one buffer per item.
+fn logits<B: Backend>(
+    m: &Weights<B>,
+    ws: &mut Workspace<B>,
+    cfg: &ModelConfig,
+    logit_rows: LogitRows,
+    outs: &mut [Vec<f32>],
+) -> Result<()> {
+    let (b, w, h) = (m.backend, m.weights, cfg.hidden_size);
+    let mut picked = std::mem::take(&mut ws.picked_rows);
+    picked.clear();
+    match logit_rows {
+        LogitRows::All => picked.extend(ws.ranges.iter().cloned()),
+        LogitRows::Last => picked.extend(ws.ranges.iter().map(|r| r.end - 1..r.end)),
+        LogitRows::None => {}
+    }
+    let result = if picked.is_empty() {
+        outs.iter_mut().for_each(Vec::clear);
+        b.sync()
+    } else {
+        let rows: usize = picked.iter().map(|r| r.len()).sum();
+        let head = match &w.lm_head {
+            Some(linear) => LmHead::Linear(linear),
+            None => LmHead::Tied(&w.embed),
+        };
+        b.gather_rows(&ws.x, &picked, h, &mut ws.picked)
+            .and_then(|()| {
+                let (kind, eps) = (cfg.norm, cfg.norm_eps);
+                b.norm(
+                    kind,
+                    eps,
+                    &ws.picked,
+                    &w.final_norm,
+                    &mut ws.normed,
+                    rows,
+                    h,
+                )
+            })
+            .and_then(|()| {
+                let vocab = cfg.vocab_size;
+                b.lm_head(
+                    &mut ws.scratch,
+                    &ws.normed,
+                    rows,
+                    head,
+                    vocab,
+                    &mut ws.logits,
+                )
+            })
+            .map(|()| split_rows(&ws.logits, &picked, cfg.vocab_size, outs))
     };
-    b.lm_head(
-        &mut ws.scratch,
-        &ws.normed,
-        m,
-        head,
-        cfg.vocab_size,
-        &mut ws.logits,
-    )?;
-    split_rows(&ws.logits, &picked, cfg.vocab_size, outs);
-    ws.picked_rows = picked;
-    Ok(())
+    ws.picked_rows = picked; // the index buffer goes back to the workspace for the next pass
+    result
 }
 
 /// Appends each item's new slots to its cache (and to the backend's copy of the slot metadata) and stacks
@@ -198,6 +215,7 @@ fn stack_items<B: Backend>(b: &B, items: &mut [BatchItem], ws: &mut Workspace<B>
     ws.starts.clear();
     ws.slots.clear();
     for item in items.iter_mut() {
+        item.cache.parts_mut::<B::Kv>()?; // a cache of another device is refused before it changes
         let start = item.cache.len();
         ws.ranges
             .push(ws.slots.len()..ws.slots.len() + item.new.len());
