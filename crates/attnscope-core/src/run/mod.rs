@@ -116,35 +116,19 @@ pub fn run_sequence(
     let mut stopped_at_eos = false;
     for step in 1..=generation.max_new_tokens {
         let started = Instant::now();
-        // One token, or a parallel set when at least two tokens pass the threshold.
-        let set = match generation.parallel {
-            Some(p) => parallel::parallel_candidates(&logits, p.threshold, p.max_set),
-            None => Vec::new(),
-        };
-        let tokens = if set.len() >= 2 {
-            set
-        } else {
-            vec![sampler.sample(&logits)]
-        };
-        let is_set = tokens.len() >= 2;
-        let (group, kind) = if is_set {
-            next_group += 1;
-            (next_group - 1, SlotKind::Parallel)
-        } else {
-            (-1, SlotKind::Generated)
-        };
-        let new: Vec<SlotInfo> = tokens
+        let position = first_position + step as i64 - 1;
+        let new = next_slots(
+            &logits,
+            generation,
+            &mut sampler,
+            step,
+            position,
+            &mut next_group,
+        );
+        let is_set = new.len() >= 2;
+        let is_eos = new
             .iter()
-            .map(|&token| SlotInfo {
-                token,
-                position: first_position + step as i64 - 1,
-                group,
-                step: step as u32,
-                kind,
-                ablated: false,
-            })
-            .collect();
-        let is_eos = tokens.iter().any(|t| model.cfg.eos_token_ids.contains(t));
+            .any(|s| model.cfg.eos_token_ids.contains(&s.token));
         // The sampled tokens enter the cache so that their own attention rows are captured too.
         let how = generation
             .parallel
@@ -178,4 +162,42 @@ pub fn run_sequence(
         decode_seconds,
         stopped_at_eos,
     })
+}
+
+/// The slots of generation step `step` at `position`: one sampled token, or a parallel set (a new group)
+/// when at least two tokens pass the parallel threshold.
+fn next_slots(
+    logits: &[f32],
+    generation: &GenerateOptions,
+    sampler: &mut Sampler,
+    step: usize,
+    position: i64,
+    next_group: &mut i32,
+) -> Vec<SlotInfo> {
+    let set = match generation.parallel {
+        Some(p) => parallel::parallel_candidates(logits, p.threshold, p.max_set),
+        None => Vec::new(),
+    };
+    let tokens = if set.len() >= 2 {
+        set
+    } else {
+        vec![sampler.sample(logits)]
+    };
+    let (group, kind) = if tokens.len() >= 2 {
+        *next_group += 1;
+        (*next_group - 1, SlotKind::Parallel)
+    } else {
+        (-1, SlotKind::Generated)
+    };
+    tokens
+        .iter()
+        .map(|&token| SlotInfo {
+            token,
+            position,
+            group,
+            step: step as u32,
+            kind,
+            ablated: false,
+        })
+        .collect()
 }
