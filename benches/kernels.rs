@@ -16,6 +16,7 @@ use attnscope_core::model::attention::{AttentionInput, attention};
 use attnscope_core::model::ops::{MatRef, linear, matmul, norm};
 use attnscope_core::model::random::named_config;
 use attnscope_core::model::rope::Rope;
+use attnscope_core::rng::uniform_values as values;
 use attnscope_core::slots::AttentionMask;
 use attnscope_core::slots::SlotInfo;
 use attnscope_core::slots::Visibility;
@@ -23,19 +24,6 @@ use attnscope_core::weights::{Linear, Norm};
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::time::Duration;
-
-/// `n` deterministic values in [-1, 1).
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed;
-    (0..n)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 fn configure<'a>(
     c: &'a mut Criterion,

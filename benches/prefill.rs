@@ -16,6 +16,7 @@
 use attnscope_core::capture::{CaptureSpec, SequenceCapture, WeightsDtype};
 use attnscope_core::model::random::named_model;
 use attnscope_core::model::{KvCache, LogitRows, Model};
+use attnscope_core::rng::Rng;
 use attnscope_core::slots::SlotInfo;
 use attnscope_core::slots::Visibility;
 use criterion::{BatchSize, Criterion, SamplingMode, criterion_group, criterion_main};
@@ -25,17 +26,11 @@ use std::time::Duration;
 /// Prompt length.
 const T: usize = 256;
 
-/// `n` pseudo-random token ids below `vocab` at positions `start..start + n` (deterministic LCG).
+/// `n` pseudo-random token ids below `vocab` at positions `start..start + n` (the seeded `Rng`).
 fn random_slots(n: usize, start: usize, vocab: usize, seed: u64) -> Vec<SlotInfo> {
-    let mut state = seed;
+    let mut rng = Rng::new(seed);
     (0..n)
-        .map(|i| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let token = ((state >> 33) % vocab as u64) as u32;
-            SlotInfo::prompt(token, (start + i) as i64, -1)
-        })
+        .map(|i| SlotInfo::prompt(rng.below(vocab as u64) as u32, (start + i) as i64, -1))
         .collect()
 }
 

@@ -168,3 +168,31 @@ fn tests_launch_kernels_only_through_the_engine_launchers() {
         }
     }
 }
+
+#[test]
+fn one_seeded_generator() {
+    // The constants of splitmix64 and of the usual 64-bit LCG: a second generator would bring one along.
+    let constants = [
+        "0x9E37_79B9_7F4A_7C15",
+        "0x9e3779b97f4a7c15",
+        "6364136223846793005",
+    ];
+    let repo = common::repo();
+    let mut files = Vec::new();
+    for dir in ["crates", "src", "tests", "benches"] {
+        rust_files(&repo.join(dir), &mut files);
+    }
+    for f in files {
+        if f.ends_with("attnscope-core/src/rng.rs") || f.ends_with("architecture.rs") {
+            continue;
+        }
+        let text = fs::read_to_string(&f).unwrap().to_lowercase();
+        for c in constants {
+            assert!(
+                !text.contains(&c.to_lowercase()),
+                "{} has a random generator of its own ({c}); use attnscope_core::rng",
+                f.display()
+            );
+        }
+    }
+}

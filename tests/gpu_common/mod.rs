@@ -138,20 +138,8 @@ pub fn round_to<E: Elem>(x: &[f32]) -> Vec<f32> {
     x.iter().map(|&v| E::from_f32(v).to_f32()).collect()
 }
 
-/// Deterministic values in [-1, 1) (splitmix64).
-pub fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut x = seed;
-    (0..n)
-        .map(|_| {
-            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
+/// Deterministic values in [-1, 1): the engine's one seeded generator.
+pub use attnscope_core::rng::uniform_values as values;
 
 /// Largest |a − b| / (1 + |b|); a NaN in either operand counts as an infinite error (`f32::max` would drop it).
 pub fn max_rel_err(a: &[f32], b: &[f32]) -> f32 {
