@@ -5,7 +5,7 @@ use crate::cli::InspectArgs;
 use attnscope_core::Result;
 use attnscope_core::config::{ModelConfig, PositionEncoding};
 use attnscope_core::tokenizer::TextTokenizer;
-use attnscope_core::weights::inspect_weights;
+use attnscope_core::weights::{WeightsInfo, inspect_weights};
 
 /// Runs the `inspect` subcommand.
 pub fn inspect(args: InspectArgs) -> Result<()> {
@@ -13,26 +13,80 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
     let info = inspect_weights(&args.model)?;
     let tok = TextTokenizer::from_dir(&args.model)?;
     if args.json {
-        let value = serde_json::json!({
-            "path": args.model.display().to_string(),
-            "architecture": cfg,
-            "parameters": cfg.parameter_count(),
-            "weights": info,
-            "tokenizer": tok.as_ref().map(|t| serde_json::json!({
-                "source": t.source().display().to_string(),
-                "kind": t.kind(),
-                "vocab_size": t.vocab_size(),
-                "bos_id": t.bos_id(),
-                "eos_ids": t.eos_ids(),
-            })),
-        });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&value).unwrap_or_default()
-        );
-        return Ok(());
+        print_json(&args, &cfg, &info, tok.as_ref());
+    } else {
+        print_text(&args, &cfg, &info, tok.as_ref());
     }
+    Ok(())
+}
+
+/// The description as one JSON object.
+fn print_json(
+    args: &InspectArgs,
+    cfg: &ModelConfig,
+    info: &WeightsInfo,
+    tok: Option<&TextTokenizer>,
+) {
+    let value = serde_json::json!({
+        "path": args.model.display().to_string(),
+        "architecture": cfg,
+        "parameters": cfg.parameter_count(),
+        "weights": info,
+        "tokenizer": tok.as_ref().map(|t| serde_json::json!({
+            "source": t.source().display().to_string(),
+            "kind": t.kind(),
+            "vocab_size": t.vocab_size(),
+            "bos_id": t.bos_id(),
+            "eos_ids": t.eos_ids(),
+        })),
+    });
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&value).unwrap_or_default()
+    );
+}
+
+/// The description as aligned lines.
+fn print_text(
+    args: &InspectArgs,
+    cfg: &ModelConfig,
+    info: &WeightsInfo,
+    tok: Option<&TextTokenizer>,
+) {
     println!("model        {}", args.model.display());
+    print_architecture(cfg);
+    println!("vocab        {}", cfg.vocab_size);
+    println!(
+        "parameters   {} ({:.1}M; {} stored scalars)",
+        cfg.parameter_count(),
+        cfg.parameter_count() as f64 / 1e6,
+        info.stored_parameters
+    );
+    let dtypes: Vec<String> = info
+        .dtypes
+        .iter()
+        .map(|(d, n)| format!("{d} ×{n}"))
+        .collect();
+    println!(
+        "weights      {} file(s), tensors {}",
+        info.files.len(),
+        dtypes.join(", ")
+    );
+    match &tok {
+        Some(t) => println!(
+            "tokenizer    {} ({}), vocab {}, bos {:?}, eos {:?}",
+            t.source().display(),
+            t.kind(),
+            t.vocab_size(),
+            t.bos_id(),
+            t.eos_ids()
+        ),
+        None => println!("tokenizer    none (use `run --input` with token ids)"),
+    }
+}
+
+/// Family, shape, positions and block layout.
+fn print_architecture(cfg: &ModelConfig) {
     println!(
         "family       {} (config.json layout {})",
         cfg.family.model_type(),
@@ -81,33 +135,4 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
         cfg.sliding_window
             .map_or(String::new(), |w| format!(", sliding window {w}"))
     );
-    println!("vocab        {}", cfg.vocab_size);
-    println!(
-        "parameters   {} ({:.1}M; {} stored scalars)",
-        cfg.parameter_count(),
-        cfg.parameter_count() as f64 / 1e6,
-        info.stored_parameters
-    );
-    let dtypes: Vec<String> = info
-        .dtypes
-        .iter()
-        .map(|(d, n)| format!("{d} ×{n}"))
-        .collect();
-    println!(
-        "weights      {} file(s), tensors {}",
-        info.files.len(),
-        dtypes.join(", ")
-    );
-    match &tok {
-        Some(t) => println!(
-            "tokenizer    {} ({}), vocab {}, bos {:?}, eos {:?}",
-            t.source().display(),
-            t.kind(),
-            t.vocab_size(),
-            t.bos_id(),
-            t.eos_ids()
-        ),
-        None => println!("tokenizer    none (use `run --input` with token ids)"),
-    }
-    Ok(())
 }
