@@ -118,96 +118,141 @@ pub fn analyze_parallel(dirs: &[PathBuf]) -> Result<ParallelStudy> {
             )));
         }
         let cond = condition(dir)?;
-        let t = read_parquet(&steps_path)?;
-        let p = &steps_path;
-        let (seq, step, layer) = (
-            i32_col(&t, p, "seq")?,
-            i32_col(&t, p, "step")?,
-            i32_col(&t, p, "layer")?,
-        );
-        let (mg, mp) = (
-            f32_col(&t, p, "mass_generated")?,
-            f32_col(&t, p, "mass_parallel")?,
-        );
-        let (ng, np) = (
-            i32_col(&t, p, "n_generated")?,
-            i32_col(&t, p, "n_parallel")?,
-        );
-        let rows: Vec<Row> = (0..seq.len())
-            .filter(|&i| ng[i] > 0 && np[i] > 0)
-            .map(|i| Row {
-                seq: seq[i],
-                step: step[i],
-                layer: layer[i],
-                a_np: mg[i] as f64 / ng[i] as f64,
-                a_par: mp[i] as f64 / np[i] as f64,
-            })
-            .collect();
-        let tokens_path = dir.join("tokens.parquet");
-        let tokens = read_parquet(&tokens_path)?;
+        let rows = step_rows(&steps_path)?;
+        let tokens = TokenSteps::read(&dir.join("tokens.parquet"))?;
+        let mut seqs: Vec<i32> = tokens.seq.clone();
+        seqs.sort_unstable();
+        seqs.dedup();
+        for s in seqs {
+            prompts.push(prompt_result(dir, &cond, s, &rows, &tokens));
+        }
+    }
+    let conditions = summarize_conditions(&prompts);
+    Ok(ParallelStudy {
+        prompts,
+        conditions,
+    })
+}
+
+/// The rows of steps.parquet in which the query sees both non-parallel and parallel slots, as mean weight
+/// per visible slot of each kind.
+fn step_rows(steps_path: &Path) -> Result<Vec<Row>> {
+    let t = read_parquet(steps_path)?;
+    let p = steps_path;
+    let (seq, step, layer) = (
+        i32_col(&t, p, "seq")?,
+        i32_col(&t, p, "step")?,
+        i32_col(&t, p, "layer")?,
+    );
+    let (mg, mp) = (
+        f32_col(&t, p, "mass_generated")?,
+        f32_col(&t, p, "mass_parallel")?,
+    );
+    let (ng, np) = (
+        i32_col(&t, p, "n_generated")?,
+        i32_col(&t, p, "n_parallel")?,
+    );
+    let rows: Vec<Row> = (0..seq.len())
+        .filter(|&i| ng[i] > 0 && np[i] > 0)
+        .map(|i| Row {
+            seq: seq[i],
+            step: step[i],
+            layer: layer[i],
+            a_np: mg[i] as f64 / ng[i] as f64,
+            a_par: mp[i] as f64 / np[i] as f64,
+        })
+        .collect();
+    Ok(rows)
+}
+
+/// seq, step and kind of every slot of tokens.parquet.
+struct TokenSteps {
+    seq: Vec<i32>,
+    step: Vec<i32>,
+    kind: Vec<String>,
+}
+
+impl TokenSteps {
+    fn read(tokens_path: &Path) -> Result<TokenSteps> {
+        let tokens = read_parquet(tokens_path)?;
         let (tseq, tstep) = (
-            i32_col(&tokens, &tokens_path, "seq")?,
-            i32_col(&tokens, &tokens_path, "step")?,
+            i32_col(&tokens, tokens_path, "seq")?,
+            i32_col(&tokens, tokens_path, "step")?,
         );
         let kinds = match tokens.column("kind") {
             Some(ColumnData::Utf8(v)) => v.clone(),
             _ => {
                 return Err(Error::field(
-                    &tokens_path,
+                    tokens_path,
                     "kind",
                     "missing or not a string column",
                 ));
             }
         };
-        let mut seqs: Vec<i32> = tseq.clone();
-        seqs.sort_unstable();
-        seqs.dedup();
-        for s in seqs {
-            let mine: Vec<&Row> = rows.iter().filter(|r| r.seq == s).collect();
-            let last_step = (0..tseq.len())
-                .filter(|&i| tseq[i] == s)
-                .map(|i| tstep[i])
-                .max()
-                .unwrap_or(0);
-            let par: Vec<usize> = (0..tseq.len())
-                .filter(|&i| tseq[i] == s && kinds[i] == "parallel")
-                .collect();
-            let mut par_steps: Vec<i32> = par.iter().map(|&i| tstep[i]).collect();
-            par_steps.dedup();
-            let nps: Vec<f64> = mine.iter().map(|r| r.a_np).collect();
-            let ps: Vec<f64> = mine.iter().map(|r| r.a_par).collect();
-            let part = |f: &dyn Fn(&Row) -> bool| {
-                reduction(&mine.iter().copied().filter(|r| f(r)).collect::<Vec<_>>())
-            };
-            let third = |r: &Row| (((r.step - 1) * 3) / last_step.max(1)).min(2);
-            let n_layers = mine.iter().map(|r| r.layer + 1).max().unwrap_or(0);
-            prompts.push(PromptResult {
-                run: dir.display().to_string(),
-                seq: s,
-                condition: cond.clone(),
-                steps: last_step,
-                parallel_positions: par_steps.len(),
-                parallel_tokens: par.len(),
-                rows: mine.len(),
-                mean_non_parallel: mean(&nps),
-                mean_parallel: mean(&ps),
-                median_non_parallel: median(&nps),
-                median_parallel: median(&ps),
-                std_non_parallel: std_dev(&nps),
-                std_parallel: std_dev(&ps),
-                reduction_pct: reduction(&mine),
-                early_reduction_pct: part(&|r| 2 * r.step <= last_step),
-                late_reduction_pct: part(&|r| 2 * r.step > last_step),
-                thirds_reduction_pct: [0, 1, 2].map(|k| part(&|r| third(r) == k)),
-                layer_reduction_pct: (0..n_layers).map(|l| part(&|r| r.layer == l)).collect(),
-            });
-        }
+        Ok(TokenSteps {
+            seq: tseq,
+            step: tstep,
+            kind: kinds,
+        })
     }
+}
+
+/// The reductions of one prompt (sequence `s` of the run `dir`).
+fn prompt_result(
+    dir: &Path,
+    cond: &str,
+    s: i32,
+    rows: &[Row],
+    tokens: &TokenSteps,
+) -> PromptResult {
+    let (tseq, tstep, kinds) = (&tokens.seq, &tokens.step, &tokens.kind);
+    let mine: Vec<&Row> = rows.iter().filter(|r| r.seq == s).collect();
+    let last_step = (0..tseq.len())
+        .filter(|&i| tseq[i] == s)
+        .map(|i| tstep[i])
+        .max()
+        .unwrap_or(0);
+    let par: Vec<usize> = (0..tseq.len())
+        .filter(|&i| tseq[i] == s && kinds[i] == "parallel")
+        .collect();
+    let mut par_steps: Vec<i32> = par.iter().map(|&i| tstep[i]).collect();
+    par_steps.dedup();
+    let nps: Vec<f64> = mine.iter().map(|r| r.a_np).collect();
+    let ps: Vec<f64> = mine.iter().map(|r| r.a_par).collect();
+    let part = |f: &dyn Fn(&Row) -> bool| {
+        reduction(&mine.iter().copied().filter(|r| f(r)).collect::<Vec<_>>())
+    };
+    let third = |r: &Row| (((r.step - 1) * 3) / last_step.max(1)).min(2);
+    let n_layers = mine.iter().map(|r| r.layer + 1).max().unwrap_or(0);
+    PromptResult {
+        run: dir.display().to_string(),
+        seq: s,
+        condition: cond.to_string(),
+        steps: last_step,
+        parallel_positions: par_steps.len(),
+        parallel_tokens: par.len(),
+        rows: mine.len(),
+        mean_non_parallel: mean(&nps),
+        mean_parallel: mean(&ps),
+        median_non_parallel: median(&nps),
+        median_parallel: median(&ps),
+        std_non_parallel: std_dev(&nps),
+        std_parallel: std_dev(&ps),
+        reduction_pct: reduction(&mine),
+        early_reduction_pct: part(&|r| 2 * r.step <= last_step),
+        late_reduction_pct: part(&|r| 2 * r.step > last_step),
+        thirds_reduction_pct: [0, 1, 2].map(|k| part(&|r| third(r) == k)),
+        layer_reduction_pct: (0..n_layers).map(|l| part(&|r| r.layer == l)).collect(),
+    }
+}
+
+/// Reductions summarised per condition, with the paired test over prompts.
+fn summarize_conditions(prompts: &[PromptResult]) -> Vec<ConditionResult> {
     let mut by_condition: BTreeMap<String, Vec<&PromptResult>> = BTreeMap::new();
     for p in prompts.iter().filter(|p| p.rows > 0) {
         by_condition.entry(p.condition.clone()).or_default().push(p);
     }
-    let conditions = by_condition
+    by_condition
         .into_iter()
         .map(|(condition, ps)| {
             let red: Vec<f64> = ps.iter().map(|p| p.reduction_pct).collect();
@@ -222,11 +267,7 @@ pub fn analyze_parallel(dirs: &[PathBuf]) -> Result<ParallelStudy> {
                 paired_test: paired_t_test(&np, &par),
             }
         })
-        .collect();
-    Ok(ParallelStudy {
-        prompts,
-        conditions,
-    })
+        .collect()
 }
 
 /// The per-prompt results as a table (one row per prompt; layer reductions as `layer_{l}` columns).
