@@ -312,7 +312,28 @@ impl<'a> Reader<'a> {
 
     /// Rotary parameters from either layout.
     fn rope(&self, head_dim: usize) -> Result<RopeConfig> {
-        // 5.x: everything inside `rope_parameters`; 4.x: top-level fields plus `rope_scaling`.
+        let src = self.rope_source()?;
+        let theta = match self.rope_number(&src, "rope_theta")? {
+            Some(t) => t,
+            None => self
+                .opt_f64(&["rope_theta", "rotary_emb_base"])?
+                .unwrap_or(10000.0),
+        };
+        if theta <= 0.0 {
+            return Err(self.err("rope_theta", "must be positive"));
+        }
+        let rotary_dim = self.rotary_dim(&src, head_dim)?;
+        let scaling = self.rope_scaling(&src)?;
+        Ok(RopeConfig {
+            theta,
+            rotary_dim,
+            scaling,
+        })
+    }
+
+    /// Where the rotary fields live: 5.x keeps everything inside `rope_parameters`; 4.x has top-level
+    /// fields plus `rope_scaling`.
+    fn rope_source(&self) -> Result<RopeSource<'_>> {
         let params = match self.get("rope_parameters") {
             Some(Value::Object(map)) => Some(map),
             Some(_) => return Err(self.err("rope_parameters", "expected an object")),
@@ -323,33 +344,32 @@ impl<'a> Reader<'a> {
             Some(_) => return Err(self.err("rope_scaling", "expected an object or null")),
             None => None,
         };
-        let (scaling_src, scaling_field) = match (params, scaling_obj) {
-            (Some(p), _) => (Some(p), "rope_parameters"),
-            (None, Some(s)) => (Some(s), "rope_scaling"),
-            (None, None) => (None, "rope_scaling"),
-        };
-        let sub = |key: &str| -> Result<Option<f64>> {
-            match scaling_src
-                .and_then(|m| m.get(key))
-                .filter(|v| !v.is_null())
-            {
-                Some(v) => v.as_f64().map(Some).ok_or_else(|| {
-                    self.err(&format!("{scaling_field}.{key}"), "expected a number")
-                }),
-                None => Ok(None),
-            }
-        };
+        Ok(match (params, scaling_obj) {
+            (Some(p), _) => RopeSource {
+                map: Some(p),
+                field: "rope_parameters",
+            },
+            (None, s) => RopeSource {
+                map: s,
+                field: "rope_scaling",
+            },
+        })
+    }
 
-        let theta = match sub("rope_theta")? {
-            Some(t) => t,
-            None => self
-                .opt_f64(&["rope_theta", "rotary_emb_base"])?
-                .unwrap_or(10000.0),
-        };
-        if theta <= 0.0 {
-            return Err(self.err("rope_theta", "must be positive"));
+    /// A number of the rotary object (`None` when absent or null).
+    fn rope_number(&self, src: &RopeSource, key: &str) -> Result<Option<f64>> {
+        match src.map.and_then(|m| m.get(key)).filter(|v| !v.is_null()) {
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| self.err(&format!("{}.{key}", src.field), "expected a number")),
+            None => Ok(None),
         }
-        let partial = match sub("partial_rotary_factor")? {
+    }
+
+    /// The rotated dimensions of each head: `head_dim · partial_rotary_factor`, positive, even, bounded.
+    fn rotary_dim(&self, src: &RopeSource, head_dim: usize) -> Result<usize> {
+        let partial = match self.rope_number(src, "partial_rotary_factor")? {
             Some(p) => p,
             None => self
                 .opt_f64(&["partial_rotary_factor", "rotary_pct"])?
@@ -374,44 +394,47 @@ impl<'a> Reader<'a> {
                 ),
             ));
         }
+        Ok(rotary_dim)
+    }
 
-        let rope_type = match scaling_src {
+    /// The frequency scaling (`rope_type` default, linear or llama3, with its parameters).
+    fn rope_scaling(&self, src: &RopeSource) -> Result<RopeScaling> {
+        let field = src.field;
+        let rope_type = match src.map {
             Some(m) => match m.get("rope_type").or_else(|| m.get("type")) {
                 Some(Value::String(s)) => s.clone(),
                 Some(_) => {
-                    return Err(
-                        self.err(&format!("{scaling_field}.rope_type"), "expected a string")
-                    );
+                    return Err(self.err(&format!("{field}.rope_type"), "expected a string"));
                 }
                 None => "default".to_string(),
             },
             None => "default".to_string(),
         };
         let need = |key: &str| -> Result<f64> {
-            sub(key)?.ok_or_else(|| self.err(&format!("{scaling_field}.{key}"), "missing"))
+            self.rope_number(src, key)?
+                .ok_or_else(|| self.err(&format!("{field}.{key}"), "missing"))
         };
-        let scaling = match rope_type.as_str() {
-            "default" => RopeScaling::None,
-            "linear" => RopeScaling::Linear {
+        match rope_type.as_str() {
+            "default" => Ok(RopeScaling::None),
+            "linear" => Ok(RopeScaling::Linear {
                 factor: need("factor")?,
-            },
-            "llama3" => RopeScaling::Llama3 {
+            }),
+            "llama3" => Ok(RopeScaling::Llama3 {
                 factor: need("factor")?,
                 low_freq_factor: need("low_freq_factor")?,
                 high_freq_factor: need("high_freq_factor")?,
                 original_max_position_embeddings: need("original_max_position_embeddings")?,
-            },
-            other => {
-                return Err(self.err(
-                    &format!("{scaling_field}.rope_type"),
-                    format!("unsupported rope type {other:?} (supported: default, linear, llama3)"),
-                ));
-            }
-        };
-        Ok(RopeConfig {
-            theta,
-            rotary_dim,
-            scaling,
-        })
+            }),
+            other => Err(self.err(
+                &format!("{field}.rope_type"),
+                format!("unsupported rope type {other:?} (supported: default, linear, llama3)"),
+            )),
+        }
     }
+}
+
+/// The object holding a config's rotary fields, and its name for errors.
+struct RopeSource<'m> {
+    map: Option<&'m Map<String, Value>>,
+    field: &'static str,
 }
