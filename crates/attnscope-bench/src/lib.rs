@@ -230,7 +230,6 @@ pub fn run_model(
         settings.dtype,
     )?;
     let (model, placement) = (&session.model, session.placement.clone());
-    let rounds = settings.warmup + settings.repeats;
     let modes = &settings.modes;
 
     let mut prefill_rows = Vec::new();
@@ -242,16 +241,10 @@ pub fn run_model(
             continue;
         }
         let prompt = measure::random_prompt(t, cfg.vocab_size, settings.seed);
-        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); modes.len()];
-        for r in 0..rounds {
-            for (i, &mode) in modes.iter().enumerate() {
-                tick(&format!("{label}: prefill t={t} {}", mode.as_str()));
-                let s = measure::prefill(model, &prompt, mode)?;
-                if r >= settings.warmup {
-                    samples[i].push(s);
-                }
-            }
-        }
+        let what = format!("{label}: prefill t={t}");
+        let samples = interleaved(settings, &what, tick, &mut |mode| {
+            measure::prefill(model, &prompt, mode)
+        })?;
         prefill_rows.extend(report::prefill_rows(cfg, t, modes, &summaries(&samples, 1)));
     }
 
@@ -269,16 +262,10 @@ pub fn run_model(
         let prompts: Vec<_> = (0..batch)
             .map(|b| measure::random_prompt(ctx, cfg.vocab_size, settings.seed + 1 + b as u64))
             .collect();
-        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); modes.len()];
-        for r in 0..rounds {
-            for (i, &mode) in modes.iter().enumerate() {
-                tick(&format!("{label}: decode batch={batch} {}", mode.as_str()));
-                let s = measure::decode(model, &prompts, steps, mode)?;
-                if r >= settings.warmup {
-                    samples[i].push(s);
-                }
-            }
-        }
+        let what = format!("{label}: decode batch={batch}");
+        let samples = interleaved(settings, &what, tick, &mut |mode| {
+            measure::decode(model, &prompts, steps, mode)
+        })?;
         decode_rows.extend(report::decode_rows(
             cfg,
             (batch, ctx, steps),
@@ -300,6 +287,28 @@ pub fn run_model(
         decode: decode_rows,
     };
     Ok((report, placement))
+}
+
+/// Runs `measure` for every mode in turn, `warmup + repeats` rounds (modes interleaved within each round,
+/// so drift of the machine hits all modes alike); returns the samples of the timed rounds per mode.
+fn interleaved(
+    settings: &BenchSettings,
+    what: &str,
+    tick: &mut dyn FnMut(&str),
+    measure: &mut dyn FnMut(Mode) -> Result<Sample>,
+) -> Result<Vec<Vec<Sample>>> {
+    let modes = &settings.modes;
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); modes.len()];
+    for r in 0..settings.warmup + settings.repeats {
+        for (i, &mode) in modes.iter().enumerate() {
+            tick(&format!("{what} {}", mode.as_str()));
+            let s = measure(mode)?;
+            if r >= settings.warmup {
+                samples[i].push(s);
+            }
+        }
+    }
+    Ok(samples)
 }
 
 /// Per mode: the summary of milliseconds (divided by `per` units, e.g. decode steps) and the largest peak

@@ -1,6 +1,6 @@
 //! The readable table of a bench report: per model a prefill block and a decode block.
 
-use crate::report::BenchReport;
+use crate::report::{BenchReport, ModelReport};
 use std::fmt::Write as _;
 
 /// A number with about three significant digits.
@@ -110,61 +110,11 @@ pub fn render_table(r: &BenchReport) -> String {
             m.vocab_size
         );
         if !m.prefill.is_empty() {
-            let mut rows = vec![strings([
-                "prefill T",
-                "mode",
-                "median ms",
-                "spread",
-                "tok/s",
-                "TFLOP/s",
-                "% peak",
-                "peak MB",
-                "x none",
-            ])];
-            for p in &m.prefill {
-                rows.push(vec![
-                    p.t.to_string(),
-                    p.mode.to_string(),
-                    sig3(p.median_ms),
-                    format!("±{:.1}%", spread(p.median_ms, p.p10_ms, p.p90_ms)),
-                    format!("{:.0}", p.tokens_per_s),
-                    sig3(p.tflops),
-                    percent(p.fraction_of_peak),
-                    megabytes(p.peak_memory_bytes),
-                    ratio(p.overhead_vs_none),
-                ]);
-            }
-            out.push_str(&align(&rows, &[1], 2));
+            out.push_str(&prefill_table(m));
         }
         if !m.decode.is_empty() {
-            let mut rows = vec![strings([
-                "decode batch",
-                "context",
-                "mode",
-                "ms/step",
-                "range",
-                "tok/s",
-                "GB/s",
-                "% peak bw",
-                "peak MB",
-                "x none",
-            ])];
-            for p in &m.decode {
-                rows.push(vec![
-                    p.batch.to_string(),
-                    format!("{}+{}", p.context, p.steps),
-                    p.mode.to_string(),
-                    sig3(p.median_ms_per_step),
-                    format!("{}-{}", sig3(p.min_ms_per_step), sig3(p.max_ms_per_step)),
-                    format!("{:.1}", p.tokens_per_s),
-                    sig3(p.bytes_per_s / 1e9),
-                    percent(p.fraction_of_peak_bandwidth),
-                    megabytes(p.peak_memory_bytes),
-                    ratio(p.overhead_vs_none),
-                ]);
-            }
             out.push('\n');
-            out.push_str(&align(&rows, &[2], 2));
+            out.push_str(&decode_table(m));
         }
     }
     if !r.not_measured.is_empty() {
@@ -174,6 +124,66 @@ pub fn render_table(r: &BenchReport) -> String {
         }
     }
     out
+}
+
+/// The prefill rows of one model, aligned.
+fn prefill_table(m: &ModelReport) -> String {
+    let mut rows = vec![strings([
+        "prefill T",
+        "mode",
+        "median ms",
+        "spread",
+        "tok/s",
+        "TFLOP/s",
+        "% peak",
+        "peak MB",
+        "x none",
+    ])];
+    for p in &m.prefill {
+        rows.push(vec![
+            p.t.to_string(),
+            p.mode.to_string(),
+            sig3(p.median_ms),
+            format!("±{:.1}%", spread(p.median_ms, p.p10_ms, p.p90_ms)),
+            format!("{:.0}", p.tokens_per_s),
+            sig3(p.tflops),
+            percent(p.fraction_of_peak),
+            megabytes(p.peak_memory_bytes),
+            ratio(p.overhead_vs_none),
+        ]);
+    }
+    align(&rows, &[1], 2)
+}
+
+/// The decode rows of one model, aligned.
+fn decode_table(m: &ModelReport) -> String {
+    let mut rows = vec![strings([
+        "decode batch",
+        "context",
+        "mode",
+        "ms/step",
+        "range",
+        "tok/s",
+        "GB/s",
+        "% peak bw",
+        "peak MB",
+        "x none",
+    ])];
+    for p in &m.decode {
+        rows.push(vec![
+            p.batch.to_string(),
+            format!("{}+{}", p.context, p.steps),
+            p.mode.to_string(),
+            sig3(p.median_ms_per_step),
+            format!("{}-{}", sig3(p.min_ms_per_step), sig3(p.max_ms_per_step)),
+            format!("{:.1}", p.tokens_per_s),
+            sig3(p.bytes_per_s / 1e9),
+            percent(p.fraction_of_peak_bandwidth),
+            megabytes(p.peak_memory_bytes),
+            ratio(p.overhead_vs_none),
+        ]);
+    }
+    align(&rows, &[2], 2)
 }
 
 /// Half the p10–p90 range in percent of the median.
