@@ -7,6 +7,7 @@ use attnscope_bench::attention::{
 };
 use attnscope_core::Error;
 use attnscope_core::Result;
+use attnscope_cuda::bench::AttentionBenchShape;
 use attnscope_cuda::{CudaStatus, DeviceRequest, GpuContext, GpuDtype, probe};
 use serde::Serialize;
 
@@ -46,14 +47,16 @@ pub fn bench_attention(args: BenchAttentionArgs) -> Result<()> {
     check_args(&args)?;
     let settings = AttentionBenchSettings {
         lengths: args.lengths.clone(),
-        n_heads: args.heads,
-        n_kv_heads: args.kv_heads,
-        head_dim: args.head_dim,
-        dtype,
-        warmup: args.warmup,
-        repeats: args.repeats,
+        shape: AttentionBenchShape {
+            n_heads: args.heads,
+            n_kv_heads: args.kv_heads,
+            head_dim: args.head_dim,
+            dtype,
+            warmup: args.warmup,
+            repeats: args.repeats,
+            seed: args.seed,
+        },
         device,
-        seed: args.seed,
     };
     let (results, not_measured, record, timing) = measure(&args, &settings, device)?;
     println!(

@@ -28,19 +28,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             .build_global()
             .map_err(|e| Error::input(format!("--threads: {e}")))?;
     }
-    let mut sources: Vec<ModelSource> = args
-        .models
-        .iter()
-        .map(|m| ModelSource::Named(m.trim().to_string()))
-        .chain(args.config.iter().cloned().map(ModelSource::Config))
-        .collect();
-    if sources.is_empty() {
-        sources = DEFAULT_MODELS
-            .iter()
-            .map(|m| ModelSource::Named(m.to_string()))
-            .collect();
-    }
-    let planned = plan(&sources, &settings)?;
+    let planned = plan(&model_sources(&args), &settings)?;
     let created_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -190,6 +178,23 @@ pub(crate) fn check_json_target(path: &Path) -> Result<()> {
         )),
         _ => Ok(()),
     }
+}
+
+/// The models `--models` and `--config` name, or the default list.
+fn model_sources(args: &BenchArgs) -> Vec<ModelSource> {
+    let sources: Vec<ModelSource> = args
+        .models
+        .iter()
+        .map(|m| ModelSource::Named(m.trim().to_string()))
+        .chain(args.config.iter().cloned().map(ModelSource::Config))
+        .collect();
+    if !sources.is_empty() {
+        return sources;
+    }
+    DEFAULT_MODELS
+        .iter()
+        .map(|m| ModelSource::Named(m.to_string()))
+        .collect()
 }
 
 /// The command line as one string, arguments with spaces or quotes quoted.

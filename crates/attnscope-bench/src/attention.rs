@@ -17,9 +17,9 @@ use attnscope_core::rng::uniform_values as values;
 use attnscope_core::slots::AttentionMask;
 use attnscope_core::slots::SlotInfo;
 use attnscope_core::slots::Visibility;
+use attnscope_cuda::DeviceRequest;
 use attnscope_cuda::GpuContext;
 use attnscope_cuda::bench::{AttentionBenchShape, time_attention};
-use attnscope_cuda::{DeviceRequest, GpuDtype};
 use serde::Serialize;
 
 /// Schema tag of the JSON.
@@ -27,18 +27,13 @@ pub const SCHEMA: &str = "attnscope-attn-bench/1";
 /// The FLOP count used for TFLOP/s.
 pub const FLOPS_FORMULA: &str = "4 * n_heads * head_dim * T*(T+1)/2 (causal; QK^T and PV, batch 1)";
 
-/// What to measure.
+/// What to measure: the attention shape and timing settings (shared with the GPU timing in
+/// `attnscope_cuda::bench`), the lengths, and the device.
 #[derive(Clone, Debug)]
 pub struct AttentionBenchSettings {
     pub lengths: Vec<usize>,
-    pub n_heads: usize,
-    pub n_kv_heads: usize,
-    pub head_dim: usize,
-    pub dtype: GpuDtype,
-    pub warmup: usize,
-    pub repeats: usize,
+    pub shape: AttentionBenchShape,
     pub device: DeviceRequest,
-    pub seed: u64,
 }
 
 /// One timed implementation at one length.
@@ -80,25 +75,25 @@ fn row(
         implementation,
         batch: 1,
         t,
-        n_heads: s.n_heads,
-        n_kv_heads: s.n_kv_heads,
-        head_dim: s.head_dim,
+        n_heads: s.shape.n_heads,
+        n_kv_heads: s.shape.n_kv_heads,
+        head_dim: s.shape.head_dim,
         dtype: dtype.to_string(),
         median_ms: median,
         p10_ms: percentile(ms, 10.0),
         p90_ms: percentile(ms, 90.0),
-        tflops: attention_flops(s.n_heads, s.head_dim, t) / (median / 1e3) / 1e12,
+        tflops: attention_flops(s.shape.n_heads, s.shape.head_dim, t) / (median / 1e3) / 1e12,
     }
 }
 
 /// Times the CPU reference (f32) at each length.
 pub fn run_cpu(s: &AttentionBenchSettings) -> Vec<AttentionBenchRow> {
-    let (nh, nkv, hd) = (s.n_heads, s.n_kv_heads, s.head_dim);
+    let (nh, nkv, hd) = (s.shape.n_heads, s.shape.n_kv_heads, s.shape.head_dim);
     let mut rows = Vec::new();
     for &t in &s.lengths {
-        let q = values(t * nh * hd, s.seed);
-        let k = values(t * nkv * hd, s.seed + 1);
-        let v = values(t * nkv * hd, s.seed + 2);
+        let q = values(t * nh * hd, s.shape.seed);
+        let k = values(t * nkv * hd, s.shape.seed + 1);
+        let v = values(t * nkv * hd, s.shape.seed + 2);
         let slots: Vec<SlotInfo> = (0..t).map(|i| SlotInfo::prompt(0, i as i64, -1)).collect();
         let inp = AttentionInput {
             q: &q,
@@ -120,10 +115,10 @@ pub fn run_cpu(s: &AttentionBenchSettings) -> Vec<AttentionBenchRow> {
         };
         let mut out = vec![0.0f32; t * nh * hd];
         let mut ms = Vec::new();
-        for r in 0..s.warmup + s.repeats {
+        for r in 0..s.shape.warmup + s.shape.repeats {
             let t0 = std::time::Instant::now();
             attention(&inp, &mut out, None);
-            if r >= s.warmup {
+            if r >= s.shape.warmup {
                 ms.push(t0.elapsed().as_secs_f64() * 1e3);
             }
         }
@@ -139,22 +134,14 @@ pub fn run_gpu(
     s: &AttentionBenchSettings,
     max_weights_bytes: usize,
 ) -> Result<(Vec<AttentionBenchRow>, Vec<String>)> {
-    let shape = AttentionBenchShape {
-        n_heads: s.n_heads,
-        n_kv_heads: s.n_kv_heads,
-        head_dim: s.head_dim,
-        dtype: s.dtype,
-        warmup: s.warmup,
-        repeats: s.repeats,
-        seed: s.seed,
-    };
+    let shape = s.shape;
     let mut rows = Vec::new();
     let mut notes = Vec::new();
     for &t in &s.lengths {
         let (timings, note) = time_attention(g, &shape, t, max_weights_bytes)?;
         notes.extend(note);
         for timing in &timings {
-            let dtype = s.dtype.as_str();
+            let dtype = s.shape.dtype.as_str();
             rows.push(row(s, timing.implementation, t, dtype, &timing.samples_ms));
         }
     }

@@ -130,16 +130,7 @@ pub fn run_sequence(
             .iter()
             .any(|s| model.cfg.eos_token_ids.contains(&s.token));
         // The sampled tokens enter the cache so that their own attention rows are captured too.
-        let how = generation
-            .parallel
-            .map_or(SetDistribution::Last, |p| p.next);
-        let rows = if step == generation.max_new_tokens {
-            LogitRows::None
-        } else if is_set && how != SetDistribution::Last {
-            LogitRows::All
-        } else {
-            LogitRows::Last
-        };
+        let (rows, how) = logit_rows_after(step, generation, is_set);
         // The logits buffer is reused from step to step.
         model.forward_into(&mut cache, &new, capture.as_mut(), rows, &mut logits)?;
         if rows == LogitRows::All {
@@ -162,6 +153,26 @@ pub fn run_sequence(
         decode_seconds,
         stopped_at_eos,
     })
+}
+
+/// Which logits step `step` must return, and how a parallel set's rows make the next distribution: none
+/// after the last step, every row of a set whose next distribution is not its last row's, else the last.
+fn logit_rows_after(
+    step: usize,
+    generation: &GenerateOptions,
+    is_set: bool,
+) -> (LogitRows, SetDistribution) {
+    let how = generation
+        .parallel
+        .map_or(SetDistribution::Last, |p| p.next);
+    let rows = if step == generation.max_new_tokens {
+        LogitRows::None
+    } else if is_set && how != SetDistribution::Last {
+        LogitRows::All
+    } else {
+        LogitRows::Last
+    };
+    (rows, how)
 }
 
 /// The slots of generation step `step` at `position`: one sampled token, or a parallel set (a new group)
