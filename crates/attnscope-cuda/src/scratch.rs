@@ -62,13 +62,25 @@ impl DecodePartials {
 impl DeviceScratch {
     /// Scratch for passes of up to `rows` rows of model `cfg`.
     pub fn new(g: &GpuContext, cfg: &ModelConfig, rows: usize) -> Result<DeviceScratch> {
+        let dims = (cfg.n_heads, cfg.head_dim, cfg.vocab_size);
+        DeviceScratch::sized(g, dims, rows, 0)
+    }
+
+    /// Buffers for passes of up to `rows` rows of a model of `(n_heads, head_dim, vocab)`, with decode
+    /// partials of `decode_rows` rows.
+    fn sized(
+        g: &GpuContext,
+        (n_heads, head_dim, vocab): (usize, usize, usize),
+        rows: usize,
+        decode_rows: usize,
+    ) -> Result<DeviceScratch> {
         let rows = rows.max(1);
-        let stats = cfg.n_heads * rows;
+        let stats = n_heads * rows;
         Ok(DeviceScratch {
             rows,
-            n_heads: cfg.n_heads,
-            head_dim: cfg.head_dim,
-            vocab: cfg.vocab_size,
+            n_heads,
+            head_dim,
+            vocab,
             pass_rows: 0,
             ids: g.zeros_of(rows)?,
             positions: g.zeros_of(rows)?,
@@ -78,8 +90,8 @@ impl DeviceScratch {
             entropy: g.zeros_of(stats)?,
             max_weight: g.zeros_of(stats)?,
             argmax: g.zeros_of(stats)?,
-            decode: DecodePartials::new(g, 0, cfg.head_dim)?,
-            logits: g.zeros_of(rows * cfg.vocab_size)?,
+            decode: DecodePartials::new(g, decode_rows, head_dim)?,
+            logits: g.zeros_of(rows * vocab)?,
         })
     }
 
@@ -92,7 +104,8 @@ impl DeviceScratch {
     /// than any before).
     pub fn begin_pass(&mut self, g: &GpuContext, slots: &[SlotInfo]) -> Result<()> {
         if slots.len() > self.rows {
-            *self = DeviceScratch::regrow(self, g, slots.len())?;
+            let dims = (self.n_heads, self.head_dim, self.vocab);
+            *self = DeviceScratch::sized(g, dims, slots.len(), self.decode.rows)?;
         }
         self.host_ids.clear();
         self.host_ids.extend(slots.iter().map(|s| s.token));
@@ -110,26 +123,6 @@ impl DeviceScratch {
         g.stream
             .memcpy_htod(&self.host_positions, &mut self.positions.slice_mut(0..n))
             .map_err(err)
-    }
-
-    /// The same scratch for `rows` rows (keeps the decode partials).
-    fn regrow(old: &DeviceScratch, g: &GpuContext, rows: usize) -> Result<DeviceScratch> {
-        let stats = old.n_heads * rows;
-        Ok(DeviceScratch {
-            rows,
-            pass_rows: 0,
-            ids: g.zeros_of(rows)?,
-            positions: g.zeros_of(rows)?,
-            host_ids: Vec::with_capacity(rows),
-            host_positions: Vec::with_capacity(rows),
-            lse: g.zeros_of(stats)?,
-            entropy: g.zeros_of(stats)?,
-            max_weight: g.zeros_of(stats)?,
-            argmax: g.zeros_of(stats)?,
-            decode: DecodePartials::new(g, old.decode.rows, old.head_dim)?,
-            logits: g.zeros_of(rows * old.vocab)?,
-            ..*old
-        })
     }
 
     /// Checks that one attention call of `n_new` rows fits the statistics buffers.
