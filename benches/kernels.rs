@@ -17,9 +17,7 @@ use attnscope_core::model::ops::{MatRef, linear, matmul, norm};
 use attnscope_core::model::random::named_config;
 use attnscope_core::model::rope::Rope;
 use attnscope_core::rng::uniform_values as values;
-use attnscope_core::slots::AttentionMask;
 use attnscope_core::slots::SlotInfo;
-use attnscope_core::slots::Visibility;
 use attnscope_core::weights::{Linear, Norm};
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
@@ -124,24 +122,7 @@ fn attention_bench(c: &mut Criterion) {
     let keys = values(T * kv_heads * hd, 9);
     let vals = values(T * kv_heads * hd, 10);
     let slots: Vec<SlotInfo> = (0..T).map(|i| SlotInfo::prompt(0, i as i64, -1)).collect();
-    let input = AttentionInput {
-        q: &q,
-        keys: &keys,
-        values: &vals,
-        q_start: 0,
-        n_new: T,
-        shape: attnscope_core::model::backend::AttentionShape {
-            n_heads: heads,
-            n_kv_heads: kv_heads,
-            head_dim: hd,
-            scale: 1.0 / (hd as f32).sqrt(),
-        },
-        mask: AttentionMask {
-            slots: &slots,
-            visibility: Visibility::Visible,
-            sliding_window: None,
-        },
-    };
+    let input = AttentionInput::causal_prefill(&q, &keys, &vals, (heads, kv_heads, hd), &slots);
     let mut out = vec![0.0f32; T * heads * hd];
     let spec = CaptureSpec::default(); // stats only
     let mut g = configure(c, "attention/12h_t256_d64");

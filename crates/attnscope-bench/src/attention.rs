@@ -14,9 +14,7 @@
 use attnscope_core::Result;
 use attnscope_core::model::attention::{AttentionInput, attention};
 use attnscope_core::rng::uniform_values as values;
-use attnscope_core::slots::AttentionMask;
 use attnscope_core::slots::SlotInfo;
-use attnscope_core::slots::Visibility;
 use attnscope_cuda::DeviceRequest;
 use attnscope_cuda::GpuContext;
 use attnscope_cuda::bench::{AttentionBenchShape, time_attention};
@@ -95,24 +93,7 @@ pub fn run_cpu(s: &AttentionBenchSettings) -> Vec<AttentionBenchRow> {
         let k = values(t * nkv * hd, s.shape.seed + 1);
         let v = values(t * nkv * hd, s.shape.seed + 2);
         let slots: Vec<SlotInfo> = (0..t).map(|i| SlotInfo::prompt(0, i as i64, -1)).collect();
-        let inp = AttentionInput {
-            q: &q,
-            keys: &k,
-            values: &v,
-            q_start: 0,
-            n_new: t,
-            shape: attnscope_core::model::backend::AttentionShape {
-                n_heads: nh,
-                n_kv_heads: nkv,
-                head_dim: hd,
-                scale: 1.0 / (hd as f32).sqrt(),
-            },
-            mask: AttentionMask {
-                slots: &slots,
-                visibility: Visibility::Visible,
-                sliding_window: None,
-            },
-        };
+        let inp = AttentionInput::causal_prefill(&q, &k, &v, (nh, nkv, hd), &slots);
         let mut out = vec![0.0f32; t * nh * hd];
         let mut ms = Vec::new();
         for r in 0..s.shape.warmup + s.shape.repeats {

@@ -9,7 +9,7 @@
 use crate::capture::{HeadRecorder, RowView};
 use crate::model::backend::AttentionShape;
 use crate::model::ops::{MatRef, matmul};
-use crate::slots::AttentionMask;
+use crate::slots::{AttentionMask, SlotInfo, Visibility};
 use rayon::prelude::*;
 
 /// The operands of one layer's attention for `n_new` query slots starting at slot `q_start`.
@@ -24,6 +24,37 @@ pub struct AttentionInput<'a> {
     /// Heads, key/value heads, head dim and the factor on q·k.
     pub shape: AttentionShape,
     pub mask: AttentionMask<'a>,
+}
+
+impl<'a> AttentionInput<'a> {
+    /// A plain causal prefill of all `slots` (visible, no sliding window) with the 1/√head_dim scale: the
+    /// case the benchmarks time.
+    pub fn causal_prefill(
+        q: &'a [f32],
+        keys: &'a [f32],
+        values: &'a [f32],
+        (n_heads, n_kv_heads, head_dim): (usize, usize, usize),
+        slots: &'a [SlotInfo],
+    ) -> AttentionInput<'a> {
+        AttentionInput {
+            q,
+            keys,
+            values,
+            q_start: 0,
+            n_new: slots.len(),
+            shape: AttentionShape {
+                n_heads,
+                n_kv_heads,
+                head_dim,
+                scale: 1.0 / (head_dim as f32).sqrt(),
+            },
+            mask: AttentionMask {
+                slots,
+                visibility: Visibility::Visible,
+                sliding_window: None,
+            },
+        }
+    }
 }
 
 /// Query rows handled per matmul block.
