@@ -89,10 +89,12 @@ impl DeviceKv {
     pub fn positions_ptr(&self) -> u64 {
         self.positions.device_ptr(&self.gpu.stream).0
     }
+}
 
+impl KvStore for DeviceKv {
     /// Keys (`values = false`) or values of layer `l`, slots `0..n`, as f32 `[n, kv_dim]`.
-    pub fn read_layer(&self, l: usize, values: bool, n: usize, kv_dim: usize) -> Result<Vec<f32>> {
-        if l >= self.keys.len() || n * kv_dim > self.capacity * self.kv_dim {
+    fn read_layer(&self, l: usize, values: bool, n: usize) -> Result<Vec<f32>> {
+        if l >= self.keys.len() || n > self.capacity {
             return Err(Error::cuda(format!(
                 "read of {n} slots of layer {l} from a device cache of {} layers × {} slots",
                 self.keys.len(),
@@ -104,11 +106,11 @@ impl DeviceKv {
         } else {
             &self.keys[l]
         };
-        self.gpu.read_f32(buf, 0..n * kv_dim)
+        self.gpu.read_f32(buf, 0..n * self.kv_dim)
     }
 
     /// Overwrites keys or values of layer `l`, slots `0..data.len() / kv_dim`, from f32.
-    pub fn write_layer(&mut self, l: usize, values: bool, data: &[f32]) -> Result<()> {
+    fn write_layer(&mut self, l: usize, values: bool, data: &[f32]) -> Result<()> {
         if l >= self.keys.len() || data.len() > self.capacity * self.kv_dim {
             return Err(Error::cuda(format!(
                 "write of {} elements into layer {l} of a device cache of {} layers × {} slots",
@@ -123,16 +125,6 @@ impl DeviceKv {
             &mut self.keys[l]
         };
         self.gpu.write_f32(buf, 0, data)
-    }
-}
-
-impl KvStore for DeviceKv {
-    fn read_layer(&self, layer: usize, values: bool, n_slots: usize) -> Result<Vec<f32>> {
-        DeviceKv::read_layer(self, layer, values, n_slots, self.kv_dim)
-    }
-
-    fn write_layer(&mut self, layer: usize, values: bool, data: &[f32]) -> Result<()> {
-        DeviceKv::write_layer(self, layer, values, data)
     }
 
     fn try_clone(&self) -> Result<Box<dyn KvStore>> {
