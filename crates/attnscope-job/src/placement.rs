@@ -19,11 +19,13 @@ pub struct Placement {
 }
 
 impl Placement {
-    fn cpu(note: Option<String>) -> Placement {
+    /// Where `model` runs now, with `note`.
+    fn of(model: &Model, note: Option<String>) -> Placement {
+        let d = model.device();
         Placement {
-            device: "cpu".into(),
-            gpu_name: None,
-            dtype: "f32".into(),
+            device: d.device,
+            gpu_name: d.name,
+            dtype: d.dtype,
             note,
         }
     }
@@ -36,27 +38,22 @@ pub fn place(model: &mut Model, request: DeviceRequest, dtype: GpuDtype) -> Resu
     let ordinal = match request {
         DeviceRequest::Cpu => {
             model.use_cpu();
-            return Ok(Placement::cpu(None));
+            return Ok(Placement::of(model, None));
         }
         // No driver or no device: the CPU, silently (the common case on laptops and CI).
         DeviceRequest::Auto if !attnscope_cuda::probe().is_available() => {
             model.use_cpu();
-            return Ok(Placement::cpu(None));
+            return Ok(Placement::of(model, None));
         }
         DeviceRequest::Auto => 0,
         DeviceRequest::Cuda(n) => n,
     };
-    let opened = open_gpu(model, ordinal, dtype);
+    let opened = CudaBackend::open(ordinal, dtype).and_then(|b| model.use_backend(b));
     match (opened, request) {
-        (Ok(name), _) => Ok(Placement {
-            device: format!("cuda:{ordinal}"),
-            gpu_name: Some(name),
-            dtype: dtype.as_str().into(),
-            note: None,
-        }),
+        (Ok(()), _) => Ok(Placement::of(model, None)),
         (Err(e), DeviceRequest::Auto) => {
             model.use_cpu();
-            Ok(Placement::cpu(Some(e.to_string())))
+            Ok(Placement::of(model, Some(e.to_string())))
         }
         (Err(e), _) => {
             model.use_cpu();
@@ -65,12 +62,4 @@ pub fn place(model: &mut Model, request: DeviceRequest, dtype: GpuDtype) -> Resu
             )))
         }
     }
-}
-
-/// Uploads the model to GPU `ordinal` in `dtype`; returns the GPU name.
-fn open_gpu(model: &mut Model, ordinal: usize, dtype: GpuDtype) -> Result<String> {
-    let backend = CudaBackend::open(ordinal, dtype)?;
-    let name = backend.gpu().name.clone();
-    model.use_backend(backend)?;
-    Ok(name)
 }
