@@ -1,6 +1,7 @@
-//! Helpers of the end-to-end tests that drive the `attnscope` binary (tests/cli_run.rs, tests/cli_errors.rs,
-//! tests/bench_cli.rs, tests/job_api.rs): fixture paths, running the binary, directory listings, and an
-//! independent reader of the Parquet files a run writes (the `parquet` crate's row API, not attnscope-io).
+//! Helpers of the end-to-end tests that drive the `attnscope` binary (tests/cli_*.rs, tests/bench_cli.rs,
+//! tests/job_api.rs): fixture paths, running the binary, directory listings, an independent reader of the
+//! Parquet files a run writes (the `parquet` crate's row API, not attnscope-io), and the scratch area and
+//! one-line-error check of the error tests.
 
 use super::repo;
 use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -9,6 +10,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use tempfile::TempDir;
 
 /// A fixture model directory under tests/fixtures.
 pub fn fixture(name: &str) -> PathBuf {
@@ -105,4 +107,100 @@ pub fn string<'a>(row: &'a Row, col: &str) -> &'a str {
         Field::Str(v) => v,
         other => panic!("column {col}: expected a string, got {other:?}"),
     }
+}
+
+/// A scratch area: `root/outs` is the (initially empty) parent of the `--out` path `root/outs/run`.
+pub struct Scratch {
+    tmp: TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir(tmp.path().join("outs")).unwrap();
+        Scratch { tmp }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// The parent of [`Scratch::out`], which must stay as it was after a failed run.
+    pub fn outs(&self) -> PathBuf {
+        self.root().join("outs")
+    }
+
+    pub fn out(&self) -> PathBuf {
+        self.outs().join("run")
+    }
+
+    /// A private copy of a model directory, free to be broken.
+    pub fn model_copy(&self, src: &Path) -> PathBuf {
+        let dst = self.root().join("model");
+        copy_dir(src, &dst);
+        dst
+    }
+
+    /// Writes `text` to `root/name` and returns the path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.root().join(name);
+        fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// `attnscope run --out <out>` with cwd = the scratch root.
+    pub fn run_cmd(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_attnscope"));
+        cmd.current_dir(self.root())
+            .arg("run")
+            .arg("--out")
+            .arg(self.out());
+        cmd
+    }
+}
+
+/// Runs `cmd`, which must fail with exactly one `error: ` line on stderr (besides `note:`/`warning:`
+/// lines) containing every one of `needles`, and must leave the entries of `watch` as they were.
+/// Returns the error line.
+pub fn expect_error(mut cmd: Command, watch: &Path, needles: &[&str]) -> String {
+    let before = entries(watch);
+    let output = cmd.output().expect("cannot start attnscope");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let ctx = format!(
+        "{cmd:?}\n--- status: {:?}\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}",
+        output.status
+    );
+    assert!(
+        matches!(output.status.code(), Some(c) if c != 0),
+        "expected a non-zero exit code\n{ctx}"
+    );
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter(|l| !l.starts_with("note:") && !l.starts_with("warning:"))
+        .collect();
+    assert_eq!(lines.len(), 1, "expected exactly one error line\n{ctx}");
+    let line = lines[0];
+    assert!(
+        line.starts_with("error: "),
+        "line must start with `error: `\n{ctx}"
+    );
+    for needle in needles {
+        assert!(line.contains(needle), "error line lacks {needle:?}\n{ctx}");
+    }
+    let after = entries(watch);
+    assert_eq!(
+        before,
+        after,
+        "{} changed (output or temp directory left behind)\n{ctx}",
+        watch.display()
+    );
+    eprintln!("{line}");
+    line.to_string()
+}
+
+/// Writes an `--input` spec into the scratch area.
+pub fn input_file(s: &Scratch, spec: serde_json::Value) -> PathBuf {
+    s.write("spec.json", &spec.to_string())
 }
