@@ -15,6 +15,7 @@ use gpu_common::attention::{
     Path, Problem, Reference, RowOutputs, Shape, StatTol, decode_slots, run_prefill, slots,
 };
 use gpu_common::runs::{ProbsCase, ProbsOut, run_decode, run_probs};
+use gpu_common::tc_reference::{Arith, Fault, tile_walk};
 use gpu_common::{Elem, Gpu, assert_close, gpu_or_skip, max_rel_err, round_to, small};
 
 /// Tensor-core statistics: l and Σp·s accumulate in f32 per thread (the SIMT path uses f64), and the scores
@@ -75,7 +76,13 @@ fn check_tc<E: Elem>(gpu: &Gpu, s: Shape, with_stats: bool) {
     let r = p.reference(&CaptureSpec::default());
     let got = run_prefill::<E>(gpu, Path::Tensor, &p, with_stats);
     let label = format!("tensor-core {} {s:?}", E::SUFFIX);
+    // Against the CPU twin (P unrounded), then against the emulation of the kernel's rounding of P, whose
+    // bound is tight enough to catch a fragment-layout error (tests/tc_reference_check.rs).
     assert_close(&label, &got.out, &r.out, tc_out_tol::<E>);
+    let emulated = p.tc_emulated::<E>(tile_walk(Path::Tensor, s.head_dim), Fault::None, Arith::F64);
+    if let Err(e) = emulated.check(&got.out) {
+        panic!("{label}: against the emulated rounding of P: {e}");
+    }
     p.check_stats(&label, &r, &got, &TC_STATS);
 }
 

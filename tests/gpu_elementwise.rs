@@ -3,14 +3,14 @@
 //! `ops::add_in_place` / the bias add of `ops::project`. (Sampling runs on the host from f32 logits.)
 //!
 //! Without a CUDA device every test prints `SKIP: no CUDA device (...)` and passes, unless
-//! `ATTNSCOPE_REQUIRE_GPU=1`.
+//! `ATTNSCOPE_REQUIRE_GPU=1`. `ATTNSCOPE_GPU_SMALL=1` (the compute-sanitizer runs) shrinks the grids.
 
 mod gpu_common;
 
 use attnscope_core::config::Activation;
 use attnscope_core::model::ops::{activation, add_in_place, project};
 use attnscope_cuda::ops::{self, Grid};
-use gpu_common::{Elem, Gpu, gpu_or_skip, max_rel_err, round_to, values};
+use gpu_common::{Elem, Gpu, gpu_or_skip, max_rel_err, round_to, small, values};
 
 /// `blocks` blocks of `threads` threads: the tests vary the shape to exercise the kernels' stride loops.
 fn grid(blocks: usize, threads: u32) -> Grid {
@@ -39,7 +39,12 @@ fn assert_same(label: &str, got: &[f32], want: &[f32]) {
 
 fn embedding<E: Elem>(gpu: &Gpu) {
     let (vocab, max_pos) = (50usize, 64usize);
-    for (dim, block) in [(80usize, 128u32), (1000, 128), (1000, 1024)] {
+    let cases: &[(usize, u32)] = if small() {
+        &[(80, 128), (1000, 1024)]
+    } else {
+        &[(80, 128), (1000, 128), (1000, 1024)]
+    };
+    for &(dim, block) in cases {
         let table = round_to::<E>(&values(vocab * dim, dim as u64));
         let wpe = round_to::<E>(&values(max_pos * dim, 7 + dim as u64));
         // The last id is out of range: the kernel writes zeros (the host validates ids before launching).
@@ -186,11 +191,12 @@ fn activations_match_cpu() {
     // f32: |got − want| ≤ 1e-6·(1 + |want|). GELU-erf is the same f64 arithmetic on both sides; SiLU differs
     // by expf ulps; GELU-tanh is f64 with tanh on the GPU but f32 with one exp on the CPU (as transformers'
     // gelu_new), whose absolute error stays below ~5e-7 on these inputs.
-    for (n, grid) in [
-        (1usize, 1usize),
-        (10_007, 3),
-        (10_007, 10_007usize.div_ceil(256)),
-    ] {
+    let cases: &[(usize, usize)] = if small() {
+        &[(1, 1), (10_007, 3)]
+    } else {
+        &[(1, 1), (10_007, 3), (10_007, 10_007usize.div_ceil(256))]
+    };
+    for &(n, grid) in cases {
         let err = activations::<f32>(&gpu, n, grid, &ACTS);
         assert!(
             err <= 1e-6,
@@ -205,7 +211,12 @@ fn activations_match_cpu() {
 }
 
 fn residual<E: Elem>(gpu: &Gpu) {
-    for (n, blocks) in [(1usize, 1usize), (9_001, 4), (9_001, 36)] {
+    let cases: &[(usize, usize)] = if small() {
+        &[(1, 1), (9_001, 4)]
+    } else {
+        &[(1, 1), (9_001, 4), (9_001, 36)]
+    };
+    for &(n, blocks) in cases {
         let x = round_to::<E>(&values(n, 31));
         let a = round_to::<E>(&values(n, 32));
         let bb = round_to::<E>(&values(n, 33));

@@ -1,6 +1,8 @@
 //! Kernels against their CPU twins on a real GPU: norm.cu vs `ops::norm_row`, rope.cu vs `Rope::apply`,
 //! attention_prefill.cu (exact SIMT f32 path) vs `attention::attention` + `HeadRecorder` statistics.
 //!
+//! `ATTNSCOPE_GPU_SMALL=1` (the compute-sanitizer runs) shrinks the grids.
+//!
 //! Without a CUDA device every test prints `SKIP: no CUDA device (...)` and passes, unless
 //! `ATTNSCOPE_REQUIRE_GPU=1` (set by scripts/gpu-check.sh), which turns the skip into a failure.
 
@@ -17,12 +19,17 @@ use attnscope_core::weights::Norm;
 use attnscope_cuda::GpuDtype;
 use attnscope_cuda::ops::{self, AttentionCall};
 use gpu_common::attention::slots;
-use gpu_common::{Gpu, gpu_or_skip, max_rel_err, values};
+use gpu_common::{Gpu, gpu_or_skip, max_rel_err, small, values};
 
 #[test]
 fn norm_matches_cpu() {
     let Some(gpu) = gpu_or_skip() else { return };
-    for &(rows, dim) in &[(1usize, 64usize), (37, 80), (5, 1000), (3, 4096)] {
+    let shapes: &[(usize, usize)] = if small() {
+        &[(1, 64), (5, 1000)]
+    } else {
+        &[(1, 64), (37, 80), (5, 1000), (3, 4096)]
+    };
+    for &(rows, dim) in shapes {
         let x = values(rows * dim, 1 + dim as u64);
         let n = Norm {
             weight: values(dim, 2).iter().map(|v| 1.0 + v).collect(),
@@ -73,7 +80,8 @@ fn rope_matches_cpu() {
         high_freq_factor: 4.0,
         original_max_position_embeddings: 8192.0,
     };
-    for &head_dim in &[64usize, 80, 128] {
+    let head_dims: &[usize] = if small() { &[80] } else { &[64, 80, 128] };
+    for &head_dim in head_dims {
         for rotary_dim in [head_dim, head_dim / 4 * 2] {
             for scaling in [
                 RopeScaling::None,
@@ -135,9 +143,19 @@ struct Case {
 fn attention_prefill_simt_f32_matches_cpu() {
     let Some(gpu) = gpu_or_skip() else { return };
     let mut cases = Vec::new();
-    for &head_dim in &[64usize, 80, 128] {
-        for &(n_heads, n_kv_heads) in &[(4usize, 4usize), (4, 2), (6, 1)] {
-            for &t in &[1usize, 17, 64, 129, 1000] {
+    // The reduced grid (ATTNSCOPE_GPU_SMALL=1) is the one compute-sanitizer runs.
+    let (head_dims, gqa, ts): (&[usize], &[(usize, usize)], &[usize]) = if small() {
+        (&[64, 128], &[(4, 2)], &[1, 17, 129])
+    } else {
+        (
+            &[64, 80, 128],
+            &[(4, 4), (4, 2), (6, 1)],
+            &[1, 17, 64, 129, 1000],
+        )
+    };
+    for &head_dim in head_dims {
+        for &(n_heads, n_kv_heads) in gqa {
+            for &t in ts {
                 for (isolated, window) in [(false, None), (true, None), (true, Some(16))] {
                     cases.push(Case {
                         t,
@@ -151,6 +169,19 @@ fn attention_prefill_simt_f32_matches_cpu() {
                 }
             }
         }
+    }
+    // Head dims above 180 need more than 48 KiB of dynamic shared memory ((68·hd + 32)·4 bytes): the
+    // launcher raises the kernel's limit (raise_shared_limit in ops/attention.rs) before launching.
+    for (head_dim, t) in [(192usize, 129usize), (256, 17), (256, 129)] {
+        cases.push(Case {
+            t,
+            q_start: 0,
+            head_dim,
+            n_heads: 4,
+            n_kv_heads: 2,
+            isolated: true,
+            window: None,
+        });
     }
     // Chunked prefill: the first half of the slots is already in the cache.
     cases.push(Case {

@@ -12,37 +12,17 @@
 
 mod common;
 
-use attnscope_core::capture::{CaptureSpec, HeadStats, SequenceResult};
+use attnscope_core::capture::CaptureSpec;
 use attnscope_core::input::SequenceInput;
 use attnscope_core::model::Model;
 use attnscope_core::run::ablation::{Ablation, AblationMode, score_targets};
 use attnscope_core::run::parallel::{ParallelOptions, SetDistribution};
 use attnscope_core::run::{GenerateOptions, run_sequence};
 use attnscope_core::slots::Visibility;
-use attnscope_cuda::{CudaStatus, DeviceRequest, GpuDtype, probe};
+use attnscope_cuda::GpuDtype;
 use common::golden::{Tolerance, check_fixtures, check_stories260k};
+use common::gpu::{assert_stats_close, gpu_present, long_case, on_gpu};
 use common::*;
-
-/// Whether a GPU is present; prints SKIP (or panics under ATTNSCOPE_REQUIRE_GPU=1) when not.
-fn gpu_present() -> bool {
-    match probe() {
-        CudaStatus::Available { .. } => true,
-        CudaStatus::Unavailable(reason) => {
-            if std::env::var("ATTNSCOPE_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-                panic!("ATTNSCOPE_REQUIRE_GPU=1 but no CUDA device: {reason}");
-            }
-            println!("SKIP: no CUDA device ({reason})");
-            false
-        }
-    }
-}
-
-/// Moves a model to GPU 0 in `dtype`.
-fn on_gpu(model: &mut Model, dtype: GpuDtype) {
-    let p = attnscope_job::place(model, DeviceRequest::Cuda(0), dtype)
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(p.device, "cuda:0");
-}
 
 const F32: Tolerance = Tolerance {
     attention: 1e-4,
@@ -72,117 +52,6 @@ fn stories260k_matches_transformers_on_gpu() {
     if gpu_present() {
         check_stories260k(&|m| on_gpu(m, GpuDtype::F32), F32);
         check_stories260k(&|m| on_gpu(m, GpuDtype::Bf16), BF16);
-    }
-}
-
-/// Every statistic of two captures, to `tol`.
-fn assert_stats_close(a: &SequenceResult, b: &SequenceResult, tol: f64, label: &str) {
-    assert_eq!(a.layers.len(), b.layers.len(), "{label}: layers");
-    for (la, lb) in a.layers.iter().zip(&b.layers) {
-        assert_eq!(la.heads, lb.heads);
-        for ((h, sa), sb) in la.heads.iter().zip(&la.stats).zip(&lb.stats) {
-            let at = format!("{label} layer {} head {h}", la.layer);
-            stats_close(sa, sb, tol, &at);
-        }
-    }
-}
-
-fn stats_close(a: &HeadStats, b: &HeadStats, tol: f64, at: &str) {
-    let close = |x: f64, y: f64, what: &str| {
-        assert!((x - y).abs() <= tol, "{at}: {what} {x} vs {y}");
-    };
-    assert_eq!(a.rows.len(), b.rows.len(), "{at}: rows");
-    for (i, (ra, rb)) in a.rows.iter().zip(&b.rows).enumerate() {
-        close(
-            ra.entropy as f64,
-            rb.entropy as f64,
-            &format!("row {i} entropy"),
-        );
-        close(
-            ra.max_weight as f64,
-            rb.max_weight as f64,
-            &format!("row {i} max"),
-        );
-        close(
-            ra.sink_mass as f64,
-            rb.sink_mass as f64,
-            &format!("row {i} sink"),
-        );
-        close(
-            ra.prev_mass as f64,
-            rb.prev_mass as f64,
-            &format!("row {i} prev"),
-        );
-        close(
-            ra.self_mass as f64,
-            rb.self_mass as f64,
-            &format!("row {i} self"),
-        );
-        assert_eq!(
-            ra.group_mass.is_some(),
-            rb.group_mass.is_some(),
-            "{at} row {i}"
-        );
-        if let (Some(x), Some(y)) = (ra.group_mass, rb.group_mass) {
-            close(x as f64, y as f64, &format!("row {i} group"));
-        }
-    }
-    for (k, (x, y)) in a.received_sum.iter().zip(&b.received_sum).enumerate() {
-        // A sum over up to T rows: scale the tolerance with the number of terms.
-        close(*x, *y, &format!("received[{k}] (tol ×{})", a.rows.len()));
-    }
-    for (d, (x, y)) in a.distance_mass.iter().zip(&b.distance_mass).enumerate() {
-        assert!(
-            (x - y).abs() <= tol * a.rows.len() as f64,
-            "{at}: distance[{d}] {x} vs {y}"
-        );
-    }
-    assert_eq!(a.steps.len(), b.steps.len(), "{at}: steps");
-    for (sa, sb) in a.steps.iter().zip(&b.steps) {
-        assert_eq!(sa.slot, sb.slot);
-        close(
-            sa.mass_prompt as f64,
-            sb.mass_prompt as f64,
-            "step prompt mass",
-        );
-        close(
-            sa.mass_generated as f64,
-            sb.mass_generated as f64,
-            "step generated mass",
-        );
-        close(
-            sa.mass_parallel as f64,
-            sb.mass_parallel as f64,
-            "step parallel mass",
-        );
-        assert_eq!((sa.n_prompt, sa.n_parallel), (sb.n_prompt, sb.n_parallel));
-    }
-}
-
-/// A long prompt for stories260K / the fixtures: T > 8 so the prefill uses the reduction route.
-fn long_case(model: &Model, vis: Visibility) -> Case {
-    let t = 150;
-    let ids: Vec<u32> = (0..t)
-        .map(|i| ((i * 37 + 11) % model.cfg.vocab_size) as u32)
-        .collect();
-    // A parallel group of 3 slots every 10 slots, sharing one position.
-    let mut positions = Vec::new();
-    let mut groups = Vec::new();
-    let mut pos = -1i64;
-    for i in 0..t {
-        let in_group = i % 10 >= 4 && i % 10 <= 6;
-        if !(in_group && i % 10 != 4) {
-            pos += 1;
-        }
-        positions.push(pos);
-        groups.push(if in_group { (i / 10) as i32 } else { -1 });
-    }
-    Case {
-        name: "long".into(),
-        ids,
-        positions,
-        groups,
-        visibility: vis,
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod golden;
+pub mod gpu;
 
 use attnscope_core::capture::{
     CaptureSpec, HeadWeights, SequenceCapture, SequenceResult, WeightsDtype,

@@ -8,6 +8,7 @@
 
 pub mod attention;
 pub mod runs;
+pub mod tc_reference;
 
 use attnscope_cuda::buffer::slice_ptr;
 use attnscope_cuda::{CudaStatus, GpuContext, GpuDtype, probe};
