@@ -4,7 +4,7 @@
 //! `ATTNSCOPE_GPU_SMALL=1` (the compute-sanitizer runs) shrinks the grids.
 //!
 //! Without a CUDA device every test prints `SKIP: no CUDA device (...)` and passes, unless
-//! `ATTNSCOPE_REQUIRE_GPU=1` (set by scripts/gpu-check.sh), which turns the skip into a failure.
+//! `ATTNSCOPE_REQUIRE_GPU=1` (set by scripts/gpu-validate.sh), which turns the skip into a failure.
 
 mod gpu_common;
 

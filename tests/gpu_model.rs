@@ -8,7 +8,7 @@
 //! bf16, where the greedy tokens are); statistics against the CPU ≤ 1e-4 (f32).
 //!
 //! Without a CUDA device every test prints `SKIP: no CUDA device (...)` and passes, unless
-//! `ATTNSCOPE_REQUIRE_GPU=1` (scripts/gpu-check.sh), which turns the skip into a failure.
+//! `ATTNSCOPE_REQUIRE_GPU=1` (scripts/gpu-validate.sh), which turns the skip into a failure.
 
 mod common;
 

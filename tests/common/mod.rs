@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// The repository root: `ATTNSCOPE_REPO` when set (a test executable run on another machine, see
-/// scripts/gpu-check.sh), else the crate directory it was built in.
+/// scripts/gpu-validate.sh), else the crate directory it was built in.
 pub fn repo() -> PathBuf {
     match std::env::var_os("ATTNSCOPE_REPO") {
         Some(d) => PathBuf::from(d),

@@ -3,7 +3,7 @@
 //! inputs, element types, error measures. Kernels are launched only through `attnscope_cuda::ops`.
 //!
 //! Without a CUDA device every test prints `SKIP: no CUDA device (...)` and passes, unless
-//! `ATTNSCOPE_REQUIRE_GPU=1` (set by scripts/gpu-check.sh), which turns the skip into a failure.
+//! `ATTNSCOPE_REQUIRE_GPU=1` (set by scripts/gpu-validate.sh), which turns the skip into a failure.
 #![allow(dead_code)]
 
 pub mod attention;
@@ -27,7 +27,7 @@ pub struct Gpu {
 pub fn gpu_or_skip() -> Option<Gpu> {
     match probe() {
         CudaStatus::Unavailable(reason) => {
-            // scripts/gpu-check.sh sets this on GPU hosts, where a missing device is a failure.
+            // scripts/gpu-validate.sh sets this on GPU hosts, where a missing device is a failure.
             if std::env::var("ATTNSCOPE_REQUIRE_GPU").is_ok_and(|v| v == "1") {
                 panic!("ATTNSCOPE_REQUIRE_GPU=1 but no CUDA device: {reason}");
             }
@@ -46,7 +46,7 @@ pub fn gpu_or_skip() -> Option<Gpu> {
     }
 }
 
-/// Whether to run the reduced grid: scripts/gpu-check.sh sets `ATTNSCOPE_GPU_SMALL=1` for the
+/// Whether to run the reduced grid: scripts/gpu-validate.sh sets `ATTNSCOPE_GPU_SMALL=1` for the
 /// compute-sanitizer runs, which are one to two orders of magnitude slower than plain runs.
 pub fn small() -> bool {
     std::env::var("ATTNSCOPE_GPU_SMALL").is_ok_and(|v| v == "1")
