@@ -27,7 +27,7 @@
 //                  the rows of row group x, written (not accumulated) for every key of the block's split, so
 //                  it needs no zeroing; attn_probs_received_f32 (2.) sums it. f64 because one partial sums up
 //                  to n_new / row_groups rows, as the CPU's f64 running sum (the scratch is small:
-//                  row_groups · n_sel · n_keys · 8 bytes with row_groups · n_sel · n_z ≈ 4 blocks per SM).
+//                  row_groups · n_sel · n_keys · 8 bytes with row_groups · n_sel · n_z ≈ 16 blocks per SM).
 //     distance     f64 [n_sel, 65]: distance[s, b] += Σ p over pairs with distance_bucket(pos[q] − pos[k]) = b
 //                  (one atomicAdd per non-empty bucket and block).
 //   Launch: grid (row_groups, n_sel, ceil(n_keys / split_len)), block 128; block (x, s, z) takes the 16-row

@@ -37,8 +37,9 @@ pub struct ProbsOutputs {
 pub const PROBS_KEY_SPLIT: usize = 1024;
 /// Rows per tile of the kernel (PROBS_ROWS).
 const PROBS_ROWS: usize = 16;
-/// Blocks per SM the row groups aim at.
-const PROBS_BLOCKS_PER_SM: usize = 4;
+/// Blocks per SM the row groups aim at (16 blocks of 128 threads = the 2048 threads an SM holds, so the
+/// latency of the K reads is hidden; the partials stay ≈ 16 · SMs · 1024 · 8 bytes + n_sel · n_keys · 8).
+const PROBS_BLOCKS_PER_SM: usize = 16;
 
 /// The launch shape of one second pass: grid (row_groups, n_sel, n_z).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,7 +57,7 @@ impl ProbsPlan {
 }
 
 /// The plan for `n_new` rows against `n_keys` keys and `n_sel` heads: `key_split` rounded up to a multiple
-/// of 128 (at most [`PROBS_KEY_SPLIT`]), then as many row groups (≤ the 16-row tiles) as give about 4
+/// of 128 (at most [`PROBS_KEY_SPLIT`]), then as many row groups (≤ the 16-row tiles) as give about 16
 /// blocks per SM.
 pub fn probs_plan(
     n_new: usize,
@@ -172,13 +173,14 @@ mod tests {
 
     #[test]
     fn plans_fill_the_device_and_bound_the_partials() {
-        // Prefill of 4096 rows, 32 heads: 4 z-blocks × 32 heads = 128, so 5 row groups reach 4 blocks/SM.
+        // Prefill of 4096 rows, 32 heads: 4 z-blocks × 32 heads = 128, so 17 row groups reach 16 blocks/SM.
         let p = probs_plan(4096, 4096, 32, PROBS_KEY_SPLIT, 132);
-        assert_eq!((p.n_z, p.row_groups), (4, 5));
-        assert_eq!(p.recv_part_len(32, 4096), 32 * 5 * 4096);
-        // A long context already has enough blocks: one row group, partials = n_sel · n_keys.
+        assert_eq!((p.n_z, p.row_groups), (4, 17));
+        assert_eq!(p.recv_part_len(32, 4096), 32 * 17 * 4096);
+        // A long context already has many blocks: few row groups, partials a few × n_sel · n_keys (24 MiB).
         let p = probs_plan(32768, 32768, 32, PROBS_KEY_SPLIT, 132);
-        assert_eq!(p.row_groups, 1);
+        assert_eq!(p.row_groups, 3);
+        assert!(p.recv_part_len(32, 32768) * 8 <= 24 << 20);
         // Few rows: no more row groups than tiles; key splits rounded to 128.
         let p = probs_plan(8, 4133, 2, 1000, 132);
         assert_eq!((p.key_split, p.row_groups, p.n_z), (1024, 1, 5));
