@@ -24,9 +24,8 @@ use crate::context::GpuContext;
 use crate::ops::{self, AttentionCall, PROBS_KEY_SPLIT, ProbsOutputs};
 use attnscope_core::Error;
 use attnscope_core::Result;
-use attnscope_core::capture::{HeadRecorder, RowStats, RowView, WeightRows, WeightsDtype};
+use attnscope_core::capture::{HeadRecorder, RowView, WeightRows, WeightsDtype};
 use attnscope_core::slots::AttentionMask;
-use attnscope_core::slots::N_DISTANCE_BUCKETS;
 use cudarc::driver::CudaSlice;
 
 /// Most bytes of weight / probability rows materialised on the device (and pinned host) at once.
@@ -213,32 +212,9 @@ fn absorb_packed(
     mask: &AttentionMask,
 ) -> Result<()> {
     let words = buf.packed.host(l.words)?;
-    let (n_new, n_keys) = (l.n_new, l.n_keys);
-    let f = PackedLayout::f32_at;
     for (si, &h) in sel.iter().enumerate() {
-        buf.host_rows.clear();
-        buf.host_rows.extend((0..n_new).map(|i| {
-            let (fi, ri) = (h * n_new + i, si * n_new + i);
-            let slot = call.q_start + i;
-            RowStats {
-                entropy: f(words, l.first[1], fi),
-                max_weight: f(words, l.first[2], fi),
-                argmax: words[l.first[3] + fi],
-                sink_mass: f(words, l.masses[0], ri),
-                prev_mass: f(words, l.masses[1], ri),
-                self_mass: f(words, l.masses[2], ri),
-                group_mass: (mask.slots[slot].group >= 0).then(|| f(words, l.masses[3], ri)),
-            }
-        }));
-        buf.host_received.clear();
-        let recv0 = l.received + 2 * si * n_keys;
-        buf.host_received
-            .extend((0..n_keys).map(|k| PackedLayout::f64_at(words, recv0, k)));
-        let mut dist = [0.0f64; N_DISTANCE_BUCKETS];
-        let d0 = l.distance + 2 * si * N_DISTANCE_BUCKETS;
-        for (b, d) in dist.iter_mut().enumerate() {
-            *d = PackedLayout::f64_at(words, d0, b);
-        }
+        let (rows, received) = (&mut buf.host_rows, &mut buf.host_received);
+        let dist = l.unpack_head(words, si, h, call.q_start, mask.slots, rows, received);
         recorders[h].absorb_reduced(call.q_start, &buf.host_rows, &buf.host_received, &dist);
     }
     Ok(())
