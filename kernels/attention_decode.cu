@@ -4,18 +4,28 @@
 // `row_stats` in crates/attnscope-core/src/capture/recorder.rs for entropy / max_weight / argmax.
 //
 // Query row i (0 <= i < n_q <= 8) is slot q_start + i; keys are slots 0..q_start+n_q−1 of the cache.
-// Layouts of q, k, v, o, groups as in attention_prefill.cu. GQA: query head h reads kv head h / (n_heads / n_kv_heads).
+// Layouts of q, k, v, o, groups as in attention_prefill.cu. GQA: query head h reads kv head h / G with
+// G = n_heads / n_kv_heads; one block takes all (or a chunk of) the G query heads of one kv head, so each
+// K/V row of a split is read from memory once per kv head, not once per query head.
 //
-// 1. attn_decode_partial_<T>(q, q_stride, k, v, kv_stride, groups, isolated, window, q_start, n_q, n_heads,
-//                            n_kv_heads, head_dim, scale, split_len, part_stat, part_arg, part_o)
-//    Block (split z, head h) takes keys [z·split_len, min((z+1)·split_len, n_keys)) and writes per row i:
+// 1. attn_decode_partial_<T>(AttnParams: q, q_stride, k, v, kv_stride, groups, isolated, window, q_start,
+//                            n_new = n_q, n_heads, n_kv_heads, head_dim, scale, split_len, part_stat,
+//                            part_arg, part_o)
+//    Grid (n_splits = ceil(n_keys / split_len), n_kv_heads · chunks), block 128 (4 warps). Block (z, y) takes
+//    kv head g = y / chunks and its query heads h0 + 0..nh with hpb = ceil(G / chunks), h0 = g·G + c·hpb
+//    (c = y mod chunks), nh = min(hpb, G − c·hpb), i.e. R = nh · n_q rows (R <= DECODE_MAX_ROWS = 32; the host
+//    picks chunks so that it holds), over keys [z·split_len, min((z+1)·split_len, n_keys)); it writes per
+//    query head h and row i:
 //      part_stat [n_heads, n_splits, n_q, 4] f32: m (max score, −inf if nothing visible), l = Σ exp(s − m),
 //                a = Σ exp(s − m)·s, and the best score (= m);
 //      part_arg  [n_heads, n_splits, n_q] int32: first key slot attaining m (−1 if none);
 //      part_o    [n_heads, n_splits, n_q, head_dim] f32: Σ exp(s − m)·v.
-//    Launch: grid (n_splits = ceil(n_keys / split_len), n_heads), block 128 (4 warps: a warp scores one key
-//    at a time, lanes over head_dim; then threads own output dims). Dynamic shared memory
-//    (n_q·head_dim + n_q·split_len)·4 bytes: split_len 256, n_q 8, hd 128 → 12 KiB. head_dim <= 256.
+//    Scores: a warp takes one key at a time (lanes over head_dim, the key row in registers) and scores it
+//    against all R rows; per-row max / Σ: one warp per row; P·V: threads own output dims tid and tid + 128,
+//    all R rows at once (V row read once per block). Dynamic shared memory R·(head_dim + split_len)·4 bytes
+//    (the host keeps it <= 48 KiB: 32 rows × (128 + 256) × 4 = 48 KiB). head_dim <= 256.
+//    The host (ops::decode_plan) picks split_len from n_keys and the SM count so that n_splits · n_kv_heads ·
+//    chunks fills the device at short contexts too.
 //
 // 2. attn_decode_combine_<T>(part_stat, part_arg, part_o, n_splits, n_q, n_heads, head_dim, o, o_stride, lse,
 //                            entropy, max_weight, argmax)
@@ -31,20 +41,9 @@
 // l and a are accumulated in f64 inside a block (f32 scores), as the CPU accumulates them in f64.
 
 #define DECODE_MAX_Q 8
+#define DECODE_MAX_ROWS 32
 #define DECODE_THREADS 128
 #define DECODE_MAX_HD 256
-
-/// Block-wide sum of a double (blockDim.x = DECODE_THREADS). `scratch` holds 4 doubles; two barriers.
-__device__ double block_sum_d(double v, double* scratch) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    v = warp_sum_d(v);
-    __syncthreads();
-    if (lane == 0) scratch[warp] = v;
-    __syncthreads();
-    double total = 0.0;
-    for (int w = 0; w < DECODE_THREADS / 32; ++w) total += scratch[w];
-    return total;
-}
 
 template <typename T>
 __device__ void attn_decode_partial(const T* __restrict__ q, int q_stride, const T* __restrict__ k,
@@ -53,62 +52,70 @@ __device__ void attn_decode_partial(const T* __restrict__ q, int q_stride, const
                                     int head_dim, float scale, int split_len, float* __restrict__ part_stat,
                                     int* __restrict__ part_arg, float* __restrict__ part_o) {
     extern __shared__ float smem[];
-    __shared__ double scratch[DECODE_THREADS / 32];
-    __shared__ float fscratch[DECODE_THREADS / 32];
-    __shared__ int iscratch[DECODE_THREADS / 32];
     const int hd = head_dim;
-    float* Qs = smem;              // [n_q][hd]
-    float* Sc = smem + n_q * hd;   // [n_q][split_len]: scores, then exp(s − m)
+    const int z = blockIdx.x, n_splits = gridDim.x;
+    const int group = n_heads / n_kv_heads;
+    const int chunks = gridDim.y / n_kv_heads;
+    const int kvh = blockIdx.y / chunks, c = blockIdx.y - kvh * chunks;
+    const int hpb = (group + chunks - 1) / chunks;
+    const int h0 = kvh * group + c * hpb;
+    const int nh = min(hpb, group - c * hpb);
+    const int R = nh * n_q;
+    // The host checks these; never index past the per-row registers.
+    if (nh <= 0 || n_q > DECODE_MAX_Q || R > DECODE_MAX_ROWS || hd > DECODE_MAX_HD) return;
+    float* Qs = smem;           // [R][hd], row ρ = hi·n_q + i ↔ query head h0 + hi, query row i
+    float* Sc = smem + R * hd;  // [R][split_len]: scores, then exp(s − m)
 
-    const int z = blockIdx.x, h = blockIdx.y, n_splits = gridDim.x;
-    const int kvh = h / (n_heads / n_kv_heads);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int n_keys = q_start + n_q;
     const int key0 = z * split_len;
     const int len = max(0, min(split_len, n_keys - key0));
-    if (n_q > DECODE_MAX_Q) return;  // the host checks this; never index past the per-row registers
 
-    for (int idx = threadIdx.x; idx < n_q * hd; idx += blockDim.x) {
-        const int r = idx / hd, d = idx - r * hd;
-        Qs[idx] = to_f32(q[(long long)r * q_stride + (long long)h * hd + d]);
+    for (int idx = threadIdx.x; idx < R * hd; idx += blockDim.x) {
+        const int rho = idx / hd, d = idx - rho * hd;
+        const int hi = rho / n_q, i = rho - hi * n_q;
+        Qs[idx] = to_f32(q[(long long)i * q_stride + (long long)(h0 + hi) * hd + d]);
     }
     __syncthreads();
 
-    // Scores: warp w takes keys w, w+4, …; lanes split the head dimension.
+    // Scores: warp w takes keys w, w+4, …; lanes split the head dimension; the key row is loaded once and
+    // scored against every row of the block.
     for (int j = warp; j < len; j += DECODE_THREADS / 32) {
         const int key = key0 + j;
         const T* krow = k + (long long)key * kv_stride + (long long)kvh * hd;
         float kreg[DECODE_MAX_HD / 32];
 #pragma unroll
-        for (int i = 0; i < DECODE_MAX_HD / 32; ++i) {
-            const int d = lane + 32 * i;
-            kreg[i] = d < hd ? to_f32(krow[d]) : 0.0f;
+        for (int t = 0; t < DECODE_MAX_HD / 32; ++t) {
+            const int d = lane + 32 * t;
+            kreg[t] = d < hd ? to_f32(krow[d]) : 0.0f;
         }
         const int group_k = groups[key];
-        for (int r = 0; r < n_q; ++r) {
+        unsigned int vis = 0;  // bit i: row i sees this key (the same for every query head)
+        for (int i = 0; i < n_q; ++i) {
+            const int qslot = q_start + i;
+            if (slot_visible_g(qslot, key, groups[qslot], group_k, isolated, window)) vis |= 1u << i;
+        }
+        for (int rho = 0; rho < R; ++rho) {
             float dot = 0.0f;
 #pragma unroll
-            for (int i = 0; i < DECODE_MAX_HD / 32; ++i) {
-                const int d = lane + 32 * i;
-                if (d < hd) dot += Qs[r * hd + d] * kreg[i];
+            for (int t = 0; t < DECODE_MAX_HD / 32; ++t) {
+                const int d = lane + 32 * t;
+                if (d < hd) dot += Qs[rho * hd + d] * kreg[t];
             }
             dot = warp_sum(dot);
-            const int qslot = q_start + r;
-            if (lane == 0)
-                Sc[r * split_len + j] =
-                    slot_visible_g(qslot, key, groups[qslot], group_k, isolated, window) ? scale * dot : ATTN_NEG_INF;
+            if (lane == 0) Sc[rho * split_len + j] = (vis >> (rho % n_q)) & 1u ? scale * dot : ATTN_NEG_INF;
         }
     }
     __syncthreads();
 
-    // Per-row max, first argmax, then exp(s − m) in place with Σ and Σ e·s in f64.
-    for (int r = 0; r < n_q; ++r) {
+    // Per row (one warp each): max, first argmax, then exp(s − m) in place with Σ and Σ e·s in f64.
+    for (int rho = warp; rho < R; rho += DECODE_THREADS / 32) {
+        float* row = Sc + rho * split_len;
         float best = ATTN_NEG_INF;
         int best_j = 0x7fffffff;
-        for (int j = threadIdx.x; j < len; j += blockDim.x) {
-            const float s = Sc[r * split_len + j];
-            if (s > best) {  // j increases per thread, so strict > keeps the first
-                best = s;
+        for (int j = lane; j < len; j += 32) {
+            if (row[j] > best) {  // j increases per lane, so strict > keeps the first
+                best = row[j];
                 best_j = j;
             }
         }
@@ -120,64 +127,62 @@ __device__ void attn_decode_partial(const T* __restrict__ q, int q_stride, const
                 best_j = oj;
             }
         }
-        __syncthreads();
-        if (lane == 0) {
-            fscratch[warp] = best;
-            iscratch[warp] = best_j;
-        }
-        __syncthreads();
-        best = fscratch[0];
-        best_j = iscratch[0];
-        for (int w = 1; w < DECODE_THREADS / 32; ++w)
-            if (fscratch[w] > best || (fscratch[w] == best && iscratch[w] < best_j)) {
-                best = fscratch[w];
-                best_j = iscratch[w];
-            }
         double l = 0.0, a = 0.0;
-        for (int j = threadIdx.x; j < len; j += blockDim.x) {
-            const float s = Sc[r * split_len + j];
+        for (int j = lane; j < len; j += 32) {
+            const float s = row[j];
             const float e = s == ATTN_NEG_INF ? 0.0f : expf(s - best);
             l += (double)e;
             a += s == ATTN_NEG_INF ? 0.0 : (double)e * (double)s;
-            Sc[r * split_len + j] = e;
+            row[j] = e;
         }
-        l = block_sum_d(l, scratch);
-        a = block_sum_d(a, scratch);
-        if (threadIdx.x == 0) {
-            float* st = part_stat + (((long long)h * n_splits + z) * n_q + r) * 4;
+        l = warp_sum_d(l);
+        a = warp_sum_d(a);
+        if (lane == 0) {
+            const int h = h0 + rho / n_q, i = rho % n_q;
+            const long long pi = ((long long)h * n_splits + z) * n_q + i;
+            float* st = part_stat + pi * 4;
             st[0] = best;
             st[1] = (float)l;
             st[2] = (float)a;
             st[3] = best;
-            part_arg[((long long)h * n_splits + z) * n_q + r] = best == ATTN_NEG_INF ? -1 : key0 + best_j;
+            part_arg[pi] = best == ATTN_NEG_INF ? -1 : key0 + best_j;
         }
     }
     __syncthreads();
 
-    // Partial outputs: thread owns dims tid and tid + 128.
-    float acc[DECODE_MAX_Q][DECODE_MAX_HD / DECODE_THREADS];
+    // Partial outputs: thread owns dims tid and tid + 128 of every row; each V row is read once.
+    float acc[DECODE_MAX_ROWS][DECODE_MAX_HD / DECODE_THREADS];
 #pragma unroll
-    for (int r = 0; r < DECODE_MAX_Q; ++r)
+    for (int rho = 0; rho < DECODE_MAX_ROWS; ++rho)
 #pragma unroll
-        for (int i = 0; i < DECODE_MAX_HD / DECODE_THREADS; ++i) acc[r][i] = 0.0f;
+        for (int t = 0; t < DECODE_MAX_HD / DECODE_THREADS; ++t) acc[rho][t] = 0.0f;
     for (int j = 0; j < len; ++j) {
         const T* vrow = v + (long long)(key0 + j) * kv_stride + (long long)kvh * hd;
+        float vd[DECODE_MAX_HD / DECODE_THREADS];
 #pragma unroll
-        for (int i = 0; i < DECODE_MAX_HD / DECODE_THREADS; ++i) {
-            const int d = threadIdx.x + DECODE_THREADS * i;
-            if (d >= hd) break;
-            const float vd = to_f32(vrow[d]);
+        for (int t = 0; t < DECODE_MAX_HD / DECODE_THREADS; ++t) {
+            const int d = threadIdx.x + DECODE_THREADS * t;
+            vd[t] = d < hd ? to_f32(vrow[d]) : 0.0f;
+        }
 #pragma unroll
-            for (int r = 0; r < DECODE_MAX_Q; ++r)
-                if (r < n_q) acc[r][i] += Sc[r * split_len + j] * vd;
+        for (int rho = 0; rho < DECODE_MAX_ROWS; ++rho) {
+            if (rho < R) {
+                const float e = Sc[rho * split_len + j];
+#pragma unroll
+                for (int t = 0; t < DECODE_MAX_HD / DECODE_THREADS; ++t) acc[rho][t] += e * vd[t];
+            }
         }
     }
-    for (int r = 0; r < n_q; ++r)
 #pragma unroll
-        for (int i = 0; i < DECODE_MAX_HD / DECODE_THREADS; ++i) {
-            const int d = threadIdx.x + DECODE_THREADS * i;
-            if (d < hd) part_o[(((long long)h * n_splits + z) * n_q + r) * hd + d] = acc[r][i];
+    for (int rho = 0; rho < DECODE_MAX_ROWS; ++rho) {
+        if (rho >= R) break;
+        const int h = h0 + rho / n_q, i = rho % n_q;
+#pragma unroll
+        for (int t = 0; t < DECODE_MAX_HD / DECODE_THREADS; ++t) {
+            const int d = threadIdx.x + DECODE_THREADS * t;
+            if (d < hd) part_o[(((long long)h * n_splits + z) * n_q + i) * hd + d] = acc[rho][t];
         }
+    }
 }
 
 template <typename T>

@@ -135,6 +135,7 @@ __device__ __forceinline__ int distance_bucket(long long d) {
     X(float*, group_mass)                                                                                     \
     X(double*, received)           /* [n_sel, received_stride] or null */                                     \
     X(double*, distance)           /* [n_sel, ATTN_DISTANCE_BUCKETS] or null */                               \
+    X(double*, recv_part)          /* second pass: [n_sel, row_groups, n_keys] received partials, or null */  \
     X(long long, w_head_stride)                                                                               \
     X(long long, w_row_stride)                                                                                \
     X(int, q_stride)                                                                                          \
@@ -152,7 +153,7 @@ __device__ __forceinline__ int distance_bucket(long long d) {
     X(int, n_splits)               /* decode combine */                                                       \
     X(int, n_sel)                  /* second pass */                                                          \
     X(int, received_stride)                                                                                   \
-    X(int, pad)
+    X(int, row_groups)             /* second pass: gridDim.x of attn_probs (the partials' middle axis) */
 
 #define ATTN_PARAMS_DECLARE(T, f) T f;
 struct AttnParams {

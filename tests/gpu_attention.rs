@@ -14,7 +14,7 @@ use attnscope_core::capture::{CaptureSpec, HeadWeights, RowStats, WeightsDtype};
 use gpu_common::attention::{
     Path, Problem, Reference, RowOutputs, Shape, StatTol, decode_slots, run_prefill, slots,
 };
-use gpu_common::runs::{ProbsCase, ProbsOut, run_decode, run_probs};
+use gpu_common::runs::{ProbsCase, ProbsOut, run_decode, run_decode_engine, run_probs};
 use gpu_common::tc_reference::{Arith, Fault, tile_walk};
 use gpu_common::{Elem, Gpu, assert_close, gpu_or_skip, max_rel_err, round_to, small};
 
@@ -410,5 +410,99 @@ fn attention_decode_matches_cpu() {
             "bf16" => check_decode::<half::bf16>(&gpu, s, split),
             _ => check_decode::<half::f16>(&gpu, s, split),
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// attention_decode.cu with the engine's plan (issue #10, capture cost): splits chosen from the context
+// length and the SM count, one block per kv head for all its query heads (GQA), partials sized once for
+// the cache capacity.
+// ---------------------------------------------------------------------------------------------------------
+
+/// (shape with q_start = n_keys − n_q, element type, cache capacity ≥ n_keys)
+fn decode_engine_cases() -> Vec<(Shape, &'static str, usize)> {
+    let ts: &[usize] = if small() {
+        &[1, 7, 64]
+    } else {
+        &[1, 7, 64, 512, 4096 + 37]
+    };
+    let mut cases = Vec::new();
+    // n_heads / n_kv_heads = 1, 4 and 8.
+    for heads in [(4, 4), (8, 2), (16, 2)] {
+        for hd in [64, 128] {
+            for &t in ts {
+                for n_q in [1, 3, 8].into_iter().filter(|&n| n <= t) {
+                    cases.push((shape(t, t - n_q, hd, heads, (true, None)), "f32", t));
+                }
+                if t >= 8 {
+                    // Parallel rows that see each other; a capacity larger than the context.
+                    cases.push((shape(t, t - 8, hd, heads, (false, None)), "f32", 2 * t));
+                }
+            }
+        }
+    }
+    let t = *ts.last().expect("sizes");
+    cases.push((shape(t, t - 8, 64, (8, 2), (true, Some(300))), "f32", t));
+    cases.push((shape(t, t - 3, 256, (16, 2), (true, None)), "f32", t));
+    cases.push((shape(t, t - 3, 80, (6, 1), (false, Some(200))), "f32", t));
+    for n_q in [1, 8] {
+        cases.push((shape(t, t - n_q, 128, (16, 2), (true, None)), "bf16", t));
+        cases.push((shape(t, t - n_q, 64, (8, 2), (true, None)), "f16", t));
+    }
+    cases
+}
+
+fn check_decode_engine<E: Elem>(gpu: &Gpu, s: Shape, capacity: usize) {
+    let p = Problem::new(
+        s,
+        decode_slots(s.n_keys, s.n_keys - s.q_start),
+        round_to::<E>,
+    );
+    let r = p.reference(&CaptureSpec::default());
+    let got = run_decode_engine::<E>(gpu, &p, capacity);
+    let label = format!(
+        "decode (engine plan) {} {s:?} capacity {capacity}",
+        E::SUFFIX
+    );
+    compare_decode::<E>(&label, &p, &r, &got);
+}
+
+#[test]
+fn attention_decode_engine_plan_matches_cpu() {
+    let Some(gpu) = gpu_or_skip() else { return };
+    for (s, dtype, capacity) in decode_engine_cases() {
+        match dtype {
+            "f32" => check_decode_engine::<f32>(&gpu, s, capacity),
+            "bf16" => check_decode_engine::<half::bf16>(&gpu, s, capacity),
+            _ => check_decode_engine::<half::f16>(&gpu, s, capacity),
+        }
+    }
+}
+
+/// The second pass with several 16-row tiles per row group (received summed in the block across tiles,
+/// then over row groups by `attn_probs_received_f32`), statistics only and with weights.
+#[test]
+fn attention_probs_row_groups_match_recorder() {
+    let Some(gpu) = gpu_or_skip() else { return };
+    let all8: &'static [i32] = &[0, 1, 2, 3, 4, 5, 6, 7];
+    let t = if small() { 1000 } else { 4096 };
+    let mut cases = vec![ProbsCase {
+        s: shape(t, 0, 64, (8, 2), (false, None)),
+        decode_q: 0,
+        heads: all8,
+        key_split: 128,
+        weights: None,
+    }];
+    if !small() {
+        cases.push(ProbsCase {
+            s: shape(2048, 0, 64, (8, 2), (true, Some(700))),
+            decode_q: 0,
+            heads: &[6, 1, 4],
+            key_split: 1024,
+            weights: Some(WeightsDtype::F16),
+        });
+    }
+    for c in &cases {
+        check_probs(&gpu, c);
     }
 }

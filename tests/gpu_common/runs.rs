@@ -56,6 +56,10 @@ pub fn run_probs(gpu: &Gpu, p: &Problem, c: &ProbsCase, lse: &[f32]) -> ProbsOut
     let recv_stride = n_keys + 5; // a stride wider than the row
     let drecv = gpu.zeros::<f64>(n_sel * recv_stride);
     let ddist = gpu.zeros::<f64>(n_sel * 65);
+    // The engine's plan for this device at the case's key split (row groups from the SM count).
+    let sms = ops::sm_count(&gpu.g).unwrap_or_else(|e| panic!("{e}"));
+    let plan = ops::probs_plan(n_new, n_keys, n_sel, c.key_split, sms);
+    let drecv_part = gpu.zeros::<f64>(plan.recv_part_len(n_sel, n_keys));
     let row0 = (s.q_start * n_keys) as u64;
     let weights = match c.weights {
         Some(WeightsDtype::F32) => gpu.ptr(&dw32) + row0 * 4,
@@ -73,11 +77,12 @@ pub fn run_probs(gpu: &Gpu, p: &Problem, c: &ProbsCase, lse: &[f32]) -> ProbsOut
         group_mass: gpu.ptr(&dgroup),
         received: gpu.ptr(&drecv),
         received_stride: recv_stride,
+        recv_part: gpu.ptr(&drecv_part),
         distance: gpu.ptr(&ddist),
     };
     let call = p.call(gpu, &b, false);
     let (heads, positions) = (gpu.ptr(&dheads), gpu.ptr(&dpos));
-    ops::attention_probs_split(&gpu.g, &call, heads, n_sel, positions, &out, c.key_split)
+    ops::attention_probs_planned(&gpu.g, &call, heads, n_sel, positions, &out, &plan)
         .unwrap_or_else(|e| panic!("{e}"));
     ProbsOut {
         weights: match c.weights {
@@ -112,5 +117,26 @@ pub fn run_decode<E: Elem>(gpu: &Gpu, p: &Problem, split_len: usize) -> RowOutpu
     };
     ops::attention_decode_split(&gpu.g, &call, &scratch, split_len)
         .unwrap_or_else(|e| panic!("{e}"));
+    b.download(gpu, true)
+}
+
+/// Runs the decode as the engine does (`ops::attention_decode`: the plan from n_keys and the device's SM
+/// count, GQA query heads grouped per kv head) with partials sized by `ops::decode_scratch_rows` for a
+/// cache of `capacity` slots, the size the engine allocates once.
+pub fn run_decode_engine<E: Elem>(gpu: &Gpu, p: &Problem, capacity: usize) -> RowOutputs {
+    let s = p.s;
+    let sms = ops::sm_count(&gpu.g).unwrap_or_else(|e| panic!("{e}"));
+    let parts = ops::decode_scratch_rows(capacity, s.n_heads, s.n_kv_heads, s.head_dim, sms);
+    let dstat = gpu.zeros::<f32>(parts * 4);
+    let darg = gpu.zeros::<i32>(parts);
+    let dpo = gpu.zeros::<f32>(parts * s.head_dim);
+    let b = ProblemBuffers::<E>::new(gpu, p);
+    let call = p.call(gpu, &b, true);
+    let scratch = DecodeScratch {
+        stat: gpu.ptr(&dstat),
+        arg: gpu.ptr(&darg),
+        o: gpu.ptr(&dpo),
+    };
+    ops::attention_decode(&gpu.g, &call, &scratch).unwrap_or_else(|e| panic!("{e}"));
     b.download(gpu, true)
 }

@@ -6,7 +6,7 @@
 //! f32, cuBLAS accumulates in f32). Logits are f32, with the lm_head bias added in f32.
 
 use crate::buffer::{DeviceBuf, slice_ptr};
-use crate::capture::record_layer;
+use crate::capture::{LayerCapture, record_layer};
 use crate::context::GpuContext;
 use crate::dtype::GpuDtype;
 use crate::kv::DeviceKv;
@@ -337,13 +337,21 @@ impl Backend for CudaBackend {
         let call = self.attention_call(scratch, step, out, capturing);
         if m <= DECODE_MAX_Q {
             let partials = scratch.decode_partials(g, kv)?;
-            ops::attention_decode(g, &call, &partials)?;
+            let plan = ops::decode_plan(&ops::DecodeShape::of(&call), scratch.sms())?;
+            ops::attention_decode_planned(g, &call, &partials, &plan)?;
         } else {
             ops::attention_prefill(g, &call)?;
         }
         if let Some(recs) = recorders.filter(|_| capturing) {
-            let stats = scratch.first_pass();
-            record_layer(g, &call, kv.positions_ptr(), &stats, recs, &step.mask)?;
+            let sms = scratch.sms();
+            let (stats, buffers) = scratch.capture_parts();
+            let layer = LayerCapture {
+                call: &call,
+                positions: kv.positions_ptr(),
+                stats,
+                sms,
+            };
+            record_layer(g, &layer, buffers, recs, &step.mask)?;
         }
         Ok(())
     }

@@ -55,6 +55,8 @@ struct BenchBuffers {
     /// sink, prev, self and group mass `[n_heads, t]`.
     masses: [CudaSlice<f32>; 4],
     received: CudaSlice<f64>,
+    /// The received partials of the engine's second-pass plan.
+    recv_part: CudaSlice<f64>,
     distance: CudaSlice<f64>,
     /// `[n_heads, t, t]` f32, when under the size limit.
     weights: Option<CudaSlice<f32>>,
@@ -78,6 +80,10 @@ impl BenchBuffers {
             heads: g.upload_slice(&(0..nh as i32).collect::<Vec<_>>())?,
             masses: [stat()?, stat()?, stat()?, stat()?],
             received: g.zeros_of(nh * t)?,
+            recv_part: {
+                let plan = ops::probs_plan(t, t, nh, ops::PROBS_KEY_SPLIT, ops::sm_count(g)?);
+                g.zeros_of(plan.recv_part_len(nh, t))?
+            },
             distance: g.zeros_of(nh * N_DISTANCE_BUCKETS)?,
             weights: weights.then(|| g.zeros_of(nh * t * t)).transpose()?,
         })
@@ -128,6 +134,7 @@ impl BenchBuffers {
             group_mass: slice_ptr(&self.masses[3], st),
             received: slice_ptr(&self.received, st),
             received_stride: t,
+            recv_part: slice_ptr(&self.recv_part, st),
             distance: slice_ptr(&self.distance, st),
             ..ProbsOutputs::default()
         }

@@ -83,6 +83,13 @@ pub const ATTN_PROBS: KernelFamily = KernelFamily {
     dtypes: ALL,
     variants: &["_wf32", "_wf16"],
 };
+/// The received sums of the second pass from its per-row-group partials (f32 only: it reads f64 partials).
+pub const ATTN_PROBS_RECEIVED: KernelFamily = KernelFamily {
+    file: "attention_probs.cu",
+    stem: "attn_probs_received",
+    dtypes: &[GpuDtype::F32],
+    variants: PLAIN,
+};
 pub const ATTN_DECODE_PARTIAL: KernelFamily = family("attention_decode.cu", "attn_decode_partial");
 pub const ATTN_DECODE_COMBINE: KernelFamily = family("attention_decode.cu", "attn_decode_combine");
 
@@ -107,6 +114,7 @@ pub const KERNELS: &[KernelFamily] = &[
     ATTN_PREFILL_SIMT,
     ATTN_PREFILL_TC,
     ATTN_PROBS,
+    ATTN_PROBS_RECEIVED,
     ATTN_DECODE_PARTIAL,
     ATTN_DECODE_COMBINE,
 ];
@@ -152,6 +160,11 @@ mod tests {
         );
         assert_eq!(kernel_names("attention_prefill.cu").len(), 3 + 2 * 6);
         assert_eq!(kernel_names("activation.cu").len(), 3 * 8);
+        assert_eq!(kernel_names("attention_probs.cu").len(), 3 * 2 + 1);
+        assert_eq!(
+            ATTN_PROBS_RECEIVED.of(GpuDtype::F32),
+            "attn_probs_received_f32"
+        );
         let variants: Vec<String> = TC_HEAD_DIMS.iter().map(|h| format!("_hd{h}")).collect();
         assert_eq!(ATTN_PREFILL_TC.variants, variants);
         for file in crate::kernel_sources().iter().map(|(f, _)| *f) {

@@ -27,6 +27,9 @@ pub struct DeviceKv {
     pub kv_dim: usize,
     /// Slots per layer.
     pub capacity: usize,
+    /// Host staging of [`DeviceKv::write_slots`], reused so a decode step allocates nothing.
+    host_groups: Vec<i32>,
+    host_positions: Vec<i64>,
 }
 
 impl DeviceKv {
@@ -57,6 +60,8 @@ impl DeviceKv {
                 .map_err(err)?,
             kv_dim,
             capacity,
+            host_groups: Vec::new(),
+            host_positions: Vec::new(),
         })
     }
 
@@ -69,15 +74,24 @@ impl DeviceKv {
                 self.capacity
             )));
         }
-        let groups: Vec<i32> = slots.iter().map(|s| s.group).collect();
-        let positions: Vec<i64> = slots.iter().map(|s| s.position).collect();
+        if slots.is_empty() {
+            return Ok(());
+        }
+        self.host_groups.clear();
+        self.host_groups.extend(slots.iter().map(|s| s.group));
+        self.host_positions.clear();
+        self.host_positions.extend(slots.iter().map(|s| s.position));
         let end = start + slots.len();
         let err = |e| Error::cuda(format!("uploading slot metadata: {e:?}"));
         let s = &self.gpu.stream;
-        s.memcpy_htod(&groups, &mut self.groups.slice_mut(start..end))
+        // From pageable memory the driver stages the bytes before returning; no stream synchronisation.
+        s.memcpy_htod(&self.host_groups, &mut self.groups.slice_mut(start..end))
             .map_err(err)?;
-        s.memcpy_htod(&positions, &mut self.positions.slice_mut(start..end))
-            .map_err(err)
+        s.memcpy_htod(
+            &self.host_positions,
+            &mut self.positions.slice_mut(start..end),
+        )
+        .map_err(err)
     }
 
     /// Device address of the groups array.

@@ -44,6 +44,8 @@ pub struct AttnParams {
     pub group_mass: u64,
     pub received: u64,
     pub distance: u64,
+    /// Second pass: f64 received partials `[n_sel, row_groups, n_keys]` (one per row group and key).
+    pub recv_part: u64,
     /// Weights of selected head s, row i, at `weights + s·w_head_stride + i·w_row_stride`.
     pub w_head_stride: i64,
     pub w_row_stride: i64,
@@ -69,8 +71,9 @@ pub struct AttnParams {
     /// Selected heads of the second pass.
     pub n_sel: i32,
     pub received_stride: i32,
-    /// Explicit tail padding to a multiple of 8 bytes (no implicit padding anywhere).
-    pub pad: i32,
+    /// Second pass: row groups (gridDim.x of attn_probs, the partials' middle axis); also makes the struct
+    /// end on a multiple of 8 bytes (no implicit padding anywhere).
+    pub row_groups: i32,
 }
 
 // SAFETY: AttnParams is #[repr(C)], Copy, made only of u64/i64/i32/f32 with no implicit padding (asserted
@@ -79,7 +82,7 @@ pub struct AttnParams {
 unsafe impl DeviceRepr for AttnParams {}
 
 /// Every field with its offset, in declaration order (the names are those of the C struct).
-fn field_offsets() -> [(&'static str, usize); 39] {
+fn field_offsets() -> [(&'static str, usize); 40] {
     macro_rules! offsets {
         ($($f:ident),* $(,)?) => { [$((stringify!($f), offset_of!(AttnParams, $f))),*] };
     }
@@ -105,6 +108,7 @@ fn field_offsets() -> [(&'static str, usize); 39] {
         group_mass,
         received,
         distance,
+        recv_part,
         w_head_stride,
         w_row_stride,
         q_stride,
@@ -122,7 +126,7 @@ fn field_offsets() -> [(&'static str, usize); 39] {
         n_splits,
         n_sel,
         received_stride,
-        pad,
+        row_groups,
     )
 }
 
@@ -142,11 +146,11 @@ mod tests {
 
     #[test]
     fn layout_is_packed_and_matches_the_defines() {
-        assert_eq!(size_of::<AttnParams>(), 21 * 8 + 2 * 8 + 16 * 4);
+        assert_eq!(size_of::<AttnParams>(), 22 * 8 + 2 * 8 + 16 * 4);
         assert_eq!(std::mem::align_of::<AttnParams>(), 8);
         let offsets = field_offsets();
         // No implicit padding: each field starts where the previous one ends.
-        let sizes = |i: usize| if i < 23 { 8 } else { 4 };
+        let sizes = |i: usize| if i < 24 { 8 } else { 4 };
         for i in 1..offsets.len() {
             assert_eq!(
                 offsets[i].1,
@@ -156,9 +160,9 @@ mod tests {
             );
         }
         assert_eq!(offsets[0], ("q", 0));
-        assert_eq!(offset_of!(AttnParams, scale), 224);
+        assert_eq!(offset_of!(AttnParams, scale), 232);
         let defines = layout_defines();
-        assert!(defines.starts_with("#define ATTN_PARAMS_SIZE 248\n"));
-        assert!(defines.contains("#define ATTN_PARAMS_OFF_received_stride 240\n"));
+        assert!(defines.starts_with("#define ATTN_PARAMS_SIZE 256\n"));
+        assert!(defines.contains("#define ATTN_PARAMS_OFF_received_stride 248\n"));
     }
 }

@@ -4,10 +4,10 @@
 //! a decode step allocates nothing on the device.
 
 use crate::buffer::slice_ptr;
-use crate::capture::FirstPassStats;
+use crate::capture::{CaptureBuffers, FirstPassStats};
 use crate::context::GpuContext;
 use crate::kv::DeviceKv;
-use crate::ops::{DECODE_MAX_Q, DecodeScratch, decode_scratch_rows};
+use crate::ops::{DecodeScratch, decode_scratch_rows, sm_count};
 use attnscope_core::Error;
 use attnscope_core::Result;
 use attnscope_core::config::ModelConfig;
@@ -19,8 +19,11 @@ pub struct DeviceScratch {
     /// Rows the id, position and statistics buffers hold.
     rows: usize,
     n_heads: usize,
+    n_kv_heads: usize,
     head_dim: usize,
     vocab: usize,
+    /// SMs of the device (the decode planner's target, read once).
+    sms: usize,
     /// Rows of the current pass (set by [`DeviceScratch::begin_pass`]).
     pass_rows: usize,
     /// Token id per stacked row `[rows]`.
@@ -35,8 +38,20 @@ pub struct DeviceScratch {
     pub max_weight: CudaSlice<f32>,
     pub argmax: CudaSlice<u32>,
     decode: DecodePartials,
+    /// The capture's device and pinned buffers (grown by the first captured layer that needs more).
+    pub capture: CaptureBuffers,
     /// f32 logits `[rows, vocab]`.
     pub logits: CudaSlice<f32>,
+}
+
+/// The model dimensions and the device's SM count the scratch is sized from.
+#[derive(Clone, Copy)]
+struct ScratchDims {
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+    vocab: usize,
+    sms: usize,
 }
 
 /// The split-K decode partials: `rows` partial rows (heads × splits × query rows) of 4 f32 statistics, one
@@ -62,25 +77,50 @@ impl DecodePartials {
 impl DeviceScratch {
     /// Scratch for passes of up to `rows` rows of model `cfg`.
     pub fn new(g: &GpuContext, cfg: &ModelConfig, rows: usize) -> Result<DeviceScratch> {
-        let dims = (cfg.n_heads, cfg.head_dim, cfg.vocab_size);
+        let dims = ScratchDims {
+            n_heads: cfg.n_heads,
+            n_kv_heads: cfg.n_kv_heads,
+            head_dim: cfg.head_dim,
+            vocab: cfg.vocab_size,
+            sms: sm_count(g)?,
+        };
         DeviceScratch::sized(g, dims, rows, 0)
     }
 
-    /// Buffers for passes of up to `rows` rows of a model of `(n_heads, head_dim, vocab)`, with decode
-    /// partials of `decode_rows` rows.
+    fn dims(&self) -> ScratchDims {
+        ScratchDims {
+            n_heads: self.n_heads,
+            n_kv_heads: self.n_kv_heads,
+            head_dim: self.head_dim,
+            vocab: self.vocab,
+            sms: self.sms,
+        }
+    }
+
+    /// Buffers for passes of up to `rows` rows of a model of `dims`, with decode partials of `decode_rows`
+    /// rows.
     fn sized(
         g: &GpuContext,
-        (n_heads, head_dim, vocab): (usize, usize, usize),
+        dims: ScratchDims,
         rows: usize,
         decode_rows: usize,
     ) -> Result<DeviceScratch> {
         let rows = rows.max(1);
+        let ScratchDims {
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            vocab,
+            sms,
+        } = dims;
         let stats = n_heads * rows;
         Ok(DeviceScratch {
             rows,
             n_heads,
+            n_kv_heads,
             head_dim,
             vocab,
+            sms,
             pass_rows: 0,
             ids: g.zeros_of(rows)?,
             positions: g.zeros_of(rows)?,
@@ -91,8 +131,14 @@ impl DeviceScratch {
             max_weight: g.zeros_of(stats)?,
             argmax: g.zeros_of(stats)?,
             decode: DecodePartials::new(g, decode_rows, head_dim)?,
+            capture: CaptureBuffers::new(g)?,
             logits: g.zeros_of(rows * vocab)?,
         })
+    }
+
+    /// SMs of the device.
+    pub fn sms(&self) -> usize {
+        self.sms
     }
 
     /// Rows of the current pass.
@@ -104,8 +150,9 @@ impl DeviceScratch {
     /// than any before).
     pub fn begin_pass(&mut self, g: &GpuContext, slots: &[SlotInfo]) -> Result<()> {
         if slots.len() > self.rows {
-            let dims = (self.n_heads, self.head_dim, self.vocab);
-            *self = DeviceScratch::sized(g, dims, slots.len(), self.decode.rows)?;
+            let mut grown = DeviceScratch::sized(g, self.dims(), slots.len(), self.decode.rows)?;
+            std::mem::swap(&mut grown.capture, &mut self.capture);
+            *self = grown;
         }
         self.host_ids.clear();
         self.host_ids.extend(slots.iter().map(|s| s.token));
@@ -136,10 +183,12 @@ impl DeviceScratch {
         Ok(())
     }
 
-    /// Decode partials for any decode call against `kv` (up to its capacity, up to `DECODE_MAX_Q` rows):
-    /// allocated on the first call that needs more, so a longer cache grows them once.
+    /// Decode partials for any decode call against `kv` (up to its capacity, up to `DECODE_MAX_Q` rows,
+    /// whatever split the planner picks: `decode_scratch_rows` bounds them): allocated on the first call
+    /// that needs more, so a longer cache grows them once and the decode steps allocate nothing.
     pub fn decode_partials(&mut self, g: &GpuContext, kv: &DeviceKv) -> Result<DecodeScratch> {
-        let needed = decode_scratch_rows(kv.capacity, DECODE_MAX_Q, self.n_heads);
+        let (n, n_kv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let needed = decode_scratch_rows(kv.capacity, n, n_kv, hd, self.sms);
         if needed > self.decode.rows {
             self.decode = DecodePartials::new(g, needed, self.head_dim)?;
         }
@@ -159,14 +208,15 @@ impl DeviceScratch {
         Ok(&self.logits)
     }
 
-    /// The first pass's statistics, for the capture's second pass.
-    pub fn first_pass(&self) -> FirstPassStats<'_> {
-        FirstPassStats {
+    /// The first pass's statistics and the capture's buffers, for the capture's second pass.
+    pub fn capture_parts(&mut self) -> (FirstPassStats<'_>, &mut CaptureBuffers) {
+        let stats = FirstPassStats {
             lse: &self.lse,
             entropy: &self.entropy,
             max_weight: &self.max_weight,
             argmax: &self.argmax,
-        }
+        };
+        (stats, &mut self.capture)
     }
 
     /// Device addresses of the statistics: lse always, the others only when `capturing` (0 = not computed).

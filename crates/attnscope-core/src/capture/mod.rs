@@ -3,7 +3,7 @@
 
 pub mod recorder;
 
-pub use recorder::{HeadRecorder, HeadStats, RowStats, RowView};
+pub use recorder::{HeadRecorder, HeadStats, RowStats, RowView, WeightRows};
 
 use crate::Error;
 use crate::Result;

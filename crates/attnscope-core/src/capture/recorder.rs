@@ -78,6 +78,13 @@ pub struct StepGroupMass {
     pub n_slots: u32,
 }
 
+/// Weight rows handed over in bulk ([`HeadRecorder::absorb_weight_rows`]).
+#[derive(Clone, Copy, Debug)]
+pub enum WeightRows<'a> {
+    F32(&'a [f32]),
+    F16(&'a [half::f16]),
+}
+
 /// Collects what the capture spec asks for from one head's rows.
 pub struct HeadRecorder {
     active: bool,
@@ -153,6 +160,42 @@ impl HeadRecorder {
             for (acc, d) in stats.distance_mass.iter_mut().zip(distance) {
                 *acc += d;
             }
+        }
+    }
+
+    /// The dtype its weight rows are kept in (`None` when it keeps none).
+    pub fn weights_dtype(&self) -> Option<WeightsDtype> {
+        self.weights.as_ref().map(|w| match w {
+            HeadWeights::F32(_) => WeightsDtype::F32,
+            HeadWeights::F16(_) => WeightsDtype::F16,
+        })
+    }
+
+    /// Takes exact weight rows computed elsewhere (the GPU's second pass, already in this recorder's
+    /// dtype) for the query slots `q_start..q_start + rows.len() / row_len`: `rows` is row-major with
+    /// `row_len <= capacity` columns (zeros where hidden), copied one row at a time. A dtype that is not the
+    /// recorder's is ignored (the caller asks [`HeadRecorder::weights_dtype`]).
+    pub fn absorb_weight_rows(&mut self, q_start: usize, row_len: usize, rows: WeightRows) {
+        let cap = self.capacity;
+        if row_len == 0 || row_len > cap {
+            return;
+        }
+        fn copy<T: Copy>(buf: &mut [T], cap: usize, q_start: usize, row_len: usize, rows: &[T]) {
+            for (i, row) in rows.chunks_exact(row_len).enumerate() {
+                let start = (q_start + i) * cap;
+                if let Some(dst) = buf.get_mut(start..start + row_len) {
+                    dst.copy_from_slice(row);
+                }
+            }
+        }
+        match (&mut self.weights, rows) {
+            (Some(HeadWeights::F32(buf)), WeightRows::F32(r)) => {
+                copy(buf, cap, q_start, row_len, r)
+            }
+            (Some(HeadWeights::F16(buf)), WeightRows::F16(r)) => {
+                copy(buf, cap, q_start, row_len, r)
+            }
+            _ => {}
         }
     }
 
@@ -311,4 +354,33 @@ fn step_stats(row: &RowView, stats: &mut HeadStats) {
     stats.received_decode[q] += row.probs[q] as f64;
     stats.steps.push(out);
     stats.step_groups.extend(groups);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weight_rows_are_copied_in_bulk_into_the_square() {
+        let spec = CaptureSpec {
+            weights: true,
+            weights_dtype: WeightsDtype::F16,
+            ..CaptureSpec::default()
+        };
+        let mut rec = HeadRecorder::new(&spec, 4);
+        assert_eq!(rec.weights_dtype(), Some(WeightsDtype::F16));
+        let rows: Vec<half::f16> = [0.25f32, 0.75, 0.0, 0.5, 0.5, 1.0]
+            .iter()
+            .map(|&x| half::f16::from_f32(x))
+            .collect();
+        // Rows of slots 1 and 2, three columns each; an f32 hand-over is ignored by an f16 recorder.
+        rec.absorb_weight_rows(1, 3, WeightRows::F16(&rows));
+        rec.absorb_weight_rows(0, 3, WeightRows::F32(&[9.0; 3]));
+        let (w, _) = rec.finish(3);
+        let Some(HeadWeights::F16(w)) = w else {
+            panic!("f16 weights")
+        };
+        let w: Vec<f32> = w.iter().map(|x| x.to_f32()).collect();
+        assert_eq!(w, [0.0, 0.0, 0.0, 0.25, 0.75, 0.0, 0.5, 0.5, 1.0]);
+    }
 }

@@ -1,11 +1,16 @@
 //! Typed launchers for the kernels of `kernels/*.cu` and the cuBLAS matmul: one function per kernel, the
 //! argument order of its `extern "C"` signature, the launch shape of its header comment. CPU twins are named
 //! in each kernel file's header (and in kernels/README.md). The attention kernels, which take one
-//! `AttnParams`, are in `attention.rs`.
+//! `AttnParams`, are in `attention.rs` (prefill), `decode.rs` (split-K decode and its plan) and `probs.rs`
+//! (the capture's second pass).
 
 mod attention;
+mod decode;
+mod probs;
 
 pub use attention::*;
+pub use decode::*;
+pub use probs::*;
 
 use crate::context::{Arg, GpuContext};
 use crate::dtype::GpuDtype;
