@@ -84,8 +84,11 @@ fn cpu_decode_steps_allocate_nothing() {
     // The steps run on a worker of a rayon pool, as the heavy part of any parallel program does: a call
     // from outside the pool would make rayon inject each parallel loop into its global queue, which
     // allocates a block per 63 jobs; that is the scheduler's, not the engine's, and is left out here.
+    // One worker: the gemm crate keeps a packing buffer per thread, and with two workers which of them
+    // runs a given product (and so which buffer must grow) depends on work stealing, so the uncounted pass
+    // could not warm both reliably (the test failed ~1 run in 4 on a loaded machine).
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
+        .num_threads(1)
         .build()
         .unwrap();
     for name in ["llama_gqa", "gpt2", "qwen3", "gpt_neox_parallel", "mistral"] {
