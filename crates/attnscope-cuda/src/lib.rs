@@ -20,6 +20,7 @@ pub mod device;
 pub mod dtype;
 pub mod kernels;
 pub mod kv;
+pub mod lib_search;
 pub mod nvrtc;
 pub mod ops;
 pub mod params;
