@@ -90,6 +90,22 @@ pub struct LibSet {
     pub why: String,
 }
 
+impl Selection {
+    /// The set, or why there is none followed by every place looked in (one line).
+    pub fn set_or_why(&self) -> Result<&LibSet, String> {
+        self.set
+            .as_ref()
+            .map_err(|e| format!("{e}; looked in {}", self.looked.join(", ")))
+    }
+
+    /// The NVRTC, or why there is none followed by every place looked in (one line).
+    pub fn nvrtc_or_why(&self) -> Result<&Candidate, String> {
+        self.nvrtc
+            .as_ref()
+            .map_err(|e| format!("{e}; looked in {}", self.looked.join(", ")))
+    }
+}
+
 /// The outcome of the search.
 #[derive(Clone, Debug)]
 pub struct Selection {
@@ -315,7 +331,6 @@ pub fn select(env: &LibEnv) -> Selection {
             (None, None) => {}
         }
     }
-    let looked_text = looked.join(", ");
     let set = match (&override_error, set) {
         (Some(e), _) => Err(e.clone()),
         (None, Some(s)) => Ok(s),
@@ -328,7 +343,7 @@ pub fn select(env: &LibEnv) -> Selection {
                 why.join("; ")
             };
             Err(format!(
-                "no consistent NVRTC + cuBLAS of CUDA 12 or 13 ({driver_text}): {detail}; looked in {looked_text}"
+                "no consistent NVRTC + cuBLAS of CUDA 12 or 13 ({driver_text}): {detail}"
             ))
         }
     };
@@ -342,10 +357,18 @@ pub fn select(env: &LibEnv) -> Selection {
         (Some(e), _) => Err(e.clone()),
         (None, Ok(s)) => Ok(s.nvrtc.clone()),
         (None, Err(_)) => newest_nvrtc().ok_or_else(|| {
-            let why: Vec<String> = rejected.iter().filter(|r| r.starts_with("libnvrtc")).cloned().collect();
-            let detail = if why.is_empty() { "none found".to_string() } else { why.join("; ") };
+            let why: Vec<String> = rejected
+                .iter()
+                .filter(|r| r.starts_with("libnvrtc"))
+                .cloned()
+                .collect();
+            let detail = if why.is_empty() {
+                "none found".to_string()
+            } else {
+                why.join("; ")
+            };
             format!(
-                "no usable libnvrtc.so.12 or .so.13 ({detail}; looked in {looked_text}); set ATTNSCOPE_NVRTC_LIB to \
+                "no usable libnvrtc.so.12 or .so.13 ({detail}); set ATTNSCOPE_NVRTC_LIB to \
                  the library or its directory, or run scripts/install_nvrtc.sh"
             )
         }),

@@ -218,7 +218,12 @@ fn nothing_found_lists_where_it_looked() {
     env.toolkit_roots = vec![(t.path().join("cuda"), "CUDA_HOME".into())];
     env.ld_library_path = vec![t.path().join("ld")];
     let sel = select(&env);
-    let err = sel.set.unwrap_err();
+    assert!(
+        sel.set.as_ref().unwrap_err().ends_with("nothing found"),
+        "{:?}",
+        sel.set
+    );
+    let err = sel.set_or_why().unwrap_err();
     assert!(err.contains("nothing found"), "{err}");
     for part in [
         "cuda/lib64 (CUDA_HOME)",
@@ -227,8 +232,11 @@ fn nothing_found_lists_where_it_looked() {
     ] {
         assert!(err.contains(part), "{part} in {err}");
     }
-    let nv = sel.nvrtc.unwrap_err();
-    assert!(nv.contains("ATTNSCOPE_NVRTC_LIB"), "{nv}");
+    let nv = sel.nvrtc_or_why().unwrap_err();
+    assert!(
+        nv.contains("ATTNSCOPE_NVRTC_LIB") && nv.contains("ld (LD_LIBRARY_PATH)"),
+        "{nv}"
+    );
 }
 
 #[test]
