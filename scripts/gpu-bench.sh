@@ -87,8 +87,8 @@ need_bin() {
     fi
 }
 
-# Which shared libraries can be dlopen'ed with this LD_LIBRARY_PATH (cudarc is built for CUDA 12.8 and asks for
-# the .so.12 names; a CUDA 13 torch brings .so.13 ones).
+# Which shared libraries can be dlopen'ed by name with this LD_LIBRARY_PATH (for the record: attnscope itself
+# finds NVRTC and cuBLAS by full path, see `attnscope doctor`, saved as doctor.txt).
 lib_report() {
     "$PY" -c '
 import ctypes
@@ -115,6 +115,10 @@ device_txt() {
         lib_report 2>&1
     } >>"$OUT/device.txt"
     cat "$OUT/device.txt"
+    if [ -x "$BIN" ]; then
+        "$BIN" doctor >"$OUT/doctor.txt" 2>&1 || true
+        cat "$OUT/doctor.txt"
+    fi
     return $rc
 }
 

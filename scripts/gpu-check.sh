@@ -48,6 +48,8 @@ run() {
     }
     nvidia-smi --query-gpu=name,driver_version,compute_cap --format=csv,noheader || true
     export ATTNSCOPE_REQUIRE_GPU=1 ATTNSCOPE_REQUIRE_NVRTC=1
+    # What the backend finds (driver, GPUs, NVRTC + cuBLAS of one CUDA major, kernel cache); fails when unusable.
+    step "attnscope doctor" "$BUNDLE/attnscope" doctor
     step "nvrtc compile (sm_80, sm_90)" "$BUNDLE/nvrtc_compile" --test-threads 1
     local tests=(gpu_kernels gpu_attention gpu_elementwise)
     for t in "${tests[@]}"; do
