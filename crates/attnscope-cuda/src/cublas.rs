@@ -222,3 +222,28 @@ impl Drop for BlasHandle {
         unsafe { (self.lib.destroy)(self.handle) };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_that_is_no_library_is_a_one_line_error_naming_it() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let fake = dir.path().join("libcublas.so.13");
+        std::fs::write(&fake, b"not an ELF file").unwrap();
+        let err = CublasLib::open(&fake, 13).err().unwrap();
+        assert!(
+            err.starts_with(&format!("{}: cannot be opened", fake.display())),
+            "{err}"
+        );
+        assert!(!err.contains('\n'), "{err}");
+        let fake = dir.path().join("libnvrtc.so.13");
+        std::fs::write(&fake, b"").unwrap();
+        let err = crate::nvrtc_lib::NvrtcLib::open(&fake).err().unwrap();
+        assert!(
+            err.starts_with(&format!("{}: cannot be opened", fake.display())),
+            "{err}"
+        );
+    }
+}
