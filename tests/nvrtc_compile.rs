@@ -7,7 +7,8 @@
 
 use attnscope_cuda::context::kernel_names;
 use attnscope_cuda::{
-    compile_kernel, compile_kernel_image, kernel_sources, loaded_nvrtc, nvrtc_version,
+    compile_kernel, compile_kernel_cubin, compile_kernel_image, kernel_sources, loaded_nvrtc,
+    nvrtc_version,
 };
 
 const ARCHS: [&str; 2] = ["sm_80", "sm_90"];
@@ -159,6 +160,20 @@ fn an_architecture_newer_than_nvrtc_is_one_line() {
     assert!(err.starts_with("kernels/norm.cu: NVRTC "), "{err}");
     assert!(err.contains("does not know sm_990"), "{err}");
     assert!(!err.contains('\n'), "{err}");
+}
+
+#[test]
+fn a_virtual_architecture_gives_ptx_only() {
+    if nvrtc_or_skip().is_none() {
+        return;
+    }
+    let (file, src) = kernel_sources()[0];
+    let ptx = compile_kernel(file, src, "compute_80").expect("PTX for compute_80");
+    assert!(ptx.to_src().contains(".target sm_80"));
+    let err = compile_kernel_cubin(file, src, "compute_80")
+        .err()
+        .map(|e| e.to_string());
+    assert!(err.is_some_and(|e| e.contains("needs a real architecture")));
 }
 
 #[test]

@@ -218,6 +218,11 @@ pub fn compile_kernel(name: &str, source: &str, arch: &str) -> Result<Ptx> {
 
 /// [`compile_kernel_image`]'s CUBIN: what the backend loads.
 pub fn compile_kernel_cubin(name: &str, source: &str, arch: &str) -> Result<Vec<u8>> {
+    if !arch.starts_with("sm_") {
+        return Err(Error::cuda(format!(
+            "kernels/{name}: a CUBIN needs a real architecture (sm_XX), not {arch:?}"
+        )));
+    }
     compile_kernel_image(name, source, arch).map(|k| k.cubin)
 }
 

@@ -27,7 +27,8 @@ type GetErrorString = unsafe extern "C" fn(c_int) -> *const c_char;
 type GetNumSupportedArchs = unsafe extern "C" fn(*mut c_int) -> c_int;
 type GetSupportedArchs = unsafe extern "C" fn(*mut c_int) -> c_int;
 
-/// What one compile produced: the PTX text and the CUBIN of the real architecture it was compiled for.
+/// What one compile produced: the PTX text and the CUBIN of the real architecture it was compiled for (empty
+/// for a virtual `compute_XX`).
 #[derive(Clone, Debug)]
 pub struct CompiledKernel {
     pub ptx: String,
@@ -225,7 +226,15 @@ impl NvrtcLib {
             Err(fail(self.error_name(rc), log))
         } else {
             let ptx = self.output(prog, self.ptx_size, self.ptx);
-            let cubin = self.output(prog, self.cubin_size, self.cubin);
+            // A virtual architecture (compute_XX) gives PTX only: its CUBIN is left empty.
+            let virtual_arch = options
+                .iter()
+                .any(|o| o.starts_with("--gpu-architecture=compute_"));
+            let cubin = if virtual_arch {
+                Ok(Vec::new())
+            } else {
+                self.output(prog, self.cubin_size, self.cubin)
+            };
             match (ptx, cubin) {
                 (Ok(p), Ok(c)) => Ok(CompiledKernel {
                     ptx: String::from_utf8_lossy(&p)
