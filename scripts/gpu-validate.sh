@@ -23,8 +23,8 @@
 # files, so that a device tool returning at most 8 files gets them all).
 #
 # Environment: OUT (default ./gpu-validate-out), BUDGET_S (total seconds, default 480), BENCH_T (attention
-# benchmark lengths, default 1024,4096,8192), PYTHON (python3 with torch + transformers), ATTNSCOPE_KERNEL_CACHE
-# (kernel cache directory; default a temporary one). No library path is set: `attnscope doctor` finds the CUDA
+# benchmark lengths, default 1024,4096,8192), PYTHON (python3 with torch + transformers), ATTNSCOPE_CACHE_DIR
+# (the kernel cache is its kernels/; default a temporary one). No library path is set: `attnscope doctor` finds the CUDA
 # 12 or 13 libraries itself (toolkit, pip wheels of the active Python) and says which it uses.
 # Without a GPU, `run` fails at once with one line. Exit status: non-zero if any step failed.
 set -uo pipefail
@@ -166,8 +166,7 @@ run() {
     export OUT WORK BIN PY
     local tb="$WORK/pack/bin"
     # Everything compiles into one cache once (step 1) and is reused by every later step and test process.
-    export ATTNSCOPE_KERNEL_CACHE="${ATTNSCOPE_KERNEL_CACHE:-$WORK/kernel-cache}"
-    export ATTNSCOPE_CACHE_DIR="$ATTNSCOPE_KERNEL_CACHE"
+    export ATTNSCOPE_CACHE_DIR="${ATTNSCOPE_CACHE_DIR:-$WORK/cache}"
     export ATTNSCOPE_REQUIRE_GPU=1 ATTNSCOPE_REQUIRE_NVRTC=1
     export ATTNSCOPE_REPO="$REPO" ATTNSCOPE_SHARED="$WORK/pack/shared"
     echo "gpu-validate: commit $COMMIT, budget ${BUDGET_S}s, results in $OUT" | tee -a "$OUT/log.txt"

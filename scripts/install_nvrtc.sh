@@ -1,19 +1,27 @@
 #!/usr/bin/env bash
-# Installs NVRTC (no GPU, no CUDA toolkit needed) from the pinned PyPI wheel into .ci-cache/nvrtc, so that
-# tests/nvrtc_compile.rs can compile every kernel. Prints the export lines and writes them to
-# .ci-cache/nvrtc/env.sh:
+# Installs NVRTC of CUDA 12 or 13 (no GPU, no CUDA toolkit needed) from its pinned PyPI wheel into
+# .ci-cache/nvrtc-<major>, so that tests/nvrtc_compile.rs can compile every kernel with it. Prints the export
+# line and writes it to .ci-cache/nvrtc-<major>/env.sh:
 #
-#   eval "$(scripts/install_nvrtc.sh)"      # or: scripts/install_nvrtc.sh >/dev/null; . .ci-cache/nvrtc/env.sh
+#   eval "$(scripts/install_nvrtc.sh)"       # CUDA 12 (the default)
+#   eval "$(scripts/install_nvrtc.sh 13)"    # CUDA 13
 #
-# The wheel holds lib/libnvrtc.so.12 and lib/libnvrtc-builtins.so.12.8 (plus nvrtc.h); the kernels need no
-# other CUDA header. The cu12 wheel is used because the crate's cudarc bindings (feature cuda-12080) look for
-# libnvrtc.so.12. Idempotent: a second run reuses the installed wheel.
+# CUDA 12: nvidia-cuda-nvrtc-cu12 holds nvidia/cuda_nvrtc/lib/libnvrtc.so.12 + libnvrtc-builtins.so.12.8.
+# CUDA 13: nvidia-cuda-nvrtc (13.0.x, the CUDA of driver 580) holds nvidia/cu13/lib/libnvrtc.so.13 +
+# libnvrtc-builtins.so.13.0. The kernels need no CUDA header. attnscope opens the library by full path from
+# ATTNSCOPE_NVRTC_LIB, so nothing is added to LD_LIBRARY_PATH. Idempotent: a second run reuses the wheel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WHEEL="nvidia-cuda-nvrtc-cu12==12.8.93"
-DEST=".ci-cache/nvrtc"
-LIB="$DEST/site/nvidia/cuda_nvrtc/lib"
-if [ ! -f "$LIB/libnvrtc.so.12" ] || [ "$(cat "$DEST/wheel" 2>/dev/null)" != "$WHEEL" ]; then
+MAJOR="${1:-12}"
+case "$MAJOR" in
+    12) WHEEL="nvidia-cuda-nvrtc-cu12==12.8.93"; SUBDIR="nvidia/cuda_nvrtc/lib" ;;
+    13) WHEEL="nvidia-cuda-nvrtc==13.0.88"; SUBDIR="nvidia/cu13/lib" ;;
+    *) echo "install_nvrtc.sh: CUDA major must be 12 or 13, not $MAJOR" >&2; exit 2 ;;
+esac
+DEST=".ci-cache/nvrtc-$MAJOR"
+LIB="$DEST/site/$SUBDIR"
+SO="libnvrtc.so.$MAJOR"
+if [ ! -f "$LIB/$SO" ] || [ "$(cat "$DEST/wheel" 2>/dev/null)" != "$WHEEL" ]; then
     rm -rf "$DEST"
     mkdir -p "$DEST"
     PIP=(python3 -m pip)
@@ -25,13 +33,10 @@ if [ ! -f "$LIB/libnvrtc.so.12" ] || [ "$(cat "$DEST/wheel" 2>/dev/null)" != "$W
     "${PIP[@]}" install --quiet --disable-pip-version-check --no-deps --target "$DEST/site" "$WHEEL" >&2
     echo "$WHEEL" >"$DEST/wheel"
 fi
-if [ ! -f "$LIB/libnvrtc.so.12" ]; then
-    echo "install_nvrtc.sh: $LIB/libnvrtc.so.12 missing after installing $WHEEL" >&2
+if [ ! -f "$LIB/$SO" ]; then
+    echo "install_nvrtc.sh: $LIB/$SO missing after installing $WHEEL" >&2
     exit 1
 fi
 ABS_LIB="$(cd "$LIB" && pwd)"
-{
-    echo "export ATTNSCOPE_NVRTC_LIB=\"$ABS_LIB\""
-    echo "export LD_LIBRARY_PATH=\"$ABS_LIB\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}\""
-} >"$DEST/env.sh"
+echo "export ATTNSCOPE_NVRTC_LIB=\"$ABS_LIB/$SO\"" >"$DEST/env.sh"
 cat "$DEST/env.sh"

@@ -1,9 +1,10 @@
-//! The `attnscope` command line: `run`, `inspect` and `bench`.
+//! The `attnscope` command line: `run`, `inspect`, `bench`, `doctor` and the rest.
 
 mod ablate_cmd;
 mod analyze_cmd;
 mod bench_attention_cmd;
 mod bench_cmd;
+mod doctor_cmd;
 mod inspect;
 mod run_cmd;
 
@@ -41,6 +42,18 @@ pub enum Command {
     /// Time the fused attention kernel alone (random q/k/v, causal) on a model's attention shape; JSON for
     /// scripts/attn_bench_compare.py against torch SDPA (scripts/bench_sdpa.py).
     BenchAttention(Box<BenchAttentionArgs>),
+    /// Check the CUDA setup: driver and GPUs, the NVRTC and cuBLAS found (CUDA 12 or 13) and which major is
+    /// used and why, the kernel cache. Exits non-zero, saying why, when no GPU is usable.
+    Doctor(DoctorArgs),
+}
+
+/// Options of `attnscope doctor`.
+#[derive(clap::Args, Debug)]
+pub struct DoctorArgs {
+    /// Then open GPU 0 and compile every kernel for it into the kernel cache (what the first run would do),
+    /// printing how long it took; later runs and tests load the cached CUBIN.
+    #[arg(long)]
+    pub compile_kernels: bool,
 }
 
 /// Options of `attnscope bench-attention`.
@@ -381,6 +394,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Ablate(args) => ablate_cmd::ablate(*args),
         Command::Bench(args) => bench_cmd::bench(*args),
         Command::BenchAttention(args) => bench_attention_cmd::bench_attention(*args),
+        Command::Doctor(a) => doctor_cmd::doctor(&a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

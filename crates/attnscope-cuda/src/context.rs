@@ -1,18 +1,20 @@
 //! A CUDA device ready for the forward pass: context, one stream, cuBLAS on that stream, and every kernel of
-//! `kernels/*.cu` compiled by NVRTC for the device's architecture and loaded.
+//! `kernels/*.cu` compiled by NVRTC to CUBIN for the device's exact architecture (through the on-disk
+//! `kernel_cache`) and loaded.
 //!
 //! Everything runs on one stream, so the order of launches is the order of calls; cudarc's per-buffer event
 //! tracking (meant for several streams) is switched off and kernels receive raw device pointers
 //! ([`DeviceBuf::ptr`]). Buffers are typed (`buffer.rs`).
 
 use crate::buffer::{DeviceBuf, DeviceSlice, WithDType};
+use crate::cublas::{BlasHandle, CublasLib};
 use crate::dtype::GpuDtype;
+use crate::kernel_cache::{KernelFormat, kernel_image};
 use crate::on_slice;
 use crate::params::AttnParams;
-use crate::{CudaStatus, Ptx, compile_kernel, kernel_sources, probe};
+use crate::{CudaStatus, Ptx, kernel_sources, probe};
 use attnscope_core::Error;
 use attnscope_core::Result;
-use cudarc::cublas::CudaBlas;
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
     ValidAsZeroBits,
@@ -62,7 +64,7 @@ pub enum Arg {
 pub struct GpuContext {
     pub ctx: Arc<CudaContext>,
     pub stream: Arc<CudaStream>,
-    pub blas: CudaBlas,
+    pub blas: BlasHandle,
     functions: HashMap<String, CudaFunction>,
     /// "sm_90" etc.
     pub arch: String,
@@ -85,22 +87,17 @@ impl GpuContext {
                 "cuda:{ordinal} requested but the driver reports {count} device(s)"
             )));
         }
-        // SAFETY: only tries to dlopen the candidate names of libcublas and closes them again.
-        if !unsafe { cudarc::cublas::sys::is_culib_present() } {
-            return Err(Error::cuda(
-                "libcublas.so was not found (install the CUDA toolkit or the nvidia-cublas-cu12 wheel and add \
-                 its lib directory to LD_LIBRARY_PATH)",
-            ));
-        }
-        // Why catch_unwind: cudarc panics when a library symbol is missing; that must become an error.
+        let cublas = CublasLib::loaded().map_err(Error::cuda)?;
+        let format = KernelFormat::from_env()?;
+        // Why catch_unwind: cudarc panics when a driver symbol is missing; that must become an error.
         let opened = catch_unwind(AssertUnwindSafe(|| -> Result<_> {
             let ctx = CudaContext::new(ordinal).map_err(|e| Error::cuda(format!("{e:?}")))?;
             // SAFETY: the backend uses a single stream, so no cross-stream synchronisation is needed; every
             // buffer outlives the launches that use it because results are read back synchronously.
             unsafe { ctx.disable_event_tracking() };
             let stream = ctx.default_stream();
-            let blas = CudaBlas::new(stream.clone())
-                .map_err(|e| Error::cuda(format!("cuBLAS init: {e:?}")))?;
+            let blas = BlasHandle::new(cublas, stream.clone())
+                .map_err(|e| Error::cuda(format!("cuBLAS init: {e}")))?;
             let (ma, mi) = ctx
                 .compute_capability()
                 .map_err(|e| Error::cuda(format!("{e:?}")))?;
@@ -111,7 +108,7 @@ impl GpuContext {
             Ok(r) => r?,
             Err(_) => {
                 return Err(Error::cuda(
-                    "the CUDA driver or cuBLAS library lacks a required symbol (too old for CUDA 12.8)",
+                    "the CUDA driver library lacks a required symbol (too old for the CUDA 12.8 driver API)",
                 ));
             }
         };
@@ -122,10 +119,13 @@ impl GpuContext {
         }
         let arch = format!("sm_{ma}{mi}");
         let mut functions = HashMap::new();
-        for (file, ptx) in compile_all(&arch)? {
-            let module = ctx
-                .load_module(ptx)
-                .map_err(|e| Error::cuda(format!("kernels/{file}: loading PTX failed: {e:?}")))?;
+        for (file, image) in compile_all(&arch, format)? {
+            let module = ctx.load_module(image).map_err(|e| {
+                Error::cuda(format!(
+                    "kernels/{file}: loading the {} for {arch} failed: {e:?}",
+                    format.extension().to_uppercase()
+                ))
+            })?;
             for name in kernel_names(file) {
                 let f = module.load_function(&name).map_err(|e| {
                     Error::cuda(format!("kernels/{file}: kernel {name} not found: {e:?}"))
@@ -142,6 +142,11 @@ impl GpuContext {
             name,
             ordinal,
         })
+    }
+
+    /// How many kernels are loaded (every name of the kernel table).
+    pub fn kernel_count(&self) -> usize {
+        self.functions.len()
     }
 
     /// The context of GPU `ordinal`, opened once per process and shared (kernels compile once).
@@ -361,13 +366,14 @@ impl GpuContext {
     }
 }
 
-/// Every kernel file compiled for `arch`, in parallel, through the on-disk PTX cache.
-fn compile_all(arch: &str) -> Result<Vec<(&'static str, Ptx)>> {
-    let results: Vec<Result<(&'static str, Ptx)>> = std::thread::scope(|scope| {
+/// Every kernel file compiled for `arch` in `format`, in parallel, through the on-disk kernel cache, as the
+/// images the driver loads. PTX is checked against the driver's PTX ISA first (`ptx_isa`).
+fn compile_all(arch: &str, format: KernelFormat) -> Result<Vec<(&'static str, Ptx)>> {
+    let results: Vec<Result<(&'static str, Vec<u8>)>> = std::thread::scope(|scope| {
         let handles: Vec<_> = kernel_sources()
             .iter()
             .map(|&(file, source)| {
-                scope.spawn(move || cached_ptx(file, source, arch).map(|p| (file, p)))
+                scope.spawn(move || kernel_image(file, source, arch, format).map(|p| (file, p)))
             })
             .collect();
         handles
@@ -378,49 +384,21 @@ fn compile_all(arch: &str) -> Result<Vec<(&'static str, Ptx)>> {
             })
             .collect()
     });
-    results.into_iter().collect()
-}
-
-/// Directory of cached PTX: `$ATTNSCOPE_CACHE_DIR`, else `$XDG_CACHE_HOME/attnscope/ptx`, else
-/// `~/.cache/attnscope/ptx`; `None` when none can be named.
-fn ptx_cache_dir() -> Option<std::path::PathBuf> {
-    use std::path::PathBuf;
-    if let Some(d) = std::env::var_os("ATTNSCOPE_CACHE_DIR") {
-        return Some(PathBuf::from(d).join("ptx"));
+    let driver = crate::device::driver_cuda_version().map_err(Error::cuda)?;
+    let mut images = Vec::new();
+    for r in results {
+        let (file, bytes) = r?;
+        let image = match format {
+            KernelFormat::Cubin => Ptx::from_binary(bytes),
+            KernelFormat::Ptx => {
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                crate::ptx_isa::check_ptx_loadable(file, &text, driver).map_err(Error::cuda)?;
+                Ptx::from_src(text)
+            }
+        };
+        images.push((file, image));
     }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("attnscope").join("ptx"))
-}
-
-/// The PTX of one kernel file for `arch`: read from the cache when a file keyed by the source (with
-/// common.cuh), the architecture and the NVRTC version exists, else compiled and stored (temp file +
-/// rename; a cache that cannot be written is skipped silently, it only costs compile time).
-fn cached_ptx(file: &str, source: &str, arch: &str) -> Result<Ptx> {
-    use sha2::{Digest, Sha256};
-    let version = crate::nvrtc_version()?;
-    let mut h = Sha256::new();
-    h.update(crate::common_header().as_bytes());
-    h.update(source.as_bytes());
-    h.update(format!("{arch} {version:?} {}", env!("CARGO_PKG_VERSION")).as_bytes());
-    let key = attnscope_core::weights::hex(&h.finalize()[..12]);
-    let stem = file.trim_end_matches(".cu");
-    let path = ptx_cache_dir().map(|d| d.join(format!("{stem}-{arch}-{key}.ptx")));
-    if let Some(text) = path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
-        return Ok(Ptx::from_src(text));
-    }
-    let ptx = compile_kernel(file, source, arch)?;
-    if let Some(p) = &path
-        && let Some(dir) = p.parent()
-        && std::fs::create_dir_all(dir).is_ok()
-    {
-        let tmp = p.with_extension(format!("tmp{}", std::process::id()));
-        if std::fs::write(&tmp, ptx.to_src()).is_ok() {
-            let _ = std::fs::rename(&tmp, p);
-        }
-    }
-    Ok(ptx)
+    Ok(images)
 }
 
 /// An allocation failure as a one-line error.

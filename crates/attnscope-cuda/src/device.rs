@@ -113,3 +113,82 @@ fn probe_loaded() -> CudaStatus {
         driver_version: (version / 1000, (version % 1000) / 10),
     }
 }
+
+/// One GPU as the driver reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GpuInfo {
+    pub ordinal: usize,
+    pub name: String,
+    pub compute_capability: (i32, i32),
+    pub total_memory: usize,
+}
+
+/// The CUDA version the driver supports as (major, minor), from `cuDriverGetVersion` (needs no device), or
+/// why there is none.
+pub fn driver_cuda_version() -> Result<(u32, u32), String> {
+    // SAFETY: only tries to dlopen the candidate names of libcuda and closes them again.
+    if !unsafe { sys::is_culib_present() } {
+        return Err("libcuda.so.1 was not found; is an NVIDIA driver installed?".into());
+    }
+    // Why catch_unwind: cudarc panics when the symbol is missing from libcuda.
+    let call = catch_unwind(|| {
+        let mut version: std::ffi::c_int = 0;
+        // SAFETY: FFI call writing one int through a valid pointer to a local.
+        let rc = unsafe { sys::cuDriverGetVersion(&mut version) };
+        (rc, version)
+    });
+    match call {
+        Ok((sys::CUresult::CUDA_SUCCESS, v)) if v > 0 => {
+            Ok(((v / 1000) as u32, ((v % 1000) / 10) as u32))
+        }
+        Ok((rc, _)) => Err(format!("cuDriverGetVersion failed: {rc:?}")),
+        Err(_) => Err("libcuda lacks the symbol cuDriverGetVersion".into()),
+    }
+}
+
+/// The file libcuda was loaded from, read from `/proc/self/maps` once it is loaded.
+pub fn libcuda_path() -> Option<std::path::PathBuf> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| {
+            p.rsplit('/')
+                .next()
+                .is_some_and(|n| n.starts_with("libcuda.so"))
+        })
+        .map(std::path::PathBuf::from)
+}
+
+/// Every GPU with its name, compute capability and memory, or why they cannot be listed.
+pub fn list_gpus() -> Result<Vec<GpuInfo>, String> {
+    if let CudaStatus::Unavailable(why) = probe() {
+        return Err(why);
+    }
+    // Why catch_unwind: cudarc panics on a symbol missing from libcuda.
+    let listed = catch_unwind(|| -> Result<Vec<GpuInfo>, String> {
+        let count =
+            result::device::get_count().map_err(|e| format!("cuDeviceGetCount failed: {e:?}"))?;
+        let mut out = Vec::new();
+        for ordinal in 0..count.max(0) {
+            let dev = result::device::get(ordinal)
+                .map_err(|e| format!("cuDeviceGet({ordinal}) failed: {e:?}"))?;
+            let name = result::device::get_name(dev).unwrap_or_else(|_| "unknown GPU".into());
+            let attr = |a| {
+                // SAFETY: `dev` was returned by cuDeviceGet above, as `get_attribute` requires.
+                unsafe { result::device::get_attribute(dev, a) }.unwrap_or(0)
+            };
+            let major = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR);
+            let minor = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR);
+            // SAFETY: `dev` is a valid device handle from cuDeviceGet.
+            let total_memory = unsafe { result::device::total_mem(dev) }.unwrap_or(0);
+            out.push(GpuInfo {
+                ordinal: ordinal as usize,
+                name,
+                compute_capability: (major, minor),
+                total_memory,
+            });
+        }
+        Ok(out)
+    });
+    listed.unwrap_or_else(|_| Err("the CUDA driver library lacks a required symbol".into()))
+}

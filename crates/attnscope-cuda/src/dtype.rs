@@ -3,7 +3,6 @@
 
 use attnscope_core::Error;
 use attnscope_core::Result;
-use cudarc::cublas::sys::cudaDataType_t;
 
 /// Storage type of weights, activations and the KV cache on the GPU (arithmetic is f32 in every kernel).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -49,12 +48,12 @@ impl GpuDtype {
         }
     }
 
-    /// cuBLAS data type.
-    pub fn cublas(self) -> cudaDataType_t {
+    /// cuBLAS data type (`cudaDataType_t` as its C int).
+    pub fn cublas(self) -> std::ffi::c_int {
         match self {
-            GpuDtype::F32 => cudaDataType_t::CUDA_R_32F,
-            GpuDtype::Bf16 => cudaDataType_t::CUDA_R_16BF,
-            GpuDtype::F16 => cudaDataType_t::CUDA_R_16F,
+            GpuDtype::F32 => crate::cublas::CUDA_R_32F,
+            GpuDtype::Bf16 => crate::cublas::CUDA_R_16BF,
+            GpuDtype::F16 => crate::cublas::CUDA_R_16F,
         }
     }
 }

@@ -1,21 +1,15 @@
-//! Run-time compilation of `kernels/*.cu` with NVRTC, loaded dynamically.
+//! Run-time compilation of `kernels/*.cu` with NVRTC (our own FFI, `nvrtc_lib`), to CUBIN for the device's
+//! exact architecture, or to PTX on request.
 //!
-//! How libnvrtc is found, in order:
-//! 1. the system loader's search (`LD_LIBRARY_PATH`, ldconfig cache, rpath) under the names cudarc tries
-//!    (`libnvrtc.so`, `libnvrtc.so.12`, …);
-//! 2. otherwise `ATTNSCOPE_NVRTC_LIB` (a `libnvrtc.so*` file, or a directory holding one), then
-//!    `$CUDA_HOME/lib64`, `$CUDA_PATH/lib64`, `/usr/local/cuda/lib64`: the library is opened there by full
-//!    path and kept loaded, so cudarc's later `dlopen("libnvrtc.so.12")` resolves to it by soname. NVRTC finds
-//!    its `libnvrtc-builtins.so` next to itself.
+//! Which libnvrtc: the one `libraries` chose (CUDA 12 or 13, consistent with cuBLAS and not newer than the
+//! driver; `ATTNSCOPE_NVRTC_LIB` names one explicitly), opened by full path.
 //!
 //! The kernels include no CUDA header, so no include directory is required; [`include_paths`] passes the
 //! ones that exist anyway.
 
 use attnscope_core::Error;
 use attnscope_core::Result;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 pub use cudarc::nvrtc::Ptx;
 
@@ -60,116 +54,18 @@ pub fn common_header() -> String {
     format!("{}{COMMON}", crate::params::layout_defines())
 }
 
-/// Environment variable naming libnvrtc (file or directory) when the loader cannot find it.
-pub const NVRTC_LIB_ENV: &str = "ATTNSCOPE_NVRTC_LIB";
+pub use crate::libraries::NVRTC_LIB_ENV;
 /// Environment variable with extra include directories (`:`-separated).
 pub const CUDA_INCLUDE_ENV: &str = "ATTNSCOPE_CUDA_INCLUDE";
 
-/// Makes libnvrtc loadable, or says why it is not. The outcome is computed once per process.
-fn ensure_nvrtc() -> Result<()> {
-    static STATE: OnceLock<std::result::Result<(), String>> = OnceLock::new();
-    STATE.get_or_init(locate_nvrtc).clone().map_err(Error::cuda)
-}
-
-/// Whether cudarc can open libnvrtc under one of its candidate names.
-fn nvrtc_loadable() -> bool {
-    // SAFETY: `is_culib_present` only dlopens candidate names of libnvrtc and closes them; loading libnvrtc
-    // runs no code of ours and has no preconditions.
-    unsafe { cudarc::nvrtc::sys::is_culib_present() }
-}
-
-fn locate_nvrtc() -> std::result::Result<(), String> {
-    if nvrtc_loadable() {
-        return Ok(());
-    }
-    let mut tried = Vec::new();
-    for candidate in nvrtc_candidates() {
-        tried.push(candidate.display().to_string());
-        if preload(&candidate) && nvrtc_loadable() {
-            return Ok(());
-        }
-    }
-    Err(format!(
-        "libnvrtc.so.12 could not be loaded: not on the loader path (LD_LIBRARY_PATH) and not at {} \
-         (set {NVRTC_LIB_ENV} to the library or its directory, or run scripts/install_nvrtc.sh)",
-        if tried.is_empty() {
-            "any known location".to_string()
-        } else {
-            tried.join(", ")
-        }
-    ))
-}
-
-/// Library files worth trying by full path.
-fn nvrtc_candidates() -> Vec<PathBuf> {
-    let mut dirs_or_files: Vec<PathBuf> = Vec::new();
-    if let Some(p) = std::env::var_os(NVRTC_LIB_ENV) {
-        dirs_or_files.push(PathBuf::from(p));
-    }
-    for var in ["CUDA_HOME", "CUDA_PATH"] {
-        if let Some(p) = std::env::var_os(var) {
-            dirs_or_files.push(Path::new(&p).join("lib64"));
-        }
-    }
-    dirs_or_files.push(PathBuf::from("/usr/local/cuda/lib64"));
-    let mut out = Vec::new();
-    for p in dirs_or_files {
-        if p.is_file() {
-            out.push(p);
-        } else if p.is_dir() {
-            // Prefer the exact soname cudarc asks for, then the unversioned link.
-            for name in ["libnvrtc.so.12", "libnvrtc.so"] {
-                let f = p.join(name);
-                if f.is_file() {
-                    out.push(f);
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Opens `path` and keeps it loaded for the life of the process (so that a later open by soname finds it).
-#[cfg(unix)]
-fn preload(path: &Path) -> bool {
-    use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
-    // SAFETY: loading libnvrtc runs only its own initialisers, which have no preconditions; the handle is
-    // stored in a static and never closed, so nothing resolved from it can dangle.
-    match unsafe { Library::open(Some(path), RTLD_NOW | RTLD_GLOBAL) } {
-        Ok(lib) => {
-            static KEEP: OnceLock<std::sync::Mutex<Vec<Library>>> = OnceLock::new();
-            if let Ok(mut v) = KEEP.get_or_init(Default::default).lock() {
-                v.push(lib);
-            } else {
-                // A poisoned lock: leak the handle instead, which keeps it loaded just the same.
-                std::mem::forget(lib);
-            }
-            true
-        }
-        Err(_) => false,
-    }
-}
-
-#[cfg(not(unix))]
-fn preload(_path: &Path) -> bool {
-    false
+/// The loaded NVRTC, or why there is none (one line).
+pub fn loaded_nvrtc() -> Result<&'static crate::nvrtc_lib::NvrtcLib> {
+    crate::nvrtc_lib::loaded().map_err(Error::cuda)
 }
 
 /// The NVRTC version as (major, minor), or a one-line error when NVRTC cannot be loaded.
 pub fn nvrtc_version() -> Result<(i32, i32)> {
-    ensure_nvrtc()?;
-    let call = || {
-        let (mut major, mut minor) = (0, 0);
-        // SAFETY: FFI call writing two ints through valid pointers to locals.
-        let rc = unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
-        (rc, major, minor)
-    };
-    // Why catch_unwind: cudarc panics when a symbol is missing from the loaded library.
-    match catch_unwind(call) {
-        Ok((cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS, major, minor)) => Ok((major, minor)),
-        Ok((rc, _, _)) => Err(Error::cuda(format!("nvrtcVersion failed: {rc:?}"))),
-        Err(_) => Err(Error::cuda("libnvrtc lacks the symbol nvrtcVersion")),
-    }
+    loaded_nvrtc().map(|l| l.version)
 }
 
 /// Include directories that exist among `ATTNSCOPE_CUDA_INCLUDE`, `$CUDA_HOME/include`,
@@ -240,77 +136,119 @@ fn valid_arch(arch: &str) -> bool {
     }
 }
 
-/// Compiles one kernel file (`name` as in [`kernel_sources`], e.g. `"norm.cu"`) for `arch` (e.g. `"sm_80"`)
-/// to PTX. `kernels/common.cuh` is prepended, followed by a `#line 1 "<name>"` directive so that compiler
-/// messages point into the kernel file. Errors are one line: the kernel file, the architecture and the
-/// first compiler error lines; or why NVRTC could not be loaded.
-pub fn compile_kernel(name: &str, source: &str, arch: &str) -> Result<Ptx> {
-    if !valid_arch(arch) {
-        return Err(Error::cuda(format!(
-            "kernels/{name}: invalid GPU architecture {arch:?} (expected e.g. sm_80)"
-        )));
-    }
+/// The program NVRTC compiles for kernel file `name`: the generated `AttnParams` defines and
+/// `kernels/common.cuh`, then a `#line 1 "<name>"` directive (so messages point into the kernel file) and the
+/// source. Errors name the file.
+pub fn kernel_program(name: &str, source: &str) -> Result<String> {
     if source.contains('\0') || name.contains('\0') || name.contains('"') {
         return Err(Error::cuda(format!(
             "kernels/{name}: the source or name contains a NUL byte or quote"
         )));
     }
-    ensure_nvrtc()?;
-    let full = format!("{}\n#line 1 \"{name}\"\n{source}", common_header());
-    let opts = cudarc::nvrtc::CompileOptions {
-        options: vec![format!("--gpu-architecture={arch}"), "--std=c++17".into()],
-        include_paths: include_paths()
+    Ok(format!("{}\n#line 1 \"{name}\"\n{source}", common_header()))
+}
+
+/// The NVRTC options for `arch`: the architecture, C++17, and `--include-path=` for each [`include_paths`].
+pub fn compile_options(arch: &str) -> Vec<String> {
+    let mut opts = vec![
+        format!("--gpu-architecture={arch}"),
+        "--std=c++17".to_string(),
+    ];
+    opts.extend(
+        include_paths()
             .iter()
-            .map(|p| p.display().to_string())
-            .collect(),
-        name: Some(name.to_string()),
-        ..Default::default()
-    };
-    // Why catch_unwind: cudarc panics on a missing NVRTC symbol and unwraps the retrieval of the log; both
-    // must surface as an error naming the kernel rather than a panic.
-    let compiled = catch_unwind(AssertUnwindSafe(|| {
-        cudarc::nvrtc::compile_ptx_with_opts(&full, opts)
-    }));
-    match compiled {
-        Ok(Ok(ptx)) => Ok(ptx),
-        Ok(Err(e)) => Err(Error::cuda(format!(
-            "kernels/{name}: NVRTC compile for {arch} failed: {}",
-            summarize(&e)
-        ))),
-        Err(_) => Err(Error::cuda(format!(
-            "kernels/{name}: NVRTC panicked while compiling for {arch} (incompatible libnvrtc?)"
-        ))),
+            .map(|p| format!("--include-path={}", p.display())),
+    );
+    opts
+}
+
+/// Checks that `arch` is well formed and that the loaded NVRTC can compile for it.
+fn check_arch(name: &str, arch: &str, lib: Option<&crate::nvrtc_lib::NvrtcLib>) -> Result<()> {
+    if !valid_arch(arch) {
+        return Err(Error::cuda(format!(
+            "kernels/{name}: invalid GPU architecture {arch:?} (expected e.g. sm_80)"
+        )));
     }
+    let number: i32 = arch
+        .trim_start_matches("sm_")
+        .trim_start_matches("compute_")
+        .trim_end_matches('a')
+        .parse()
+        .unwrap_or(0);
+    if let Some(lib) = lib
+        && let Some(archs) = &lib.supported_archs
+        && !archs.contains(&number)
+    {
+        let (ma, mi) = lib.version;
+        let newest = archs.iter().max().copied().unwrap_or(0);
+        return Err(Error::cuda(format!(
+            "kernels/{name}: NVRTC {ma}.{mi} ({}) does not know {arch} (newest it knows: sm_{newest}); use a newer NVRTC",
+            lib.path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Compiles one kernel file (`name` as in [`kernel_sources`], e.g. `"norm.cu"`) for the real architecture
+/// `arch` (e.g. `"sm_90"`): the PTX and the CUBIN of one NVRTC run. Errors are one line: the kernel file,
+/// the architecture and the first compiler error lines; or why NVRTC could not be loaded.
+pub fn compile_kernel_image(
+    name: &str,
+    source: &str,
+    arch: &str,
+) -> Result<crate::nvrtc_lib::CompiledKernel> {
+    check_arch(name, arch, None)?;
+    let program = kernel_program(name, source)?;
+    let lib = loaded_nvrtc()?;
+    check_arch(name, arch, Some(lib))?;
+    lib.compile(name, &program, &compile_options(arch))
+        .map_err(|f| {
+            Error::cuda(format!(
+                "kernels/{name}: NVRTC compile for {arch} failed: {}",
+                summarize(&f)
+            ))
+        })
+}
+
+/// [`compile_kernel_image`]'s PTX (e.g. for dumping; the backend loads CUBIN unless
+/// `ATTNSCOPE_KERNEL_FORMAT=ptx`).
+pub fn compile_kernel(name: &str, source: &str, arch: &str) -> Result<Ptx> {
+    compile_kernel_image(name, source, arch).map(|k| Ptx::from_src(k.ptx))
+}
+
+/// [`compile_kernel_image`]'s CUBIN: what the backend loads.
+pub fn compile_kernel_cubin(name: &str, source: &str, arch: &str) -> Result<Vec<u8>> {
+    if !arch.starts_with("sm_") {
+        return Err(Error::cuda(format!(
+            "kernels/{name}: a CUBIN needs a real architecture (sm_XX), not {arch:?}"
+        )));
+    }
+    compile_kernel_image(name, source, arch).map(|k| k.cubin)
 }
 
 /// The first error lines of an NVRTC failure, joined into one line.
-fn summarize(e: &cudarc::nvrtc::CompileError) -> String {
-    match e {
-        cudarc::nvrtc::CompileError::CompileError { nvrtc, log, .. } => {
-            let log = log.to_string_lossy();
-            let lines: Vec<&str> = log
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .collect();
-            let errors: Vec<&str> = lines
-                .iter()
-                .copied()
-                .filter(|l| l.contains("error"))
-                .take(3)
-                .collect();
-            let picked = if errors.is_empty() {
-                lines.into_iter().take(3).collect()
-            } else {
-                errors
-            };
-            if picked.is_empty() {
-                format!("{nvrtc:?}")
-            } else {
-                picked.join(" | ")
-            }
-        }
-        other => format!("{other:?}"),
+fn summarize(f: &crate::nvrtc_lib::CompileFailure) -> String {
+    let lines: Vec<&str> = f
+        .log
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let errors: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.contains("error"))
+        .take(3)
+        .collect();
+    let picked = if errors.is_empty() {
+        lines.into_iter().take(3).collect()
+    } else {
+        errors
+    };
+    if picked.is_empty() {
+        f.error.clone()
+    } else {
+        picked.join(" | ")
     }
 }
 

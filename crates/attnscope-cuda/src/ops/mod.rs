@@ -13,12 +13,12 @@ pub use decode::*;
 pub use probs::*;
 
 use crate::context::{Arg, GpuContext};
+use crate::cublas::{CUBLAS_OP_N, CUBLAS_OP_T, GemmArgs};
 use crate::dtype::GpuDtype;
 use crate::kernels as k;
 use attnscope_core::Error;
 use attnscope_core::Result;
 use attnscope_core::config::{Activation, NormKind};
-use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t};
 use cudarc::driver::LaunchConfig;
 
 /// Threads per block of the elementwise kernels.
@@ -81,36 +81,26 @@ pub fn gemm(
     if rows == 0 {
         return Ok(());
     }
-    let (alpha, beta) = (1.0f32, 0.0f32);
-    // Strict f32 (no TF32) for f32 runs, so the f32 path matches the CPU reference to 1e-4.
-    let compute = cublasComputeType_t::CUBLAS_COMPUTE_32F;
+    let args = GemmArgs {
+        trans_a: CUBLAS_OP_T,
+        trans_b: CUBLAS_OP_N,
+        m: out_dim as i32,
+        n: rows as i32,
+        k: in_dim as i32,
+        a: w,
+        a_type: dtype.cublas(),
+        lda: in_dim as i32,
+        b: x,
+        b_type: dtype.cublas(),
+        ldb: in_dim as i32,
+        c: y,
+        c_type: y_dtype.cublas(),
+        ldc: out_dim as i32,
+    };
+    // Strict f32 accumulation (CUBLAS_COMPUTE_32F, no TF32), so the f32 path matches the CPU reference to 1e-4.
     // SAFETY: cuBLAS FFI on the backend's handle (bound to its only stream). Pointers come from live
-    // DeviceBufs holding rows·in (x), out·in (W) and rows·out (y) elements of the stated types; alpha/beta
-    // are f32 as CUBLAS_COMPUTE_32F requires and live across the call.
-    unsafe {
-        cudarc::cublas::result::gemm_ex(
-            *g.blas.handle(),
-            cublasOperation_t::CUBLAS_OP_T,
-            cublasOperation_t::CUBLAS_OP_N,
-            out_dim as i32,
-            rows as i32,
-            in_dim as i32,
-            (&alpha) as *const f32 as *const _,
-            w as *const _,
-            dtype.cublas(),
-            in_dim as i32,
-            x as *const _,
-            dtype.cublas(),
-            in_dim as i32,
-            (&beta) as *const f32 as *const _,
-            y as *mut _,
-            y_dtype.cublas(),
-            out_dim as i32,
-            compute,
-            cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-        )
-    }
-    .map_err(|e| {
+    // DeviceBufs holding rows·in (x), out·in (W) and rows·out (y) elements of the stated types.
+    unsafe { g.blas.gemm_ex(&args) }.map_err(|e| {
         Error::cuda(format!(
             "cuBLAS gemm {rows}x{in_dim} · {out_dim}x{in_dim}ᵀ: {e:?}"
         ))
