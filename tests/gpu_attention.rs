@@ -73,10 +73,13 @@ const VIS: [Vis; 4] = [
 fn check_tc<E: Elem>(gpu: &Gpu, s: Shape, with_stats: bool) {
     let p = Problem::new(s, slots(s.n_keys), round_to::<E>);
     let r = p.reference(&CaptureSpec::default());
-    let got = run_prefill::<E>(gpu, Path::Tensor, &p, with_stats);
-    let label = format!("tensor-core {} {s:?}", E::SUFFIX);
-    assert_close(&label, &got.out, &r.out, tc_out_tol::<E>);
-    p.check_stats(&label, &r, &got, &TC_STATS);
+    // Both tensor-core kernels: the reference one and the fast one (kernels/attention_prefill_fa2.cu).
+    for path in [Path::Tensor, Path::Fast] {
+        let got = run_prefill::<E>(gpu, path, &p, with_stats);
+        let label = format!("tensor-core {path:?} {} {s:?}", E::SUFFIX);
+        assert_close(&label, &got.out, &r.out, tc_out_tol::<E>);
+        p.check_stats(&label, &r, &got, &TC_STATS);
+    }
 }
 
 /// The grid of one 16-bit type; `full` adds the long and odd cases.

@@ -278,6 +278,9 @@ pub enum Path {
     Simt,
     /// `attn_prefill_<T>_hd<HD>`: grid (ceil(n_new/64), n_heads), block 128, static shared memory only.
     Tensor,
+    /// `attn_prefill_fa2_<T>_hd<HD>[_stats]` (kernels/attention_prefill_fa2.cu) at its head dims, the
+    /// reference `Tensor` kernel at the others (HD 256): same launch shape.
+    Fast,
 }
 
 impl Problem {
@@ -371,6 +374,10 @@ pub fn run_prefill<E: Elem>(gpu: &Gpu, path: Path, p: &Problem, with_stats: bool
     match path {
         Path::Simt => ops::attention_prefill_simt(&gpu.g, &call),
         Path::Tensor => ops::attention_prefill_tensor_core(&gpu.g, &call),
+        Path::Fast if attnscope_cuda::kernels::FA2_HEAD_DIMS.contains(&p.s.head_dim) => {
+            ops::attention_prefill_fa2(&gpu.g, &call)
+        }
+        Path::Fast => ops::attention_prefill_tensor_core(&gpu.g, &call),
     }
     .unwrap_or_else(|e| panic!("{e}"));
     b.download(gpu, with_stats)
