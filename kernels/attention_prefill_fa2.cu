@@ -260,14 +260,12 @@ __device__ void attn_prefill_fa2(const AttnParams& p) {
             }
 
         // Element (j, r) of s: row x = r >> 1, key kt + 8j + 2t + (r & 1).
-        float raw[NS][4];
         if (PARTIAL) {
 #pragma unroll
             for (int j = 0; j < NS; ++j)
 #pragma unroll
                 for (int r = 0; r < 4; ++r) {
                     const int x = r >> 1, jj = j * 8 + 2 * t + (r & 1);
-                    raw[j][r] = s[j][r];
                     const int gk = need_groups ? kg_s[st][jj] : -1;
                     if (!slot_visible_g(qslot[x], kt + jj, group_q[x], gk, isolated, window))
                         s[j][r] = ATTN_NEG_INF;
@@ -309,7 +307,8 @@ __device__ void attn_prefill_fa2(const AttnParams& p) {
                 const int x = r >> 1;
                 const float pv = fast_exp2(fmaf(s[j][r], sl2, -mb[x]));  // 0 for hidden (−inf) scores
                 ls[x] += pv;
-                if (STATS) as[x] = fmaf(pv, PARTIAL ? raw[j][r] : s[j][r], as[x]);  // raw: finite
+                // Σp·s: a hidden score is −inf with p = 0, and must add 0 (not 0·−inf = NaN).
+                if (STATS) as[x] = fmaf(pv, PARTIAL && s[j][r] == ATTN_NEG_INF ? 0.0f : s[j][r], as[x]);
                 s[j][r] = pv;
             }
 #pragma unroll
@@ -384,12 +383,21 @@ __device__ void attn_prefill_fa2(const AttnParams& p) {
     }
 }
 
+// Blocks per SM the register allocation must allow: 3 caps the kernel at 168 registers (12 warps per SM),
+// which ptxas 12.8 meets without spilling at sm_90 for every instance but HD 80 with statistics, and at
+// sm_80 for HD <= 64 (scripts/sass-report.sh); the others ask for 2 (up to 255 registers, 8 warps).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define FA2_MIN_BLOCKS(HD, STATS) ((STATS) && (HD) == 80 ? 2 : 3)
+#else
+#define FA2_MIN_BLOCKS(HD, STATS) ((HD) >= 80 ? 2 : 3)
+#endif
+
 #define PREFILL_FA2_KERNEL(T, SUFFIX, HD)                                                                     \
-    extern "C" __global__ void __launch_bounds__(FA2_THREADS)                                                 \
+    extern "C" __global__ void __launch_bounds__(FA2_THREADS, FA2_MIN_BLOCKS(HD, 0))                          \
         attn_prefill_fa2_##SUFFIX##_hd##HD(const AttnParams p) {                                              \
         attn_prefill_fa2<T, HD, false>(p);                                                                    \
     }                                                                                                         \
-    extern "C" __global__ void __launch_bounds__(FA2_THREADS)                                                 \
+    extern "C" __global__ void __launch_bounds__(FA2_THREADS, FA2_MIN_BLOCKS(HD, 1))                          \
         attn_prefill_fa2_##SUFFIX##_hd##HD##_stats(const AttnParams p) {                                      \
         attn_prefill_fa2<T, HD, true>(p);                                                                     \
     }
