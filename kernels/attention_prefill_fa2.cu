@@ -12,7 +12,10 @@
 //
 // Launch: grid (ceil(n_new / 64), n_heads), block 128 (4 warps × 16 query rows), static shared memory
 //   2 stages × (K + V) × BK × (HD + 8) × 2 bytes + 2 × BK × 4 bytes (groups), BK = 64 for HD <= 80 else 32:
-//   HD 32: 20.5 KiB, 64: 36.5 KiB, 80: 44.5 KiB, 96: 26.5 KiB, 128: 34.5 KiB.
+//   HD 32: 20.5 KiB, 64: 36.5 KiB, 80: 44.5 KiB, 96: 26.5 KiB, 128: 34.5 KiB. __launch_bounds__(128, 3)
+//   (<= 168 registers, 12 warps per SM) except where that would spill (FA2_MIN_BLOCKS below).
+// Selection (crates/attnscope-cuda/src/ops/attention.rs): the default tensor-core prefill;
+//   ATTNSCOPE_PREFILL_KERNEL=reference (or `PrefillKernel::Reference`) runs attention_prefill.cu instead.
 //
 // Differences to the reference kernel, all in the K-tile loop:
 //  * tile classes per (Q tile, K tile), from slot indices only: FULL (every key visible to every query row of
@@ -20,8 +23,9 @@
 //    outside [key_begin, key_end) are not visited; every other tile is PARTIAL and applies `slot_visible_g`
 //    per element. The FULL tiles form one contiguous range and run in their own loop, then the PARTIAL ones
 //    (window edge, diagonal) in a second loop; the order of tiles does not matter to the online softmax.
-//    Groups: when `isolated` and some query row of the block has a group >= 0, every tile at or after the
-//    first key slot with a group >= 0 is PARTIAL (conservative, one scan of `groups` per such block).
+//    Groups: when `isolated` and some query row of the block has a group >= 0, with [gmin, gmax] the range
+//    of those groups, every tile at or after the first key slot whose group lies in [gmin, gmax] is PARTIAL
+//    (conservative: a key outside the range shares no group with any row; one scan of `groups` per block).
 //  * exp2: p = 2^(s·scale·log2 e − m·scale·log2 e), one FFMA + MUFU.EX2 per element, m kept in raw scores.
 //  * ldmatrix.x4 fragment loads of K (non-transposed) and V (.trans) from shared memory.
 //  * K/V double-buffered with 16-byte cp.async (zero-fill past key_end): tile i+1 is copied while tile i
@@ -120,7 +124,7 @@ __device__ void attn_prefill_fa2(const AttnParams& p) {
     static_assert(BK * CPR % FA2_THREADS == 0 && BK <= FA2_THREADS, "copy split");
     __shared__ __align__(16) unsigned short kv_s[2][2][TILE];  // [stage][K, V][key][dim]
     __shared__ int kg_s[2][BK];                                 // [stage][key] group ids (PARTIAL tiles)
-    __shared__ int first_grouped_s;
+    __shared__ int first_grouped_s, gmin_s, gmax_s;
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, t = lane & 3;
@@ -168,17 +172,32 @@ __device__ void attn_prefill_fa2(const AttnParams& p) {
     // last row), n·BK + BK − 1 < first grouped key (groups).
     int full_lo = nb, full_hi = min(ne, (qlo + 1) / BK);
     if (window > 0) full_lo = max(full_lo, (max(0, qhi - window + 1) + BK - 1) / BK);
-    const bool row_grouped = isolated && ((valid[0] && group_q[0] >= 0) || (valid[1] && group_q[1] >= 0));
-    const bool need_groups = __syncthreads_or(row_grouped) != 0;
-    if (tid == 0) first_grouped_s = 0x7fffffff;
+    // Groups: [gmin, gmax] = range of the group ids >= 0 of the block's query rows (isolated only); a key
+    // whose group lies outside it is hidden by no group rule, so keys before the first key in range are.
+    if (tid == 0) {
+        first_grouped_s = 0x7fffffff;
+        gmin_s = 0x7fffffff;
+        gmax_s = -1;
+    }
     __syncthreads();
+#pragma unroll
+    for (int x = 0; x < 2; ++x)
+        if (isolated && valid[x] && group_q[x] >= 0) {
+            atomicMin(&gmin_s, group_q[x]);
+            atomicMax(&gmax_s, group_q[x]);
+        }
+    __syncthreads();
+    const int gmin = gmin_s, gmax = gmax_s;
+    const bool need_groups = gmax >= 0;
     if (need_groups) {
         int first = 0x7fffffff;
-        for (int key = nb * BK + tid; key < key_end; key += FA2_THREADS)
-            if (groups[key] >= 0) {
+        for (int key = nb * BK + tid; key < key_end; key += FA2_THREADS) {
+            const int gk = groups[key];
+            if (gk >= gmin && gk <= gmax) {
                 first = key;
                 break;
             }
+        }
         atomicMin(&first_grouped_s, first);
     }
     __syncthreads();
