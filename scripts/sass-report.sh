@@ -54,7 +54,8 @@ NVDISASM=.ci-cache/nvdisasm/site/nvidia/cu13/bin/nvdisasm
 eval "$(scripts/install_nvrtc.sh)"
 
 FILES=(attention_prefill_fa2.cu attention_prefill.cu attention_probs.cu attention_decode.cu)
-echo "ptxas: $("$PTXAS" --version | tail -n 1); nvdisasm: $("$NVDISASM" --version | tail -n 1)"
+version() { "$1" --version | grep -o 'release [0-9.]*, V[0-9.]*' | head -n 1; }
+echo "ptxas $(version "$PTXAS") ($NVCC_WHEEL); nvdisasm $(version "$NVDISASM") ($DISASM_WHEEL)"
 echo
 for arch in "${ARCHS[@]}"; do
     out=".ci-cache/sass/$arch"
