@@ -360,3 +360,18 @@ pub fn attention_probs_split(
     };
     g.launch_attention(&name, cfg, &params)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefill_kernel_names_parse() {
+        assert_eq!(PrefillKernel::parse("").ok(), Some(PrefillKernel::Fast));
+        for k in PrefillKernel::ALL {
+            assert_eq!(PrefillKernel::parse(k.label()).ok(), Some(k));
+        }
+        let err = PrefillKernel::parse("flash").err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains(PREFILL_KERNEL_ENV)));
+    }
+}
