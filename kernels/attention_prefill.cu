@@ -34,6 +34,8 @@
 //      (32 for HD 256) in static shared memory (rows padded by 8 elements), S = QKᵀ and O += P·V by mma,
 //      P rounded to the input type for the P·V product as FlashAttention-2 does (l and a use f32 P).
 //      Launch: grid (ceil(n_new / 64), n_heads), block 128. Static shared memory 2·BK·(HD+8)·2 + BK·4 bytes.
+//      Since attention_prefill_fa2.cu this is the reference tensor-core path (ATTNSCOPE_PREFILL_KERNEL=reference,
+//      `PrefillKernel::Reference`), and the only one at HD 256.
 
 // ---------------------------------------------------------------------------------------------------------
 // SIMT path

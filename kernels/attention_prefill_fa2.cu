@@ -51,6 +51,8 @@
 //   P as A of k-step kk (keys 16kk..16kk+15) is the S accumulators of n-tiles 2kk, 2kk+1:
 //     a0 = S[2kk] c0,c1   a1 = S[2kk] c2,c3   a2 = S[2kk+1] c0,c1   a3 = S[2kk+1] c2,c3 (cvt.rn.{bf16,f16}x2).
 //   Q fragments are read once from global memory with the A layout (as the reference kernel).
+// scripts/check_fa2_model.py replays these addresses (and the tile classes above) through a CPU model of
+// ldmatrix and mma; keep it in step with this file.
 // Shared rows are padded by 8 elements (16 bytes): a row stride of HD + 8 elements puts the 8 rows of
 // every ldmatrix phase in 8 distinct 16-byte bank groups for each HD here.
 
