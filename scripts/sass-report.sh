@@ -14,8 +14,9 @@
 #     defines prepended): `cargo run -p attnscope-cuda --example dump_ptx`.
 #  2. ptxas 12.8 from the `nvidia-cuda-nvcc-cu12` wheel assembles each PTX to a cubin (`-v` for resources;
 #     the default -O3, as the driver's JIT does when the engine loads the PTX).
-#  3. nvdisasm from the `nvidia-cuda-nvdisasm` wheel (13.x; the cu12 wheel of nvcc carries only ptxas, and
-#     nvdisasm has no cu12 wheel) disassembles the cubin.
+#  3. nvdisasm from the `nvidia-cuda-nvdisasm` wheel (13.x) disassembles the cubin. Neither nvcc wheel has a
+#     disassembler: `nvidia-cuda-nvcc-cu12` 12.8.93 holds only ptxas in bin/, `nvidia-cuda-nvcc` 13.5.37
+#     nvcc, ptxas, nvlink, fatbinary; nvdisasm and cuobjdump come only as 13.x wheels of their own.
 #  4. scripts/sass_report.py finds the main loop: every backward branch (BRA to a label at or before it)
 #     closes a loop region [label, branch], merged per label; of the regions holding HMMAs the innermost
 #     ones are candidates, the main loop is the one with the most HMMAs (ties: fewest instructions, which
