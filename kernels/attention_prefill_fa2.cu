@@ -10,7 +10,8 @@
 // Extra requirements (the launcher falls back to the reference kernel otherwise): kv_stride % 8 == 0 and
 // k, v 16-byte aligned (K/V rows are copied in 16-byte cp.async chunks).
 //
-// Launch: grid (ceil(n_new / 64), n_heads), block 128 (4 warps × 16 query rows), static shared memory
+// Launch: grid (ceil(n_new / 64), n_heads), block 128 (4 warps × 16 query rows; block x takes row tile
+//   ceil(n_new / 64) − 1 − x, the longest first), static shared memory
 //   2 stages × (K + V) × BK × (HD + 8) × 2 bytes + 2 × BK × 4 bytes (groups), BK = 64 for HD <= 80 else 32:
 //   HD 32: 20.5 KiB, 64: 36.5 KiB, 80: 44.5 KiB, 96: 26.5 KiB, 128: 34.5 KiB. __launch_bounds__(128, 3)
 //   (<= 168 registers, 12 warps per SM) except where that would spill (FA2_MIN_BLOCKS below).
@@ -134,7 +135,9 @@ __device__ void attn_prefill_fa2(const AttnParams& p) {
     const int kvh = h / (p.n_heads / p.n_kv_heads);
     const int n_new = p.n_new, q_start = p.q_start, window = p.window, isolated = p.isolated;
     const int* __restrict__ groups = p.groups;
-    const int tile_row0 = blockIdx.x * FA2_BQ;
+    // Row tiles in reverse launch order: the blocks with the most keys (last rows, causal) start first, so
+    // the short ones fill the tail of the grid instead of the long ones.
+    const int tile_row0 = (gridDim.x - 1 - blockIdx.x) * FA2_BQ;
     int row[2], qslot[2], group_q[2];
     bool valid[2];
 #pragma unroll
