@@ -34,6 +34,8 @@
 //      (32 for HD 256) in static shared memory (rows padded by 8 elements), S = QKᵀ and O += P·V by mma,
 //      P rounded to the input type for the P·V product as FlashAttention-2 does (l and a use f32 P).
 //      Launch: grid (ceil(n_new / 64), n_heads), block 128. Static shared memory 2·BK·(HD+8)·2 + BK·4 bytes.
+//      Since attention_prefill_fa2.cu this is the reference tensor-core path (ATTNSCOPE_PREFILL_KERNEL=reference,
+//      `PrefillKernel::Reference`), and the only one at HD 256.
 
 // ---------------------------------------------------------------------------------------------------------
 // SIMT path
@@ -168,29 +170,7 @@ PREFILL_SIMT_KERNEL(f16, f16)
 // Tensor-core path (bf16 / f16 inputs, f32 accumulation)
 // ---------------------------------------------------------------------------------------------------------
 
-/// d = a·b + c for one m16n8k16 tile; a: 4 regs (16×16, row), b: 2 regs (16×8, col), c/d: 4 f32.
-template <typename T> __device__ __forceinline__ void mma16816(float* d, const unsigned int* a, unsigned int b0,
-                                                               unsigned int b1);
-template <> __device__ __forceinline__ void mma16816<bf16>(float* d, const unsigned int* a, unsigned int b0,
-                                                           unsigned int b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-template <> __device__ __forceinline__ void mma16816<f16>(float* d, const unsigned int* a, unsigned int b0,
-                                                          unsigned int b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ unsigned int pack_bits(unsigned short lo, unsigned short hi) {
-    return (unsigned int)lo | ((unsigned int)hi << 16);
-}
+// mma16816<T> and pack_bits: common.cuh (shared with attention_prefill_fa2.cu).
 
 #define TC_WARPS 4
 #define TC_BQ (16 * TC_WARPS)

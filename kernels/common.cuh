@@ -50,6 +50,30 @@ template <typename T> __device__ __forceinline__ unsigned int pack2(float lo, fl
     return (unsigned int)from_f32<T>(lo).bits | ((unsigned int)from_f32<T>(hi).bits << 16);
 }
 
+/// d = a·b + c for one m16n8k16 tile; a: 4 regs (16×16, row), b: 2 regs (16×8, col), c/d: 4 f32.
+template <typename T> __device__ __forceinline__ void mma16816(float* d, const unsigned int* a, unsigned int b0,
+                                                               unsigned int b1);
+template <> __device__ __forceinline__ void mma16816<bf16>(float* d, const unsigned int* a, unsigned int b0,
+                                                           unsigned int b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+template <> __device__ __forceinline__ void mma16816<f16>(float* d, const unsigned int* a, unsigned int b0,
+                                                          unsigned int b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ unsigned int pack_bits(unsigned short lo, unsigned short hi) {
+    return (unsigned int)lo | ((unsigned int)hi << 16);
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;

@@ -31,7 +31,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 REPO="$(pwd)"
 BUNDLE="$REPO/.gpu-bundle"
-TESTS=(gpu_kernels gpu_attention gpu_elementwise gpu_model gpu_model_head_dims nvrtc_compile)
+TESTS=(gpu_kernels gpu_attention gpu_probs_decode gpu_elementwise gpu_model gpu_model_head_dims nvrtc_compile)
 
 build() {
     set -e
@@ -175,10 +175,10 @@ run() {
     step preflight 60 preflight
     step "compile kernels (this GPU)" 150 "$BIN" doctor --compile-kernels
     # 2. kernels against their CPU twins: reduced grids first, then the full ones
-    for t in gpu_kernels gpu_attention gpu_elementwise; do
+    for t in gpu_kernels gpu_attention gpu_probs_decode gpu_elementwise; do
         step "$t (small grids)" 60 env ATTNSCOPE_GPU_SMALL=1 "$tb/$t" --test-threads 4
     done
-    for t in gpu_kernels gpu_attention; do
+    for t in gpu_kernels gpu_attention gpu_probs_decode; do
         step "$t (full grids)" 120 "$tb/$t" --test-threads 4
     done
     # 3. whole models
@@ -203,10 +203,12 @@ run() {
     step "e2e comparison" 20 compare scripts/bench_compare.py e2e_attnscope.json e2e_hf.json e2e_compare.md
     # 6-8. sanitizers on small grids, then the rest
     if command -v compute-sanitizer >/dev/null; then
-        step "memcheck gpu_attention" 120 env ATTNSCOPE_GPU_SMALL=1 compute-sanitizer --tool memcheck \
-            --error-exitcode 1 "$tb/gpu_attention" --test-threads 1
+        for t in gpu_attention gpu_probs_decode; do
+            step "memcheck $t" 90 env ATTNSCOPE_GPU_SMALL=1 compute-sanitizer --tool memcheck \
+                --error-exitcode 1 "$tb/$t" --test-threads 1
+        done
         step "racecheck probs + decode" 90 env ATTNSCOPE_GPU_SMALL=1 compute-sanitizer --tool racecheck \
-            --error-exitcode 1 "$tb/gpu_attention" --test-threads 1 probs decode
+            --error-exitcode 1 "$tb/gpu_probs_decode" --test-threads 1
     else
         record "compute-sanitizer" SKIP 0 "compute-sanitizer not on PATH"
     fi

@@ -82,10 +82,7 @@ fn check<E: Elem>(s: Shape, walk: TileWalk) -> Vec<Fault> {
     old_accepts
 }
 
-const WALK: TileWalk = TileWalk {
-    bk: 64,
-    descending: false,
-};
+const WALK: TileWalk = TileWalk::Ascending { bk: 64 };
 
 #[test]
 fn swapped_fragments_fail_the_bf16_reference() {
@@ -96,20 +93,20 @@ fn swapped_fragments_fail_the_bf16_reference() {
     ] {
         check::<half::bf16>(s, WALK);
     }
-    check::<half::bf16>(
-        shape(129, 0, 256, (2, 1)),
-        TileWalk {
-            bk: 32,
-            descending: false,
-        },
-    );
-    check::<half::bf16>(
-        shape(300, 0, 64, (2, 1)),
-        TileWalk {
-            bk: 64,
-            descending: true,
-        },
-    );
+    check::<half::bf16>(shape(129, 0, 256, (2, 1)), TileWalk::Ascending { bk: 32 });
+    // The fast kernel's walk (FULL tiles first), with and without groups, windowed.
+    for (s, bk) in [
+        (shape(300, 0, 64, (2, 1)), 64),
+        (shape(300, 0, 128, (2, 1)), 32),
+    ] {
+        check::<half::bf16>(s, TileWalk::FullFirst { bk });
+        let visible = Shape {
+            isolated: false,
+            window: Some(100),
+            ..s
+        };
+        check::<half::bf16>(visible, TileWalk::FullFirst { bk });
+    }
     // Long rows, where every p is small.
     let old = check::<half::bf16>(shape(1000, 900, 64, (2, 1)), WALK);
     println!("faults the old bound accepts at T = 1000: {old:?}");

@@ -278,6 +278,9 @@ pub enum Path {
     Simt,
     /// `attn_prefill_<T>_hd<HD>`: grid (ceil(n_new/64), n_heads), block 128, static shared memory only.
     Tensor,
+    /// `attn_prefill_fa2_<T>_hd<HD>[_stats]` (kernels/attention_prefill_fa2.cu) at its head dims, the
+    /// reference `Tensor` kernel at the others (HD 256): same launch shape.
+    Fast,
 }
 
 impl Problem {
@@ -371,7 +374,47 @@ pub fn run_prefill<E: Elem>(gpu: &Gpu, path: Path, p: &Problem, with_stats: bool
     match path {
         Path::Simt => ops::attention_prefill_simt(&gpu.g, &call),
         Path::Tensor => ops::attention_prefill_tensor_core(&gpu.g, &call),
+        Path::Fast if attnscope_cuda::kernels::FA2_HEAD_DIMS.contains(&p.s.head_dim) => {
+            ops::attention_prefill_fa2(&gpu.g, &call)
+        }
+        Path::Fast => ops::attention_prefill_tensor_core(&gpu.g, &call),
     }
     .unwrap_or_else(|e| panic!("{e}"));
     b.download(gpu, with_stats)
+}
+
+/// f32 probabilities (SIMT prefill, decode): the tolerances of tests/gpu_kernels.rs.
+/// The tie tolerance is wider: a flip needs two scores within ~1e-6 (summation order), whose weights then
+/// differ by up to ~1e-6·max_weight plus rounding.
+pub const F32_STATS: StatTol = StatTol {
+    lse: 1e-5,
+    entropy: 1e-4,
+    max_weight: 1e-5,
+    tie: 5e-6,
+};
+
+pub fn shape(n_keys: usize, q_start: usize, hd: usize, heads: (usize, usize), vis: Vis) -> Shape {
+    Shape {
+        n_keys,
+        q_start,
+        head_dim: hd,
+        n_heads: heads.0,
+        n_kv_heads: heads.1,
+        isolated: vis.0,
+        window: vis.1,
+    }
+}
+
+/// (isolated groups, sliding window)
+pub type Vis = (bool, Option<usize>);
+pub const VIS: [Vis; 4] = [
+    (false, None),
+    (true, None),
+    (true, Some(16)),
+    (false, Some(100)),
+];
+
+/// Output tolerance where only the output is rounded to E (P stays f32): u·|ref| + 1e-5·(1 + |ref|).
+pub fn rounded_out_tol<E: Elem>(want: f32) -> f32 {
+    E::UNIT * want.abs() + 1e-5 * (1.0 + want.abs())
 }

@@ -1,4 +1,4 @@
-//! Helpers shared by the GPU kernel tests (tests/gpu_kernels.rs, tests/gpu_attention.rs,
+//! Helpers shared by the GPU kernel tests (tests/gpu_kernels.rs, tests/gpu_attention.rs, tests/gpu_probs_decode.rs,
 //! tests/gpu_elementwise.rs): the engine's device context or a visible SKIP, device buffers, deterministic
 //! inputs, element types, error measures. Kernels are launched only through `attnscope_cuda::ops`.
 //!

@@ -1,4 +1,4 @@
-//! Runs of attention_probs.cu and attention_decode.cu for tests/gpu_attention.rs: device buffers for a
+//! Runs of attention_probs.cu and attention_decode.cu for tests/gpu_probs_decode.rs: device buffers for a
 //! `Problem`, then the engine's launchers (`attnscope_cuda::ops`), then the outputs downloaded.
 
 use super::attention::{Problem, ProblemBuffers, RowOutputs, Shape};

@@ -23,27 +23,86 @@
 use super::Elem;
 use super::attention::{Path, Problem};
 
-/// How the kernel walks the keys of a row: tiles of `bk` key slots aligned to multiples of `bk` (slot 0
-/// starts a tile), in ascending or descending slot order. Only the tile boundaries and the order matter: the
-/// running maximum at which P is rounded changes only between tiles.
+/// How a kernel walks the keys of a row: tiles of `bk` key slots aligned to multiples of `bk` (slot 0
+/// starts a tile), in the kernel's visit order. Only the tile boundaries and the order matter: the running
+/// maximum at which P is rounded changes only between tiles.
 #[derive(Clone, Copy, Debug)]
-pub struct TileWalk {
-    pub bk: usize,
-    pub descending: bool,
+pub enum TileWalk {
+    /// attention_prefill.cu: ascending slot order.
+    Ascending { bk: usize },
+    /// attention_prefill_fa2.cu: per block of 64 query rows, the FULL tiles (every key visible to every row
+    /// of the block) first, then the PARTIAL ones before them (window edge), then those after them
+    /// (diagonal, groups); the classification is the kernel's, from slot indices and groups.
+    FullFirst { bk: usize },
 }
 
-/// The key tiles of a prefill kernel at `head_dim` (kernels/attention_prefill.cu: BK = 64 keys, 32 at
-/// head_dim 256, ascending).
+/// The key tiles of a prefill kernel at `head_dim` (BK of kernels/attention_prefill.cu: 64 keys, 32 above
+/// head_dim 128; of attention_prefill_fa2.cu: 64 up to head_dim 80, else 32).
 pub fn tile_walk(path: Path, head_dim: usize) -> TileWalk {
     match path {
-        Path::Tensor => TileWalk {
+        Path::Tensor => TileWalk::Ascending {
             bk: if head_dim > 128 { 32 } else { 64 },
-            descending: false,
         },
-        Path::Simt => TileWalk {
-            bk: 32,
-            descending: false,
+        Path::Fast => TileWalk::FullFirst {
+            bk: if head_dim <= 80 { 64 } else { 32 },
         },
+        Path::Simt => TileWalk::Ascending { bk: 32 },
+    }
+}
+
+impl TileWalk {
+    pub fn bk(self) -> usize {
+        match self {
+            TileWalk::Ascending { bk } | TileWalk::FullFirst { bk } => bk,
+        }
+    }
+
+    /// The tiles query row `i` of `p` visits, in order (tiles with no key visible to the row are harmless:
+    /// they change neither the maximum nor the sums).
+    pub fn order(self, p: &Problem, i: usize) -> Vec<usize> {
+        let s = &p.s;
+        match self {
+            TileWalk::Ascending { bk } => (0..=(s.q_start + i) / bk).collect(),
+            TileWalk::FullFirst { bk } => {
+                const BQ: usize = 64;
+                let row0 = i / BQ * BQ;
+                let last = (p.n_new - 1).min(row0 + BQ - 1);
+                let (qlo, qhi) = (s.q_start + row0, s.q_start + last);
+                let key_end = qhi + 1;
+                let window = s.window.unwrap_or(0);
+                let key_begin = if window > 0 {
+                    (qlo + 1).saturating_sub(window)
+                } else {
+                    0
+                };
+                let (nb, ne) = (key_begin / bk, key_end.div_ceil(bk));
+                let mut full_lo = nb;
+                let mut full_hi = ne.min((qlo + 1) / bk);
+                if window > 0 {
+                    full_lo = full_lo.max((qhi + 1).saturating_sub(window).div_ceil(bk));
+                }
+                if s.isolated {
+                    let groups: Vec<i32> = (row0..=last)
+                        .map(|r| p.slots[s.q_start + r].group)
+                        .filter(|&g| g >= 0)
+                        .collect();
+                    if let (Some(&gmin), Some(&gmax)) = (groups.iter().min(), groups.iter().max())
+                        && let Some(first) =
+                            (nb * bk..key_end).find(|&k| (gmin..=gmax).contains(&p.slots[k].group))
+                    {
+                        full_hi = full_hi.min(first / bk);
+                    }
+                }
+                if full_lo >= full_hi {
+                    full_lo = ne;
+                    full_hi = ne;
+                }
+                (full_lo..full_hi)
+                    .chain(nb..full_lo)
+                    .chain(full_hi..ne)
+                    .collect()
+            }
+        }
     }
 }
 
@@ -97,20 +156,29 @@ impl Problem {
                     Arith::F64 => self.score_f64(h, i, j),
                     Arith::F32 => self.score_f32_reversed(h, i, j) as f64,
                 };
-                // Visible keys with their scores, in slot order; tiles are runs of equal j / bk.
+                // Visible keys with their scores, in slot order, grouped by tile.
+                let bk = walk.bk();
                 let keys: Vec<(usize, f64)> = (0..=slot)
                     .filter(|&j| mask.allows(slot, j))
                     .map(|j| (j, score(j)))
                     .collect();
-                let mut tiles: Vec<&[(usize, f64)]> = keys
-                    .chunk_by(|a, b| a.0 / walk.bk == b.0 / walk.bk)
-                    .collect();
-                if walk.descending {
-                    tiles.reverse();
+                let mut by_tile: Vec<&[(usize, f64)]> = vec![&[]; slot / bk + 1];
+                for run in keys.chunk_by(|a, b| a.0 / bk == b.0 / bk) {
+                    by_tile[run[0].0 / bk] = run;
                 }
+                let visited: Vec<usize> = walk
+                    .order(self, i)
+                    .into_iter()
+                    .filter(|&t| t < by_tile.len())
+                    .collect();
+                let seen: usize = visited.iter().map(|&t| by_tile[t].len()).sum();
+                assert_eq!(seen, keys.len(), "{walk:?} row {i}: the walk misses keys");
                 let (mut m, mut l) = (f64::NEG_INFINITY, 0.0f64);
                 let mut acc = vec![0.0f64; hd];
-                for tile in tiles {
+                for tile in visited.into_iter().map(|t| by_tile[t]) {
+                    if tile.is_empty() {
+                        continue;
+                    }
                     let m_new = tile.iter().map(|&(_, x)| x).fold(m, f64::max);
                     let alpha = if m == f64::NEG_INFINITY {
                         0.0

@@ -8,6 +8,9 @@
 //!   prefill_stats        the same kernel also writing entropy, max weight and argmax per row
 //!   prefill_probs_stats  plus the second pass reducing sink/prev/self/group mass, received, distance
 //!   prefill_weights      plus the second pass writing exact f32 weights of every head ([H, T, T])
+//!   prefill_reference, prefill_stats_reference
+//!                        prefill / prefill_stats on the reference tensor-core kernel (the others run the
+//!                        one ATTNSCOPE_PREFILL_KERNEL selects, the fast kernel by default)
 //! On the CPU (`--device cpu`) only `prefill` is timed, with the f32 reference `model::attention`.
 //! FLOPs (causal, as in scripts/bench_sdpa.py) = 4 · n_heads · head_dim · T(T+1)/2.
 

@@ -5,11 +5,15 @@
 //!   prefill_stats        the same kernel also writing entropy, max weight and argmax per row
 //!   prefill_probs_stats  plus the second pass reducing sink/prev/self/group mass, received, distance
 //!   prefill_weights      plus the second pass writing exact f32 weights of every head ([H, T, T])
+//!   prefill_reference, prefill_stats_reference
+//!                        `prefill` / `prefill_stats` on the reference tensor-core kernel
+//!                        (`ops::PrefillKernel::Reference`; the others run the kernel that
+//!                        `ATTNSCOPE_PREFILL_KERNEL` selects, the fast one by default)
 
 use crate::buffer::{DeviceBuf, slice_ptr};
 use crate::context::GpuContext;
 use crate::dtype::GpuDtype;
-use crate::ops::{self, AttentionCall, ProbsOutputs};
+use crate::ops::{self, AttentionCall, PrefillKernel, ProbsOutputs};
 use attnscope_core::Error;
 use attnscope_core::Result;
 use attnscope_core::rng::uniform_values as values;
@@ -189,6 +193,15 @@ pub fn time_attention(
             }),
         ),
     ];
+    let reference = PrefillKernel::Reference;
+    impls.push((
+        "prefill_reference",
+        Box::new(move || ops::attention_prefill_with(g, &plain, reference)),
+    ));
+    impls.push((
+        "prefill_stats_reference",
+        Box::new(move || ops::attention_prefill_with(g, &stats, reference)),
+    ));
     if let Some(w) = b.weights_out(g, t) {
         impls.push((
             "prefill_weights",

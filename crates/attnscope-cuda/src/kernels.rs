@@ -8,6 +8,9 @@ use attnscope_core::config::Activation;
 
 /// Head dims with a tensor-core prefill kernel (`attn_prefill_<bf16|f16>_hd<HD>`).
 pub const TC_HEAD_DIMS: [usize; 6] = [32, 64, 80, 96, 128, 256];
+/// Head dims with a fast prefill kernel (`attn_prefill_fa2_<bf16|f16>_hd<HD>[_stats]`); the others run the
+/// reference tensor-core kernel.
+pub const FA2_HEAD_DIMS: [usize; 5] = [32, 64, 80, 96, 128];
 
 const ALL: &[GpuDtype] = &[GpuDtype::F32, GpuDtype::Bf16, GpuDtype::F16];
 const HALF: &[GpuDtype] = &[GpuDtype::Bf16, GpuDtype::F16];
@@ -76,6 +79,30 @@ pub const ATTN_PREFILL_TC: KernelFamily = KernelFamily {
     dtypes: HALF,
     variants: &["_hd32", "_hd64", "_hd80", "_hd96", "_hd128", "_hd256"],
 };
+/// Variants `_hd<HD>` (output + lse) and `_hd<HD>_stats` (also entropy, max weight, argmax) for
+/// [`FA2_HEAD_DIMS`] (kernels/attention_prefill_fa2.cu).
+pub const ATTN_PREFILL_FA2: KernelFamily = KernelFamily {
+    file: "attention_prefill_fa2.cu",
+    stem: "attn_prefill_fa2",
+    dtypes: HALF,
+    variants: &[
+        "_hd32",
+        "_hd32_stats",
+        "_hd64",
+        "_hd64_stats",
+        "_hd80",
+        "_hd80_stats",
+        "_hd96",
+        "_hd96_stats",
+        "_hd128",
+        "_hd128_stats",
+    ],
+};
+
+/// The variant of [`ATTN_PREFILL_FA2`] for `head_dim` with or without statistics.
+pub fn fa2_variant(head_dim: usize, stats: bool) -> String {
+    format!("_hd{head_dim}{}", if stats { "_stats" } else { "" })
+}
 /// Variants `_wf32` / `_wf16`: the type of the weights written.
 pub const ATTN_PROBS: KernelFamily = KernelFamily {
     file: "attention_probs.cu",
@@ -113,6 +140,7 @@ pub const KERNELS: &[KernelFamily] = &[
     ACT_GATE_RELU,
     ATTN_PREFILL_SIMT,
     ATTN_PREFILL_TC,
+    ATTN_PREFILL_FA2,
     ATTN_PROBS,
     ATTN_PROBS_RECEIVED,
     ATTN_DECODE_PARTIAL,
@@ -167,6 +195,16 @@ mod tests {
         );
         let variants: Vec<String> = TC_HEAD_DIMS.iter().map(|h| format!("_hd{h}")).collect();
         assert_eq!(ATTN_PREFILL_TC.variants, variants);
+        let fa2: Vec<String> = FA2_HEAD_DIMS
+            .iter()
+            .flat_map(|&h| [fa2_variant(h, false), fa2_variant(h, true)])
+            .collect();
+        assert_eq!(ATTN_PREFILL_FA2.variants, fa2);
+        assert_eq!(
+            ATTN_PREFILL_FA2.name(GpuDtype::Bf16, &fa2_variant(128, true)),
+            "attn_prefill_fa2_bf16_hd128_stats"
+        );
+        assert!(FA2_HEAD_DIMS.iter().all(|h| TC_HEAD_DIMS.contains(h)));
         for file in crate::kernel_sources().iter().map(|(f, _)| *f) {
             if file != "common.cuh" {
                 assert!(!kernel_names(file).is_empty(), "{file}");

@@ -31,6 +31,10 @@ const KERNELS: &[(&str, &str)] = &[
         include_str!("../../../kernels/attention_prefill.cu"),
     ),
     (
+        "attention_prefill_fa2.cu",
+        include_str!("../../../kernels/attention_prefill_fa2.cu"),
+    ),
+    (
         "attention_probs.cu",
         include_str!("../../../kernels/attention_probs.cu"),
     ),
