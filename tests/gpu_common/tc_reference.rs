@@ -22,11 +22,12 @@
 
 use super::Elem;
 use super::attention::{Path, Problem};
+use attnscope_cuda::kernels::FA2_HEAD_DIMS;
 
 /// How a kernel walks the keys of a row: tiles of `bk` key slots aligned to multiples of `bk` (slot 0
 /// starts a tile), in the kernel's visit order. Only the tile boundaries and the order matter: the running
 /// maximum at which P is rounded changes only between tiles.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum TileWalk {
     /// attention_prefill.cu: ascending slot order.
     Ascending { bk: usize },
@@ -37,14 +38,15 @@ pub enum TileWalk {
 }
 
 /// The key tiles of a prefill kernel at `head_dim` (BK of kernels/attention_prefill.cu: 64 keys, 32 above
-/// head_dim 128; of attention_prefill_fa2.cu: 64 up to head_dim 80, else 32).
+/// head_dim 128; of attention_prefill_fa2.cu: 64 up to head_dim 80, else 32). The fast path runs the
+/// reference kernel at head dims it lacks (`ops::fa2_supports`; the tests' buffers meet its alignment).
 pub fn tile_walk(path: Path, head_dim: usize) -> TileWalk {
     match path {
-        Path::Tensor => TileWalk::Ascending {
-            bk: if head_dim > 128 { 32 } else { 64 },
-        },
-        Path::Fast => TileWalk::FullFirst {
+        Path::Fast if FA2_HEAD_DIMS.contains(&head_dim) => TileWalk::FullFirst {
             bk: if head_dim <= 80 { 64 } else { 32 },
+        },
+        Path::Tensor | Path::Fast => TileWalk::Ascending {
+            bk: if head_dim > 128 { 32 } else { 64 },
         },
         Path::Simt => TileWalk::Ascending { bk: 32 },
     }
