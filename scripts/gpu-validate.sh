@@ -174,6 +174,13 @@ run() {
     # 1. preflight and the kernel cache
     step preflight 60 preflight
     step "compile kernels (this GPU)" 150 "$BIN" doctor --compile-kernels
+    if [ "$FAILED" -ne 0 ]; then
+        # Nothing after this can pass; stop so that the window's minutes go to a fix and a rerun.
+        record "remaining steps" SKIP 0 "preflight or kernel compilation failed: see log.txt"
+        cat "$OUT/summary.txt"
+        rm -rf "$WORK"
+        return 1
+    fi
     # 2. kernels against their CPU twins: reduced grids first, then the full ones
     for t in gpu_kernels gpu_attention gpu_probs_decode gpu_elementwise; do
         step "$t (small grids)" 60 env ATTNSCOPE_GPU_SMALL=1 "$tb/$t" --test-threads 4
