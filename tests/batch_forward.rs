@@ -3,111 +3,14 @@
 
 mod common;
 
-use attnscope_core::capture::SequenceCapture;
-use attnscope_core::model::forward::BatchItem;
-use attnscope_core::model::{KvCache, LogitRows, Model};
-use attnscope_core::slots::SlotInfo;
-use attnscope_core::slots::Visibility;
+use attnscope_core::model::Model;
+use common::batch::batched_matches_single;
 use common::*;
-
-fn slots(ids: &[u32], offset: usize) -> Vec<SlotInfo> {
-    ids.iter()
-        .enumerate()
-        .map(|(i, &t)| SlotInfo::prompt(t, (offset + i) as i64, -1))
-        .collect()
-}
 
 #[test]
 fn batched_prefill_and_decode_match_single_sequences() {
     for name in ["llama_gqa", "gpt2", "gpt_neox_parallel"] {
         let model = Model::load(&repo().join("tests/fixtures").join(name)).unwrap();
-        let prompts: [Vec<u32>; 3] = [
-            vec![5, 9, 17, 33, 4],
-            vec![7, 8],
-            vec![11, 12, 13, 14, 15, 16, 17, 18, 19],
-        ];
-        let decode: [u32; 3] = [21, 22, 23];
-        let spec = full_spec();
-        let cap_of = |p: &Vec<u32>| p.len() + 1;
-
-        // Alone.
-        let mut single_logits = Vec::new();
-        let mut single_caps = Vec::new();
-        for (p, &d) in prompts.iter().zip(&decode) {
-            let mut cache = KvCache::new(&model.cfg, cap_of(p), Visibility::Visible);
-            let mut cap = SequenceCapture::new(&spec, &model.cfg, cap_of(p));
-            let a = model
-                .forward(&mut cache, &slots(p, 0), Some(&mut cap), LogitRows::All)
-                .unwrap();
-            let b = model
-                .forward(
-                    &mut cache,
-                    &slots(&[d], p.len()),
-                    Some(&mut cap),
-                    LogitRows::Last,
-                )
-                .unwrap();
-            single_logits.push((a, b));
-            single_caps.push(cap.finish(cache.slots()));
-        }
-
-        // Together.
-        let mut caches: Vec<KvCache> = prompts
-            .iter()
-            .map(|p| KvCache::new(&model.cfg, cap_of(p), Visibility::Visible))
-            .collect();
-        let mut caps: Vec<SequenceCapture> = prompts
-            .iter()
-            .map(|p| SequenceCapture::new(&spec, &model.cfg, cap_of(p)))
-            .collect();
-        let prefill_slots: Vec<Vec<SlotInfo>> = prompts.iter().map(|p| slots(p, 0)).collect();
-        let mut items: Vec<BatchItem> = caches
-            .iter_mut()
-            .zip(caps.iter_mut())
-            .zip(&prefill_slots)
-            .map(|((cache, cap), new)| BatchItem {
-                cache,
-                new,
-                capture: Some(cap),
-            })
-            .collect();
-        let prefill = model.forward_batch(&mut items, LogitRows::All).unwrap();
-        let step_slots: Vec<Vec<SlotInfo>> = prompts
-            .iter()
-            .zip(&decode)
-            .map(|(p, &d)| slots(&[d], p.len()))
-            .collect();
-        let mut items: Vec<BatchItem> = caches
-            .iter_mut()
-            .zip(caps.iter_mut())
-            .zip(&step_slots)
-            .map(|((cache, cap), new)| BatchItem {
-                cache,
-                new,
-                capture: Some(cap),
-            })
-            .collect();
-        let step = model.forward_batch(&mut items, LogitRows::Last).unwrap();
-
-        for i in 0..3 {
-            assert!(
-                max_abs_diff(&prefill[i], &single_logits[i].0) <= 1e-5,
-                "{name} seq {i} prefill logits"
-            );
-            assert!(
-                max_abs_diff(&step[i], &single_logits[i].1) <= 1e-5,
-                "{name} seq {i} decode logits"
-            );
-            let batched = caps.remove(0).finish(caches[i].slots());
-            for l in 0..model.cfg.n_layers {
-                for h in 0..model.cfg.n_heads {
-                    let d = max_abs_diff(
-                        &head_weights(&batched, l, h),
-                        &head_weights(&single_caps[i], l, h),
-                    );
-                    assert!(d <= 1e-5, "{name} seq {i} layer {l} head {h}: {d}");
-                }
-            }
-        }
+        batched_matches_single(&model, &model, 1e-5, 1e-5, name);
     }
 }

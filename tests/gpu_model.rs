@@ -20,6 +20,7 @@ use attnscope_core::run::parallel::{ParallelOptions, SetDistribution};
 use attnscope_core::run::{GenerateOptions, run_sequence};
 use attnscope_core::slots::Visibility;
 use attnscope_cuda::GpuDtype;
+use common::batch::batched_matches_single;
 use common::golden::{Tolerance, check_fixtures, check_stories260k};
 use common::gpu::{assert_stats_close, gpu_present, long_case, on_gpu};
 use common::*;
@@ -103,6 +104,22 @@ fn gpu_statistics_match_cpu() {
                 assert!(d <= 1e-4, "{vis:?} stepwise layer {l} head {h}: diff {d}");
             }
         }
+    }
+}
+
+/// Several sequences in one forward pass on the GPU (prefill, then one decode step each through the
+/// device caches) against each sequence alone on the CPU.
+#[test]
+fn gpu_batched_prefill_and_decode_match_cpu() {
+    if !gpu_present() {
+        return;
+    }
+    for name in ["llama_gqa", "gpt2"] {
+        let dir = repo().join("tests/fixtures").join(name);
+        let cpu = Model::load(&dir).unwrap();
+        let mut gpu = Model::load(&dir).unwrap();
+        on_gpu(&mut gpu, GpuDtype::F32);
+        batched_matches_single(&gpu, &cpu, 1e-3, 1e-4, &format!("{name} GPU batch vs CPU"));
     }
 }
 

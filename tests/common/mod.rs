@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: golden files, running a case, comparing tensors.
 #![allow(dead_code)]
 
+pub mod batch;
 pub mod cli;
 pub mod golden;
 pub mod gpu;
