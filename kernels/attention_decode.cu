@@ -34,6 +34,12 @@
 //    lowest slot attaining M. lse/entropy/max_weight/argmax are [n_heads, n_q] (entropy, max_weight and
 //    argmax may be null). Launch: grid (n_heads, n_q), block 128.
 //
+// 1b/2b. attn_decode_partial_batch_<T> / attn_decode_combine_batch_<T>(AttnParamsBatch b): the same for up
+//    to DECODE_MAX_BATCH sequences at once (a batched decode step), sequence z = blockIdx.z with parameter
+//    block b.p[z]. Grid (max n_splits, n_kv_heads · chunks, batch) and (n_heads, max n_q, batch): one split
+//    length and one chunk count for the batch (ops::decode_batch_plan), each sequence its own n_splits (its
+//    blocks past them return at once), its own partials, lse rows and output rows.
+//
 // 3. Probability rows and the capture reductions (exact weights, sink/prev/self/group mass, received,
 //    distance buckets) for these rows come from attention_probs.cu with n_new = n_q and the lse written by
 //    step 2, launched with a key_split (e.g. 1024) so a long cache is spread over many blocks.
@@ -49,13 +55,15 @@ template <typename T>
 __device__ void attn_decode_partial(const T* __restrict__ q, int q_stride, const T* __restrict__ k,
                                     const T* __restrict__ v, int kv_stride, const int* __restrict__ groups,
                                     int isolated, int window, int q_start, int n_q, int n_heads, int n_kv_heads,
-                                    int head_dim, float scale, int split_len, float* __restrict__ part_stat,
-                                    int* __restrict__ part_arg, float* __restrict__ part_o) {
+                                    int head_dim, float scale, int split_len, int n_splits, int chunks,
+                                    float* __restrict__ part_stat, int* __restrict__ part_arg,
+                                    float* __restrict__ part_o) {
     extern __shared__ float smem[];
     const int hd = head_dim;
-    const int z = blockIdx.x, n_splits = gridDim.x;
+    const int z = blockIdx.x;
+    // A batched launch covers the longest sequence's splits; a shorter sequence's extra blocks do nothing.
+    if (z >= n_splits) return;
     const int group = n_heads / n_kv_heads;
-    const int chunks = gridDim.y / n_kv_heads;
     const int kvh = blockIdx.y / chunks, c = blockIdx.y - kvh * chunks;
     const int hpb = (group + chunks - 1) / chunks;
     const int h0 = kvh * group + c * hpb;
@@ -233,14 +241,40 @@ __device__ void attn_decode_combine(const float* __restrict__ part_stat, const i
     }
 }
 
+// A batch of decode calls (the sequences of one batched forward pass, same layer shape) in one launch:
+// blockIdx.z is the sequence, whose parameter block is b.p[blockIdx.z] (its own q/o rows, cache, partials,
+// lse rows, n_splits, n_new). DECODE_MAX_BATCH (8, from params.rs) blocks of 256 bytes are 2 KiB of kernel
+// parameters (the limit is 4 KiB).
+#ifndef DECODE_MAX_BATCH
+#error "DECODE_MAX_BATCH is not defined: compile through attnscope::cuda::compile_kernel"
+#endif
+struct AttnParamsBatch {
+    AttnParams p[DECODE_MAX_BATCH];
+};
+static_assert(sizeof(AttnParamsBatch) == DECODE_MAX_BATCH * ATTN_PARAMS_SIZE, "AttnParamsBatch: padding");
+
 #define DECODE_KERNELS(T, SUFFIX)                                                                             \
     extern "C" __global__ void __launch_bounds__(DECODE_THREADS)                                              \
         attn_decode_partial_##SUFFIX(const AttnParams p) {                                                    \
         attn_decode_partial<T>((const T*)p.q, p.q_stride, (const T*)p.k, (const T*)p.v, p.kv_stride,         \
                                p.groups, p.isolated, p.window, p.q_start, p.n_new, p.n_heads, p.n_kv_heads,   \
-                               p.head_dim, p.scale, p.split_len, p.part_stat, p.part_arg, p.part_o);          \
+                               p.head_dim, p.scale, p.split_len, gridDim.x, gridDim.y / p.n_kv_heads,         \
+                               p.part_stat, p.part_arg, p.part_o);                                            \
     }                                                                                                         \
     extern "C" __global__ void attn_decode_combine_##SUFFIX(const AttnParams p) {                            \
+        attn_decode_combine<T>(p.part_stat, p.part_arg, p.part_o, p.n_splits, p.n_new, p.n_heads,             \
+                               p.head_dim, (T*)p.o, p.o_stride, p.lse, p.entropy, p.max_weight, p.argmax);    \
+    }                                                                                                         \
+    extern "C" __global__ void __launch_bounds__(DECODE_THREADS)                                              \
+        attn_decode_partial_batch_##SUFFIX(const AttnParamsBatch b) {                                         \
+        const AttnParams& p = b.p[blockIdx.z];                                                                \
+        attn_decode_partial<T>((const T*)p.q, p.q_stride, (const T*)p.k, (const T*)p.v, p.kv_stride,         \
+                               p.groups, p.isolated, p.window, p.q_start, p.n_new, p.n_heads, p.n_kv_heads,   \
+                               p.head_dim, p.scale, p.split_len, p.n_splits, gridDim.y / p.n_kv_heads,        \
+                               p.part_stat, p.part_arg, p.part_o);                                            \
+    }                                                                                                         \
+    extern "C" __global__ void attn_decode_combine_batch_##SUFFIX(const AttnParamsBatch b) {                 \
+        const AttnParams& p = b.p[blockIdx.z];                                                                \
         attn_decode_combine<T>(p.part_stat, p.part_arg, p.part_o, p.n_splits, p.n_new, p.n_heads,             \
                                p.head_dim, (T*)p.o, p.o_stride, p.lse, p.entropy, p.max_weight, p.argmax);    \
     }

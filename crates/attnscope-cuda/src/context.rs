@@ -11,7 +11,7 @@ use crate::cublas::{BlasHandle, CublasLib};
 use crate::dtype::GpuDtype;
 use crate::kernel_cache::{KernelFormat, kernel_image};
 use crate::on_slice;
-use crate::params::AttnParams;
+use crate::params::{AttnParams, AttnParamsBatch};
 use crate::{CudaStatus, Ptx, kernel_sources, probe};
 use attnscope_core::Error;
 use attnscope_core::Result;
@@ -203,6 +203,23 @@ impl GpuContext {
         // SAFETY: every attention kernel takes exactly one `const AttnParams` by value, whose layout is the
         // Rust struct's (asserted at NVRTC compile time); its pointers are live buffers of the sizes the
         // kernel's header comment gives, or null where the kernel allows it (cuda/ops.rs builds them).
+        unsafe { b.launch(cfg) }
+            .map(|_| ())
+            .map_err(|e| Error::cuda(format!("launching {name}: {e:?}")))
+    }
+
+    /// Launches a batched decode kernel, whose one argument is `batch` by value.
+    pub fn launch_attention_batch(
+        &self,
+        name: &str,
+        cfg: LaunchConfig,
+        batch: &AttnParamsBatch,
+    ) -> Result<()> {
+        let f = self.function(name)?;
+        let mut b = self.stream.launch_builder(f);
+        b.arg(batch);
+        // SAFETY: the batched decode kernels take exactly one `const AttnParamsBatch` by value (layout asserted
+        // at NVRTC compile time); entry z < gridDim.z holds live buffers as for `launch_attention`.
         unsafe { b.launch(cfg) }
             .map(|_| ())
             .map_err(|e| Error::cuda(format!("launching {name}: {e:?}")))

@@ -119,6 +119,11 @@ pub const ATTN_PROBS_RECEIVED: KernelFamily = KernelFamily {
 };
 pub const ATTN_DECODE_PARTIAL: KernelFamily = family("attention_decode.cu", "attn_decode_partial");
 pub const ATTN_DECODE_COMBINE: KernelFamily = family("attention_decode.cu", "attn_decode_combine");
+/// The decode of several sequences in one launch (`AttnParamsBatch`).
+pub const ATTN_DECODE_PARTIAL_BATCH: KernelFamily =
+    family("attention_decode.cu", "attn_decode_partial_batch");
+pub const ATTN_DECODE_COMBINE_BATCH: KernelFamily =
+    family("attention_decode.cu", "attn_decode_combine_batch");
 
 /// Every kernel family, in file order.
 pub const KERNELS: &[KernelFamily] = &[
@@ -145,6 +150,8 @@ pub const KERNELS: &[KernelFamily] = &[
     ATTN_PROBS_RECEIVED,
     ATTN_DECODE_PARTIAL,
     ATTN_DECODE_COMBINE,
+    ATTN_DECODE_PARTIAL_BATCH,
+    ATTN_DECODE_COMBINE_BATCH,
 ];
 
 /// The activation kernel `x = act(x)` (`gated = false`) or `up = up · act(gate)` (`gated = true`).

@@ -81,6 +81,22 @@ pub struct AttnParams {
 // `struct AttnParams` the kernels take by value.
 unsafe impl DeviceRepr for AttnParams {}
 
+/// Most decode calls of one batched launch (`AttnParamsBatch`; DECODE_MAX_BATCH in kernels/attention_decode.cu,
+/// defined there by [`layout_defines`]).
+pub const DECODE_MAX_BATCH: usize = 8;
+
+/// The parameter blocks of a batched decode launch (kernels/attention_decode.cu `attn_decode_*_batch_<T>`):
+/// sequence z reads `p[z]`; entries past the batch are unused. 2 KiB, within the 4 KiB of kernel parameters.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AttnParamsBatch {
+    pub p: [AttnParams; DECODE_MAX_BATCH],
+}
+
+// SAFETY: an array of AttnParams (itself DeviceRepr, no padding) in a #[repr(C)] struct: its bytes are the
+// C `struct AttnParamsBatch { AttnParams p[DECODE_MAX_BATCH]; }`, whose size the kernel asserts.
+unsafe impl DeviceRepr for AttnParamsBatch {}
+
 /// Every field with its offset, in declaration order (the names are those of the C struct).
 fn field_offsets() -> [(&'static str, usize); 40] {
     macro_rules! offsets {
@@ -134,6 +150,7 @@ fn field_offsets() -> [(&'static str, usize); 40] {
 /// struct's layout; prepended to every kernel file so common.cuh can assert its twin against them.
 pub fn layout_defines() -> String {
     let mut s = format!("#define ATTN_PARAMS_SIZE {}\n", size_of::<AttnParams>());
+    s.push_str(&format!("#define DECODE_MAX_BATCH {DECODE_MAX_BATCH}\n"));
     for (name, off) in field_offsets() {
         s.push_str(&format!("#define ATTN_PARAMS_OFF_{name} {off}\n"));
     }

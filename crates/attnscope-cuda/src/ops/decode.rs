@@ -6,9 +6,10 @@ use super::AttentionCall;
 use super::rows_cfg;
 use crate::context::GpuContext;
 use crate::kernels as k;
-use crate::params::AttnParams;
+use crate::params::{AttnParams, AttnParamsBatch, DECODE_MAX_BATCH};
 use attnscope_core::Error;
 use attnscope_core::Result;
+use cudarc::driver::LaunchConfig;
 
 /// Most query rows the decode kernel takes at once (DECODE_MAX_Q in kernels/attention_decode.cu).
 pub const DECODE_MAX_Q: usize = 8;
@@ -151,26 +152,61 @@ fn wanted_splits(s: &DecodeShape, chunks: usize, sms: usize) -> usize {
 
 /// The engine's plan: query heads grouped per kv head (chunks chosen at the longest split, so a shorter
 /// split always fits), then keys per split so that splits × kv heads × chunks ≥ 2 blocks per SM, between
-/// [`DECODE_MIN_SPLIT`] and the longest split that fits shared memory.
+/// [`DECODE_MIN_SPLIT`] and the longest split that fits shared memory. The plan of a batch of one.
 pub fn decode_plan(s: &DecodeShape, sms: usize) -> Result<DecodePlan> {
-    check_shape(s)?;
-    let g = s.group().max(1);
-    let hpb0 = g.min((DECODE_MAX_ROWS / s.n_q).max(1));
+    decode_batch_plan(std::slice::from_ref(s), sms)
+}
+
+/// One plan for the decode calls of one batched forward pass (one layer shape, each sequence its own
+/// context and rows): the query-head chunks of the largest row count, and one split length chosen so that
+/// the splits of all sequences together × kv heads × chunks give ≥ 2 blocks per SM; `n_splits` is the
+/// longest sequence's (the grid's x), the others use `n_keys.div_ceil(split_len)`.
+pub fn decode_batch_plan(shapes: &[DecodeShape], sms: usize) -> Result<DecodePlan> {
+    let first = *shapes
+        .first()
+        .ok_or_else(|| Error::cuda("decode plan of an empty batch"))?;
+    for s in shapes {
+        check_shape(s)?;
+        if (s.n_heads, s.n_kv_heads, s.head_dim)
+            != (first.n_heads, first.n_kv_heads, first.head_dim)
+        {
+            return Err(Error::cuda(format!(
+                "decode batch mixes attention shapes ({s:?} vs {first:?})"
+            )));
+        }
+    }
+    let n_q = shapes.iter().map(|s| s.n_q).max().unwrap_or(1);
+    let n_keys = shapes.iter().map(|s| s.n_keys).max().unwrap_or(1);
+    let total_keys: usize = shapes.iter().map(|s| s.n_keys).sum();
+    let widest = DecodeShape {
+        n_keys,
+        n_q,
+        ..first
+    };
+    let g = widest.group().max(1);
+    let hpb0 = g.min((DECODE_MAX_ROWS / n_q).max(1));
     let chunks = g.div_ceil(hpb0);
     let heads_per_block = g.div_ceil(chunks);
-    let longest = max_split(heads_per_block * s.n_q, s.head_dim);
-    let want = wanted_splits(s, chunks, sms);
-    let split_len = s
-        .n_keys
+    let longest = max_split(heads_per_block * n_q, widest.head_dim);
+    let want = wanted_splits(&widest, chunks, sms);
+    let split_len = total_keys
         .div_ceil(want)
         .next_multiple_of(16)
         .clamp(DECODE_MIN_SPLIT, longest);
     Ok(DecodePlan {
         split_len,
-        n_splits: s.n_keys.div_ceil(split_len),
+        n_splits: n_keys.div_ceil(split_len),
         chunks,
         heads_per_block,
     })
+}
+
+/// Partial rows a batch writes under `plan` (each sequence its heads × own splits × rows).
+pub fn batch_partial_rows(shapes: &[DecodeShape], plan: &DecodePlan) -> usize {
+    shapes
+        .iter()
+        .map(|s| s.n_heads * s.n_keys.div_ceil(plan.split_len) * s.n_q)
+        .sum()
 }
 
 /// Partial rows that cover every [`decode_plan`] of a cache of `capacity` slots (any `n_keys <=
@@ -261,6 +297,79 @@ pub fn attention_decode_planned(
     g.launch_attention(&name, rows_cfg(c.n_heads, c.n_new, 128, 0), &params)
 }
 
+/// The decode calls of up to [`DECODE_MAX_BATCH`] sequences (one layer, [`decode_batch_plan`]) in one
+/// partial and one combine launch (`attn_decode_*_batch_<T>`, blockIdx.z = sequence). Sequence i's partials
+/// start after those of sequences 0..i in `s`, which must hold [`batch_partial_rows`] rows.
+pub fn attention_decode_batch(
+    g: &GpuContext,
+    calls: &[AttentionCall],
+    s: &DecodeScratch,
+    plan: &DecodePlan,
+) -> Result<()> {
+    let Some(first) = calls.first() else {
+        return Ok(());
+    };
+    if calls.len() > DECODE_MAX_BATCH {
+        return Err(Error::cuda(format!(
+            "a batched decode launch takes at most {DECODE_MAX_BATCH} sequences ({})",
+            calls.len()
+        )));
+    }
+    let n_q = calls.iter().map(|c| c.n_new).max().unwrap_or(1);
+    let hd = first.head_dim;
+    let shared = shared_bytes(plan.heads_per_block * n_q, hd, plan.split_len);
+    if plan.heads_per_block * n_q > DECODE_MAX_ROWS || shared > DECODE_SHARED_MAX {
+        return Err(Error::cuda(format!(
+            "decode batch plan {plan:?} exceeds the kernel's limits"
+        )));
+    }
+    let mut batch = AttnParamsBatch::default();
+    let mut row = 0u64;
+    for (slot, c) in batch.p.iter_mut().zip(calls) {
+        let n_splits = (c.q_start + c.n_new).div_ceil(plan.split_len);
+        if n_splits > plan.n_splits || c.dtype != first.dtype {
+            return Err(Error::cuda(format!(
+                "decode call of {} keys does not fit the batch plan {plan:?}",
+                c.q_start + c.n_new
+            )));
+        }
+        *slot = AttnParams {
+            split_len: plan.split_len as i32,
+            n_splits: n_splits as i32,
+            part_stat: s.stat + row * 16,
+            part_arg: s.arg + row * 4,
+            part_o: s.o + row * (hd as u64) * 4,
+            ..c.params()
+        };
+        row += (c.n_heads * n_splits * c.n_new) as u64;
+    }
+    let z = calls.len() as u32;
+    let partial = LaunchConfig {
+        grid_dim: (
+            plan.n_splits as u32,
+            (first.n_kv_heads * plan.chunks) as u32,
+            z,
+        ),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: shared as u32,
+    };
+    g.launch_attention_batch(
+        &k::ATTN_DECODE_PARTIAL_BATCH.of(first.dtype),
+        partial,
+        &batch,
+    )?;
+    let combine = LaunchConfig {
+        grid_dim: (first.n_heads as u32, n_q as u32, z),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    g.launch_attention_batch(
+        &k::ATTN_DECODE_COMBINE_BATCH.of(first.dtype),
+        combine,
+        &batch,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,5 +447,49 @@ mod tests {
         assert!(p.shared_bytes(&s) <= DECODE_SHARED_MAX, "{p:?}");
         assert_eq!(p.n_splits, 4);
         assert!(decode_plan_with_split(&shape(10, 9, (4, 4), 64), 256).is_err());
+    }
+
+    #[test]
+    fn a_batch_of_short_contexts_fills_the_device_in_one_launch() {
+        // Eight sequences at contexts 40..320, Llama-3.2-1B attention (32 / 8 heads, head_dim 64), H200.
+        let shapes: Vec<DecodeShape> = (0..8).map(|i| shape(40 + 40 * i, 1, (32, 8), 64)).collect();
+        let plan = decode_batch_plan(&shapes, 132).unwrap();
+        let blocks: usize = shapes
+            .iter()
+            .map(|s| s.n_keys.div_ceil(plan.split_len) * s.n_kv_heads * plan.chunks)
+            .sum();
+        assert!(blocks >= 2 * 132, "{blocks} blocks for {plan:?}");
+        assert_eq!(plan.n_splits, 320usize.div_ceil(plan.split_len));
+        assert!(plan.heads_per_block <= DECODE_MAX_ROWS);
+        assert!(plan.shared_bytes(&shapes[7]) <= DECODE_SHARED_MAX);
+        let rows = batch_partial_rows(&shapes, &plan);
+        let want: usize = shapes
+            .iter()
+            .map(|s| 32 * s.n_keys.div_ceil(plan.split_len))
+            .sum();
+        assert_eq!(rows, want);
+    }
+
+    #[test]
+    fn a_batch_takes_the_chunks_of_its_largest_row_count() {
+        // A parallel set of 8 rows beside single tokens: blocks must hold 8 rows × the heads per block.
+        let shapes = [
+            shape(500, 1, (32, 4), 128),
+            shape(900, 8, (32, 4), 128),
+            shape(70, 3, (32, 4), 128),
+        ];
+        let plan = decode_batch_plan(&shapes, 132).unwrap();
+        assert!(plan.heads_per_block * 8 <= DECODE_MAX_ROWS, "{plan:?}");
+        for s in &shapes {
+            assert!(s.n_keys.div_ceil(plan.split_len) <= plan.n_splits);
+            assert!(plan.shared_bytes(&DecodeShape { n_q: 8, ..*s }) <= DECODE_SHARED_MAX);
+        }
+        // A batch of one is the single plan.
+        assert_eq!(
+            decode_batch_plan(&shapes[1..2], 132).unwrap(),
+            decode_plan(&shapes[1], 132).unwrap()
+        );
+        // Mixed shapes are refused.
+        assert!(decode_batch_plan(&[shapes[0], shape(10, 1, (16, 4), 128)], 132).is_err());
     }
 }
