@@ -93,7 +93,9 @@ impl GpuContext {
         let opened = catch_unwind(AssertUnwindSafe(|| -> Result<_> {
             let ctx = CudaContext::new(ordinal).map_err(|e| Error::cuda(format!("{e:?}")))?;
             // SAFETY: the backend uses a single stream, so no cross-stream synchronisation is needed; every
-            // buffer outlives the launches that use it because results are read back synchronously.
+            // buffer outlives the launches and copies that use it: device buffers are freed stream-ordered,
+            // results are read after a stream synchronisation, and the capture's pinned slots are freed or
+            // reused only after the synchronisation that completes their copies (`capture::pending`).
             unsafe { ctx.disable_event_tracking() };
             let stream = ctx.default_stream();
             let blas = BlasHandle::new(cublas, stream.clone())
