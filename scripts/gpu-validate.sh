@@ -13,7 +13,8 @@
 #      compiled once for this GPU into the kernel cache, which every later step reuses
 #   2. kernel tests against their CPU twins, reduced grids first (ATTNSCOPE_GPU_SMALL=1), then the full grids
 #   3. whole-model tests: the transformers goldens (fixtures + stories260K) on the GPU, GPU = CPU captures, and
-#      random-weight models at head_dim 64 / 128 with GQA (tests/gpu_model_head_dims.rs)
+#      random-weight models at head_dim 64 / 128 with GQA (tests/gpu_model_head_dims.rs), one stream sync per
+#      captured pass (tests/gpu_sync_count.rs)
 #   4. attention benchmark against torch SDPA (flash) at T = 1024, 4096, 8192, both prefill kernels
 #   5. end-to-end prefill and decode against HF transformers at one shape (llama-3.2-1b, random weights, bf16)
 #   6. compute-sanitizer memcheck on the attention tests with small grids; 7. racecheck on probs and decode
@@ -31,7 +32,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 REPO="$(pwd)"
 BUNDLE="$REPO/.gpu-bundle"
-TESTS=(gpu_kernels gpu_attention gpu_probs_decode gpu_elementwise gpu_model gpu_model_head_dims nvrtc_compile)
+TESTS=(gpu_kernels gpu_attention gpu_probs_decode gpu_elementwise gpu_model gpu_model_head_dims gpu_sync_count nvrtc_compile)
 
 build() {
     set -e
@@ -191,6 +192,7 @@ run() {
     # 3. whole models
     step "gpu_model (goldens, GPU = CPU)" 120 "$tb/gpu_model" --test-threads 2
     step "gpu_model_head_dims (hd 64/128, GQA)" 120 "$tb/gpu_model_head_dims" --test-threads 2
+    step "gpu_sync_count (one sync per captured pass)" 60 "$tb/gpu_sync_count" --test-threads 1
     # 4. attention kernel against torch SDPA, both prefill kernels
     local tl="${BENCH_T:-1024,4096,8192}"
     step "bench-attention (fast kernel)" 60 "$BIN" bench-attention --device cuda --t "$tl" \

@@ -6,7 +6,7 @@
 //! f32, cuBLAS accumulates in f32). Logits are f32, with the lm_head bias added in f32.
 
 use crate::buffer::{DeviceBuf, slice_ptr};
-use crate::capture::{LayerCapture, record_layer};
+use crate::capture::{LayerCapture, finish_pass, record_layer};
 use crate::context::GpuContext;
 use crate::dtype::GpuDtype;
 use crate::kv::DeviceKv;
@@ -17,7 +17,9 @@ use attnscope_core::Error;
 use attnscope_core::Result;
 use attnscope_core::capture::HeadRecorder;
 use attnscope_core::config::{Activation, ModelConfig, NormKind};
-use attnscope_core::model::backend::{AttentionStep, Backend, BackendWeights, DeviceInfo, LmHead};
+use attnscope_core::model::backend::{
+    AttentionStep, Backend, BackendWeights, CaptureTargets, DeviceInfo, LmHead,
+};
 use attnscope_core::model::rope::Rope;
 use attnscope_core::slots::{SlotInfo, Visibility};
 use attnscope_core::weights::{Linear, ModelWeights, Norm};
@@ -346,6 +348,8 @@ impl Backend for CudaBackend {
             let sms = scratch.sms();
             let (stats, buffers) = scratch.capture_parts();
             let layer = LayerCapture {
+                item: step.item,
+                layer: step.layer,
                 call: &call,
                 positions: kv.positions_ptr(),
                 stats,
@@ -457,11 +461,23 @@ impl Backend for CudaBackend {
         }
         s.memcpy_dtoh(&logits.slice(0..len), out.as_mut_slice())
             .map_err(|e| Error::cuda(format!("downloading logits: {e:?}")))?;
-        g.sync()
+        g.sync()?;
+        scratch.mark_synced(); // the capture's queued read-backs are complete too
+        Ok(())
     }
 
-    fn sync(&self) -> Result<()> {
-        self.gpu.sync()
+    fn finish_capture(
+        &self,
+        scratch: &mut DeviceScratch,
+        targets: &mut dyn CaptureTargets,
+    ) -> Result<()> {
+        finish_pass(&self.gpu, &mut scratch.capture, targets)
+    }
+
+    fn sync(&self, scratch: &mut DeviceScratch) -> Result<()> {
+        self.gpu.sync()?;
+        scratch.mark_synced();
+        Ok(())
     }
 }
 

@@ -22,6 +22,7 @@ use cudarc::driver::{
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Which device `--device` asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +72,8 @@ pub struct GpuContext {
     /// Device name as the driver reports it.
     pub name: String,
     pub ordinal: usize,
+    /// Stream synchronisations so far ([`GpuContext::sync`]), for tests and benchmarks.
+    syncs: AtomicU64,
 }
 
 impl GpuContext {
@@ -93,7 +96,9 @@ impl GpuContext {
         let opened = catch_unwind(AssertUnwindSafe(|| -> Result<_> {
             let ctx = CudaContext::new(ordinal).map_err(|e| Error::cuda(format!("{e:?}")))?;
             // SAFETY: the backend uses a single stream, so no cross-stream synchronisation is needed; every
-            // buffer outlives the launches that use it because results are read back synchronously.
+            // buffer outlives the launches and copies that use it: device buffers are freed stream-ordered,
+            // results are read after a stream synchronisation, and the capture's pinned slots are freed or
+            // reused only after the synchronisation that completes their copies (`capture::pending`).
             unsafe { ctx.disable_event_tracking() };
             let stream = ctx.default_stream();
             let blas = BlasHandle::new(cublas, stream.clone())
@@ -141,7 +146,14 @@ impl GpuContext {
             arch,
             name,
             ordinal,
+            syncs: AtomicU64::new(0),
         })
+    }
+
+    /// How many stream synchronisations [`GpuContext::sync`] has done (every thread using this context
+    /// counts: compare two readings only where nothing else runs on it).
+    pub fn sync_count(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
     }
 
     /// How many kernels are loaded (every name of the kernel table).
@@ -377,6 +389,7 @@ impl GpuContext {
 
     /// Waits for all queued work.
     pub fn sync(&self) -> Result<()> {
+        self.syncs.fetch_add(1, Ordering::Relaxed);
         self.stream
             .synchronize()
             .map_err(|e| Error::cuda(format!("stream synchronize: {e:?}")))

@@ -1,7 +1,8 @@
 //! Per-pass device state of the CUDA backend beyond the activations (`Backend::Scratch`): token ids and
 //! positions of the stacked rows, the first pass's attention statistics, the split-K decode partials and the
 //! f32 logits. Allocated once per workspace and grown only when a larger batch or a longer cache comes, so
-//! a decode step allocates nothing on the device.
+//! a decode step allocates nothing on the device. The capture's pending read-backs of a pass live here until
+//! `Backend::finish_capture` consumes them (or the next pass discards what a failed one left).
 
 use crate::buffer::slice_ptr;
 use crate::capture::{CaptureBuffers, FirstPassStats};
@@ -149,6 +150,7 @@ impl DeviceScratch {
     /// Uploads the token ids and positions of the pass's stacked `slots` (grows first if the pass is larger
     /// than any before).
     pub fn begin_pass(&mut self, g: &GpuContext, slots: &[SlotInfo]) -> Result<()> {
+        self.capture.discard_stale(g)?; // what a failed pass left pending
         if slots.len() > self.rows {
             let mut grown = DeviceScratch::sized(g, self.dims(), slots.len(), self.decode.rows)?;
             std::mem::swap(&mut grown.capture, &mut self.capture);
@@ -206,6 +208,11 @@ impl DeviceScratch {
             self.logits = g.zeros_of(len)?;
         }
         Ok(&self.logits)
+    }
+
+    /// Records that the stream was synchronised: the capture's queued read-backs are complete.
+    pub fn mark_synced(&mut self) {
+        self.capture.pending.unsynced = false;
     }
 
     /// The first pass's statistics and the capture's buffers, for the capture's second pass.

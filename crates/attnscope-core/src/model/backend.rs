@@ -73,6 +73,8 @@ impl AttentionShape {
 /// buffer, already rotated), which sit at cache slots `q_start..q_start + rows.len()`, against keys/values
 /// `0..q_start + rows.len()` of its cache.
 pub struct AttentionStep<'a, B: Backend + ?Sized> {
+    /// Index of the sequence in the pass's batch (what [`CaptureTargets::target`] is asked for).
+    pub item: usize,
     pub layer: usize,
     pub shape: AttentionShape,
     pub q: &'a B::Buf,
@@ -80,6 +82,19 @@ pub struct AttentionStep<'a, B: Backend + ?Sized> {
     pub q_start: usize,
     pub kv: &'a B::Kv,
     pub mask: AttentionMask<'a>,
+}
+
+/// The recorders of one captured layer of one sequence, and the mask over its cache's slots (which do not
+/// change between the layer's attention and the end of the pass).
+pub struct CaptureTarget<'a> {
+    pub recorders: &'a mut [HeadRecorder],
+    pub mask: AttentionMask<'a>,
+}
+
+/// Where [`Backend::finish_capture`] finds the recorders of the pass: the forward pass's batch items.
+pub trait CaptureTargets {
+    /// The recorders of layer `layer` of item `item`, if that item captures that layer.
+    fn target(&mut self, item: usize, layer: usize) -> Option<CaptureTarget<'_>>;
 }
 
 /// The output head: its own linear layer, or tied to the embedding table.
@@ -196,7 +211,9 @@ pub trait Backend: Send + Sync + 'static {
         kv_dim: usize,
     ) -> Result<()>;
     /// Exact softmax attention of one sequence at one layer into rows `step.rows` of `out`, handing every
-    /// probability row of an active recorder to it (weights and statistics, as `HeadRecorder` defines them).
+    /// probability row of an active recorder to it (weights and statistics, as `HeadRecorder` defines them),
+    /// either now (the CPU) or at [`Backend::finish_capture`] (the GPU queues its read-backs so that a pass
+    /// synchronises once).
     fn attention(
         &self,
         scratch: &mut Self::Scratch,
@@ -236,8 +253,17 @@ pub trait Backend: Send + Sync + 'static {
         vocab: usize,
         out: &mut Vec<f32>,
     ) -> Result<()>;
+    /// Hands the recorders the rows that [`Backend::attention`] left pending in `scratch` (none on the CPU,
+    /// which records as it attends). The forward pass calls it once, after the logits are read (or
+    /// [`Backend::sync`]), so the queued read-backs are complete; a pass that fails before it leaves its
+    /// pending rows to be discarded by the next [`Backend::begin_pass`], and its error propagates.
+    fn finish_capture(
+        &self,
+        scratch: &mut Self::Scratch,
+        targets: &mut dyn CaptureTargets,
+    ) -> Result<()>;
     /// Waits for queued work (a pass that returns no logits ends with it).
-    fn sync(&self) -> Result<()>;
+    fn sync(&self, scratch: &mut Self::Scratch) -> Result<()>;
 }
 
 /// Activations of the forward pass for up to `rows` stacked rows, allocated once and grown only when a

@@ -6,7 +6,9 @@ use crate::Result;
 use crate::capture::HeadRecorder;
 use crate::config::{Activation, ModelConfig, NormKind};
 use crate::model::attention::{AttentionInput, AttentionScratch, attention_with};
-use crate::model::backend::{AttentionStep, Backend, BackendWeights, DeviceInfo, KvStore, LmHead};
+use crate::model::backend::{
+    AttentionStep, Backend, BackendWeights, CaptureTargets, DeviceInfo, KvStore, LmHead,
+};
 use crate::model::ops::{activate, activation, add_in_place, linear, norm, norm_row, project};
 use crate::model::rope::Rope;
 use crate::slots::SlotInfo;
@@ -341,7 +343,15 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn sync(&self) -> Result<()> {
+    fn finish_capture(
+        &self,
+        _scratch: &mut CpuScratch,
+        _targets: &mut dyn CaptureTargets,
+    ) -> Result<()> {
+        Ok(()) // the CPU hands every row to its recorder as it attends
+    }
+
+    fn sync(&self, _scratch: &mut CpuScratch) -> Result<()> {
         Ok(())
     }
 }

@@ -7,7 +7,8 @@ use crate::Result;
 use crate::capture::SequenceCapture;
 use crate::config::ModelConfig;
 use crate::model::backend::{
-    AttentionShape, AttentionStep, Backend, BackendWeights, LmHead, Workspace,
+    AttentionShape, AttentionStep, Backend, BackendWeights, CaptureTarget, CaptureTargets, LmHead,
+    Workspace,
 };
 use crate::model::kv_cache::KvCache;
 use crate::slots::{AttentionMask, SlotInfo};
@@ -42,7 +43,9 @@ pub(crate) struct Weights<'a, B: Backend> {
 /// One forward pass over several sequences (checked by `Model::forward_batch`): their new slots are stacked
 /// so that every weight matrix is read once per call (batched decode), while attention runs per sequence
 /// over its own cache. Writes one logits buffer `[rows, vocab]` per item into `outs` (cleared, capacity
-/// reused) for the rows `logit_rows` asks for (none for `LogitRows::None`).
+/// reused) for the rows `logit_rows` asks for (none for `LogitRows::None`). The pass synchronises with the
+/// device once, when it reads the logits (or waits, for `LogitRows::None`); only then does the backend hand
+/// the captured rows it queued to the recorders ([`Backend::finish_capture`]).
 pub(crate) fn forward_batch<B: Backend>(
     m: &Weights<B>,
     ws: &mut Workspace<B>,
@@ -61,7 +64,33 @@ pub(crate) fn forward_batch<B: Backend>(
         attention_block(m, ws, cfg, items, l, lw)?;
         mlp_block(b, ws, cfg, lw, n)?;
     }
-    logits(m, ws, cfg, logit_rows, outs)
+    logits(m, ws, cfg, logit_rows, outs)?;
+    let mut targets = PassTargets {
+        items,
+        sliding_window: cfg.sliding_window,
+    };
+    b.finish_capture(&mut ws.scratch, &mut targets)
+}
+
+/// The recorders and slot masks of a pass's items, for [`Backend::finish_capture`].
+struct PassTargets<'x, 'a> {
+    items: &'x mut [BatchItem<'a>],
+    sliding_window: Option<usize>,
+}
+
+impl CaptureTargets for PassTargets<'_, '_> {
+    fn target(&mut self, item: usize, layer: usize) -> Option<CaptureTarget<'_>> {
+        let it = self.items.get_mut(item)?;
+        let recorders = it.capture.as_deref_mut()?.layer_mut(layer)?;
+        Some(CaptureTarget {
+            recorders,
+            mask: AttentionMask {
+                slots: it.cache.slots(),
+                visibility: it.cache.visibility,
+                sliding_window: self.sliding_window,
+            },
+        })
+    }
 }
 
 /// `x += o`, where `o` is the attention output of layer `l` (its input normed, projected to q/k/v, q/k
@@ -96,6 +125,7 @@ fn attention_block<B: Backend>(
         let (kv, slots, visibility) = item.cache.parts_mut::<B::Kv>()?;
         b.write_kv(kv, l, start, &ws.k, &ws.v, rows.clone(), shape.kv_dim())?;
         let step = AttentionStep {
+            item: i,
             layer: l,
             shape,
             q: &ws.q,
@@ -170,7 +200,7 @@ fn logits<B: Backend>(
     }
     let result = if picked.is_empty() {
         outs.iter_mut().for_each(Vec::clear);
-        b.sync()
+        b.sync(&mut ws.scratch)
     } else {
         let rows: usize = picked.iter().map(|r| r.len()).sum();
         let head = match &w.lm_head {
