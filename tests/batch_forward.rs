@@ -11,6 +11,7 @@ use common::*;
 fn batched_prefill_and_decode_match_single_sequences() {
     for name in ["llama_gqa", "gpt2", "gpt_neox_parallel"] {
         let model = Model::load(&repo().join("tests/fixtures").join(name)).unwrap();
-        batched_matches_single(&model, &model, 1e-5, 1e-5, name);
+        batched_matches_single(&model, &model, true, 1e-5, 1e-5, name);
+        batched_matches_single(&model, &model, false, 1e-5, 1e-5, name);
     }
 }

@@ -119,7 +119,17 @@ fn gpu_batched_prefill_and_decode_match_cpu() {
         let cpu = Model::load(&dir).unwrap();
         let mut gpu = Model::load(&dir).unwrap();
         on_gpu(&mut gpu, GpuDtype::F32);
-        batched_matches_single(&gpu, &cpu, 1e-3, 1e-4, &format!("{name} GPU batch vs CPU"));
+        // With capture: one decode launch per sequence; without: the batched decode launch.
+        batched_matches_single(
+            &gpu,
+            &cpu,
+            true,
+            1e-3,
+            1e-4,
+            &format!("{name} GPU batch vs CPU"),
+        );
+        let label = format!("{name} GPU batched decode launch vs CPU");
+        batched_matches_single(&gpu, &cpu, false, 1e-3, 1e-4, &label);
     }
 }
 

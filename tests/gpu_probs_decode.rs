@@ -11,10 +11,12 @@ mod gpu_common;
 
 use attnscope_core::capture::{CaptureSpec, HeadWeights, RowStats, WeightsDtype};
 use gpu_common::attention::{
-    F32_STATS, Path, Problem, Reference, RowOutputs, Shape, decode_slots, rounded_out_tol,
+    F32_STATS, Path, Problem, Reference, RowOutputs, Shape, Vis, decode_slots, rounded_out_tol,
     run_prefill, shape, slots,
 };
-use gpu_common::runs::{ProbsCase, ProbsOut, run_decode, run_decode_engine, run_probs};
+use gpu_common::runs::{
+    ProbsCase, ProbsOut, run_decode, run_decode_batch, run_decode_engine, run_probs,
+};
 use gpu_common::{Elem, Gpu, assert_close, gpu_or_skip, max_rel_err, round_to, small};
 
 // ---------------------------------------------------------------------------------------------------------
@@ -334,6 +336,36 @@ fn attention_decode_engine_plan_matches_cpu() {
             "f32" => check_decode_engine::<f32>(&gpu, s, capacity),
             "bf16" => check_decode_engine::<half::bf16>(&gpu, s, capacity),
             _ => check_decode_engine::<half::f16>(&gpu, s, capacity),
+        }
+    }
+}
+
+/// Several sequences' decode calls in one batched launch (`attn_decode_*_batch_<T>`, as the engine's
+/// `Backend::attention_done` issues them): different contexts (one of 1 key, several splits), single tokens
+/// and parallel sets, isolated and windowed, each against its CPU twin.
+#[test]
+fn attention_decode_batched_launch_matches_cpu() {
+    let Some(gpu) = gpu_or_skip() else { return };
+    let long = if small() { 300 } else { 2100 };
+    let cases: [(usize, usize, Vis); 5] = [
+        (1, 1, (false, None)),
+        (long, 1, (true, None)),
+        (64, 8, (true, None)),
+        (517, 3, (true, Some(100))),
+        (9, 2, (false, None)),
+    ];
+    for heads in [(8, 2), (4, 4)] {
+        let problems: Vec<Problem> = cases
+            .iter()
+            .map(|&(n_keys, n_q, vis)| {
+                let s = shape(n_keys, n_keys - n_q, 64, heads, vis);
+                Problem::new(s, decode_slots(n_keys, n_q), round_to::<half::bf16>)
+            })
+            .collect();
+        let got = run_decode_batch::<half::bf16>(&gpu, &problems);
+        for (p, g) in problems.iter().zip(&got) {
+            let r = p.reference(&CaptureSpec::default());
+            compare_decode::<half::bf16>(&format!("batched decode {:?}", p.s), p, &r, g);
         }
     }
 }

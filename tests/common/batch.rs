@@ -2,7 +2,7 @@
 //! tests/gpu_model.rs (a batched GPU decode against the CPU).
 
 use super::{full_spec, head_weights, max_abs_diff};
-use attnscope_core::capture::SequenceCapture;
+use attnscope_core::capture::{CaptureSpec, SequenceCapture};
 use attnscope_core::model::forward::BatchItem;
 use attnscope_core::model::{KvCache, LogitRows, Model};
 use attnscope_core::slots::{SlotInfo, Visibility};
@@ -15,11 +15,12 @@ fn slots(ids: &[u32], offset: usize) -> Vec<SlotInfo> {
 }
 
 /// Three prompts of different lengths, prefilled and then decoded one step together through `batched`,
-/// give the logits and attention weights of each prompt run alone through `single`, to `tol_logits` and
-/// `tol_weights`.
+/// give the logits and (with `capture`) attention weights of each prompt run alone through `single`, to
+/// `tol_logits` and `tol_weights`. Without capture the GPU batches the decode step into one launch.
 pub fn batched_matches_single(
     batched: &Model,
     single: &Model,
+    capture: bool,
     tol_logits: f32,
     tol_weights: f32,
     label: &str,
@@ -30,7 +31,11 @@ pub fn batched_matches_single(
         vec![11, 12, 13, 14, 15, 16, 17, 18, 19],
     ];
     let decode: [u32; 3] = [21, 22, 23];
-    let spec = full_spec();
+    let spec = if capture {
+        full_spec()
+    } else {
+        CaptureSpec::default()
+    };
     let cap_of = |p: &Vec<u32>| p.len() + 1;
 
     // Alone.
@@ -102,6 +107,9 @@ pub fn batched_matches_single(
             "{label} seq {i} decode logits"
         );
         let batched = caps.remove(0).finish(caches[i].slots());
+        if !capture {
+            continue;
+        }
         for l in 0..single.cfg.n_layers {
             for h in 0..single.cfg.n_heads {
                 let d = max_abs_diff(

@@ -140,3 +140,33 @@ pub fn run_decode_engine<E: Elem>(gpu: &Gpu, p: &Problem, capacity: usize) -> Ro
     ops::attention_decode(&gpu.g, &call, &scratch).unwrap_or_else(|e| panic!("{e}"));
     b.download(gpu, true)
 }
+
+/// Runs the decode of several problems (one layer shape; each its own cache, rows and contexts) in one
+/// batched launch as the engine does (`ops::decode_batch_plan` + `ops::attention_decode_batch`), with
+/// partials sized by `ops::batch_partial_rows`.
+pub fn run_decode_batch<E: Elem>(gpu: &Gpu, problems: &[Problem]) -> Vec<RowOutputs> {
+    let sms = ops::sm_count(&gpu.g).unwrap_or_else(|e| panic!("{e}"));
+    let bufs: Vec<ProblemBuffers<E>> = problems
+        .iter()
+        .map(|p| ProblemBuffers::<E>::new(gpu, p))
+        .collect();
+    let calls: Vec<_> = problems
+        .iter()
+        .zip(&bufs)
+        .map(|(p, b)| p.call(gpu, b, true))
+        .collect();
+    let shapes: Vec<ops::DecodeShape> = calls.iter().map(ops::DecodeShape::of).collect();
+    let plan = ops::decode_batch_plan(&shapes, sms).unwrap_or_else(|e| panic!("{e}"));
+    let parts = ops::batch_partial_rows(&shapes, &plan);
+    let hd = problems[0].s.head_dim;
+    let dstat = gpu.zeros::<f32>(parts * 4);
+    let darg = gpu.zeros::<i32>(parts);
+    let dpo = gpu.zeros::<f32>(parts * hd);
+    let scratch = DecodeScratch {
+        stat: gpu.ptr(&dstat),
+        arg: gpu.ptr(&darg),
+        o: gpu.ptr(&dpo),
+    };
+    ops::attention_decode_batch(&gpu.g, &calls, &scratch, &plan).unwrap_or_else(|e| panic!("{e}"));
+    bufs.iter().map(|b| b.download(gpu, true)).collect()
+}

@@ -8,6 +8,7 @@
 use crate::buffer::{DeviceBuf, slice_ptr};
 use crate::capture::{LayerCapture, finish_pass, record_layer};
 use crate::context::GpuContext;
+use crate::decode_queue::batching_enabled;
 use crate::dtype::GpuDtype;
 use crate::kv::DeviceKv;
 use crate::ops::{self, AttentionCall, DECODE_MAX_Q, Grid};
@@ -336,7 +337,15 @@ impl Backend for CudaBackend {
         let capturing = recorders
             .as_ref()
             .is_some_and(|r| r.iter().any(|h| h.is_active()));
-        let call = self.attention_call(scratch, step, out, capturing);
+        let mut call = self.attention_call(scratch, step, out, capturing);
+        if m <= DECODE_MAX_Q && !capturing && batching_enabled()? {
+            // Launched with the layer's other sequences by `attention_done`; its lse rows are its own
+            // (`[n_heads, m]` at row offset rows.start), so queued calls never share them.
+            scratch.check_stats(sh.n_heads, step.rows.end)?;
+            call.lse += (sh.n_heads * step.rows.start * 4) as u64;
+            scratch.decode_queue.push(call);
+            return Ok(());
+        }
         if m <= DECODE_MAX_Q {
             let partials = scratch.decode_partials(g, kv)?;
             let plan = ops::decode_plan(&ops::DecodeShape::of(&call), scratch.sms())?;
@@ -358,6 +367,11 @@ impl Backend for CudaBackend {
             record_layer(g, &layer, buffers, recs, &step.mask)?;
         }
         Ok(())
+    }
+
+    fn attention_done(&self, scratch: &mut DeviceScratch) -> Result<()> {
+        let sms = scratch.sms();
+        scratch.decode_queue.flush(&self.gpu, sms)
     }
 
     fn add(&self, x: &mut DeviceBuf, y: &DeviceBuf, n: usize) -> Result<()> {

@@ -19,6 +19,7 @@ pub mod buffer;
 pub mod capture;
 pub mod context;
 pub mod cublas;
+pub mod decode_queue;
 pub mod device;
 pub mod doctor;
 pub mod dtype;

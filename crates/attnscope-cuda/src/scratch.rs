@@ -7,6 +7,7 @@
 use crate::buffer::slice_ptr;
 use crate::capture::{CaptureBuffers, FirstPassStats};
 use crate::context::GpuContext;
+use crate::decode_queue::DecodeQueue;
 use crate::kv::DeviceKv;
 use crate::ops::{DecodeScratch, decode_scratch_rows, sm_count};
 use attnscope_core::Error;
@@ -39,6 +40,8 @@ pub struct DeviceScratch {
     pub max_weight: CudaSlice<f32>,
     pub argmax: CudaSlice<u32>,
     decode: DecodePartials,
+    /// Decode calls of the current layer waiting for one batched launch (`Backend::attention_done`).
+    pub decode_queue: DecodeQueue,
     /// The capture's device and pinned buffers (grown by the first captured layer that needs more).
     pub capture: CaptureBuffers,
     /// f32 logits `[rows, vocab]`.
@@ -132,6 +135,7 @@ impl DeviceScratch {
             max_weight: g.zeros_of(stats)?,
             argmax: g.zeros_of(stats)?,
             decode: DecodePartials::new(g, decode_rows, head_dim)?,
+            decode_queue: DecodeQueue::default(),
             capture: CaptureBuffers::new(g)?,
             logits: g.zeros_of(rows * vocab)?,
         })
@@ -151,9 +155,11 @@ impl DeviceScratch {
     /// than any before).
     pub fn begin_pass(&mut self, g: &GpuContext, slots: &[SlotInfo]) -> Result<()> {
         self.capture.discard_stale(g)?; // what a failed pass left pending
+        self.decode_queue.clear();
         if slots.len() > self.rows {
             let mut grown = DeviceScratch::sized(g, self.dims(), slots.len(), self.decode.rows)?;
             std::mem::swap(&mut grown.capture, &mut self.capture);
+            std::mem::swap(&mut grown.decode_queue, &mut self.decode_queue);
             *self = grown;
         }
         self.host_ids.clear();

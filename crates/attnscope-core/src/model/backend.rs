@@ -221,6 +221,11 @@ pub trait Backend: Send + Sync + 'static {
         out: &mut Self::Buf,
         recorders: Option<&mut [HeadRecorder]>,
     ) -> Result<()>;
+    /// Called after the attention of every sequence of a layer, before its output projection reads `out`:
+    /// a backend that queued attention calls (the GPU batches decode steps) launches them here.
+    fn attention_done(&self, _scratch: &mut Self::Scratch) -> Result<()> {
+        Ok(())
+    }
     /// `x += y` over `n` elements.
     fn add(&self, x: &mut Self::Buf, y: &Self::Buf, n: usize) -> Result<()>;
     /// `x += a + b` over `n` elements (parallel residual; `a + b` rounded first).

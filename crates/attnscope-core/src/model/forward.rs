@@ -141,6 +141,7 @@ fn attention_block<B: Backend>(
         let recorders = item.capture.as_deref_mut().and_then(|c| c.layer_mut(l));
         b.attention(&mut ws.scratch, &step, &mut ws.attn, recorders)?;
     }
+    b.attention_done(&mut ws.scratch)?;
     b.linear(&ws.attn, n, &lw.o, &mut ws.o)?;
     if !cfg.parallel_residual {
         b.add(&mut ws.x, &ws.o, n * h)?;
