@@ -28,6 +28,11 @@ pub enum TensorData {
     F16(Vec<half::f16>),
     /// 64-bit signed integers (dtype "I64").
     I64(Vec<i64>),
+    /// 32-bit floats (dtype "F32") held as consecutive blocks, e.g. one `[T, T]` block per attention head:
+    /// the elements are the blocks' elements in order. Written block by block, never joined in memory.
+    F32Blocks(Vec<Vec<f32>>),
+    /// IEEE half floats (dtype "F16") held as consecutive blocks, like [`TensorData::F32Blocks`].
+    F16Blocks(Vec<Vec<half::f16>>),
 }
 
 impl TensorData {
@@ -37,6 +42,8 @@ impl TensorData {
             TensorData::F32(v) => v.len(),
             TensorData::F16(v) => v.len(),
             TensorData::I64(v) => v.len(),
+            TensorData::F32Blocks(b) => b.iter().map(Vec::len).sum(),
+            TensorData::F16Blocks(b) => b.iter().map(Vec::len).sum(),
         }
     }
 
@@ -48,8 +55,8 @@ impl TensorData {
     /// The safetensors dtype string.
     pub fn dtype(&self) -> &'static str {
         match self {
-            TensorData::F32(_) => "F32",
-            TensorData::F16(_) => "F16",
+            TensorData::F32(_) | TensorData::F32Blocks(_) => "F32",
+            TensorData::F16(_) | TensorData::F16Blocks(_) => "F16",
             TensorData::I64(_) => "I64",
         }
     }
@@ -57,8 +64,8 @@ impl TensorData {
     /// Size of one element in bytes.
     pub fn elem_size(&self) -> usize {
         match self {
-            TensorData::F32(_) => 4,
-            TensorData::F16(_) => 2,
+            TensorData::F32(_) | TensorData::F32Blocks(_) => 4,
+            TensorData::F16(_) | TensorData::F16Blocks(_) => 2,
             TensorData::I64(_) => 8,
         }
     }
@@ -160,21 +167,32 @@ fn build_header(
     Ok(header)
 }
 
-/// Writes the elements as little-endian bytes.
+/// Writes the elements as little-endian bytes, one bulk write per buffer (per block for the block variants).
 fn write_le<W: Write>(w: &mut W, data: &TensorData) -> std::io::Result<()> {
-    if cfg!(target_endian = "little") {
-        let bytes: &[u8] = match data {
-            TensorData::F32(v) => bytemuck::cast_slice(v),
-            TensorData::F16(v) => bytemuck::cast_slice(v.reinterpret_cast()),
-            TensorData::I64(v) => bytemuck::cast_slice(v),
-        };
-        return w.write_all(bytes);
-    }
     match data {
-        TensorData::F32(v) => v.iter().try_for_each(|x| w.write_all(&x.to_le_bytes())),
-        TensorData::F16(v) => v.iter().try_for_each(|x| w.write_all(&x.to_le_bytes())),
-        TensorData::I64(v) => v.iter().try_for_each(|x| w.write_all(&x.to_le_bytes())),
+        TensorData::F32(v) => write_words(w, v, f32::to_le_bytes),
+        TensorData::F16(v) => write_words(w, v.reinterpret_cast(), u16::to_le_bytes),
+        TensorData::I64(v) => write_words(w, v, i64::to_le_bytes),
+        TensorData::F32Blocks(b) => b
+            .iter()
+            .try_for_each(|v| write_words(w, v, f32::to_le_bytes)),
+        TensorData::F16Blocks(b) => b
+            .iter()
+            .try_for_each(|v| write_words(w, v.reinterpret_cast(), u16::to_le_bytes)),
     }
+}
+
+/// Writes `v` as little-endian bytes: the buffer's own bytes in one write on little-endian hosts,
+/// `to_le` element by element elsewhere.
+fn write_words<W: Write, T: bytemuck::Pod, const N: usize>(
+    w: &mut W,
+    v: &[T],
+    to_le: fn(T) -> [u8; N],
+) -> std::io::Result<()> {
+    if cfg!(target_endian = "little") {
+        return w.write_all(bytemuck::cast_slice(v));
+    }
+    v.iter().try_for_each(|&x| w.write_all(&to_le(x)))
 }
 
 #[cfg(test)]
@@ -236,10 +254,75 @@ mod tests {
                 TensorData::I64(v) => {
                     (Dtype::I64, v.iter().flat_map(|x| x.to_le_bytes()).collect())
                 }
+                TensorData::F32Blocks(b) => (
+                    Dtype::F32,
+                    b.iter().flatten().flat_map(|x| x.to_le_bytes()).collect(),
+                ),
+                TensorData::F16Blocks(b) => (
+                    Dtype::F16,
+                    b.iter().flatten().flat_map(|x| x.to_le_bytes()).collect(),
+                ),
             };
             assert_eq!(view.dtype(), dtype);
             assert_eq!(view.data(), expect.as_slice());
         }
+    }
+
+    #[test]
+    fn blocks_write_the_same_file_as_joined_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let f32_blocks = vec![
+            vec![0.25f32, -1.0, 3.5],
+            vec![],
+            vec![f32::MIN_POSITIVE, 7.0, 1e9],
+        ];
+        let f16_blocks: Vec<Vec<half::f16>> = [vec![1.0f32, -0.5], vec![65504.0, 0.0, 2e-5]]
+            .iter()
+            .map(|b| b.iter().copied().map(half::f16::from_f32).collect())
+            .collect();
+        let file = |name: &str, a: TensorData, b: TensorData| {
+            let path = dir.path().join(name);
+            let tensors = [
+                NamedTensor {
+                    name: "a".into(),
+                    shape: vec![a.len()],
+                    data: a,
+                },
+                NamedTensor {
+                    name: "b".into(),
+                    shape: vec![b.len()],
+                    data: b,
+                },
+            ];
+            write_safetensors(&path, &tensors, &BTreeMap::new()).unwrap();
+            std::fs::read(&path).unwrap()
+        };
+        let blocks = file(
+            "blocks.safetensors",
+            TensorData::F32Blocks(f32_blocks.clone()),
+            TensorData::F16Blocks(f16_blocks.clone()),
+        );
+        let joined = file(
+            "joined.safetensors",
+            TensorData::F32(f32_blocks.concat()),
+            TensorData::F16(f16_blocks.concat()),
+        );
+        assert_eq!(blocks, joined);
+        let st = SafeTensors::deserialize(&blocks).unwrap();
+        let want: Vec<u8> = f32_blocks
+            .iter()
+            .flatten()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        assert_eq!(st.tensor("a").unwrap().data(), want.as_slice());
+        assert_eq!(st.tensor("a").unwrap().dtype(), Dtype::F32);
+        let want: Vec<u8> = f16_blocks
+            .iter()
+            .flatten()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        assert_eq!(st.tensor("b").unwrap().data(), want.as_slice());
+        assert_eq!(st.tensor("b").unwrap().dtype(), Dtype::F16);
     }
 
     #[test]
