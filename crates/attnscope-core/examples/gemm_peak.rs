@@ -31,9 +31,18 @@ fn main() {
         rayon::current_num_threads()
     );
     // (m, k, n): the reference product, then q/k/v- and MLP-like products of a T = 512 prefill.
-    for (m, k, n) in [(2048, 2048, 2048), (512, 768, 768), (512, 768, 3072), (512, 3072, 768)] {
-        let a: Vec<f32> = (0..m * k).map(|i| ((i % 97) as f32 - 48.0) / 97.0).collect();
-        let b: Vec<f32> = (0..k * n).map(|i| ((i % 89) as f32 - 44.0) / 89.0).collect();
+    for (m, k, n) in [
+        (2048, 2048, 2048),
+        (512, 768, 768),
+        (512, 768, 3072),
+        (512, 3072, 768),
+    ] {
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i % 97) as f32 - 48.0) / 97.0)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i % 89) as f32 - 44.0) / 89.0)
+            .collect();
         let mut c = vec![0.0f32; m * n];
         let run = |c: &mut [f32]| {
             let (ar, br) = (
@@ -57,8 +66,13 @@ fn main() {
             t.elapsed().as_secs_f64()
         };
         run(&mut c);
-        let best = (0..repeats).map(|_| run(&mut c)).fold(f64::INFINITY, f64::min);
+        let best = (0..repeats)
+            .map(|_| run(&mut c))
+            .fold(f64::INFINITY, f64::min);
         let gflops = 2.0 * (m * k * n) as f64 / best / 1e9;
-        println!("{m}x{k}x{n}: {gflops:.1} GFLOP/s (best of {repeats}, {:.2} ms)", best * 1e3);
+        println!(
+            "{m}x{k}x{n}: {gflops:.1} GFLOP/s (best of {repeats}, {:.2} ms)",
+            best * 1e3
+        );
     }
 }
