@@ -22,7 +22,7 @@ use attnscope_core::slots::Visibility;
 use attnscope_cuda::GpuDtype;
 use common::batch::batched_matches_single;
 use common::golden::{Tolerance, check_fixtures, check_stories260k};
-use common::gpu::{assert_stats_close, gpu_present, long_case, on_gpu};
+use common::gpu::{assert_stats_close, cpu_and_gpu, gpu_present, long_case, on_gpu};
 use common::*;
 
 const F32: Tolerance = Tolerance {
@@ -61,10 +61,7 @@ fn gpu_statistics_match_cpu() {
     if !gpu_present() {
         return;
     }
-    let dir = repo().join("tests/fixtures/llama_gqa");
-    let cpu = Model::load(&dir).unwrap();
-    let mut gpu = Model::load(&dir).unwrap();
-    on_gpu(&mut gpu, GpuDtype::F32);
+    let (cpu, gpu) = cpu_and_gpu("llama_gqa", GpuDtype::F32);
     let stats_only = CaptureSpec {
         stats: true,
         ..CaptureSpec::default()
@@ -115,10 +112,7 @@ fn gpu_batched_prefill_and_decode_match_cpu() {
         return;
     }
     for name in ["llama_gqa", "gpt2"] {
-        let dir = repo().join("tests/fixtures").join(name);
-        let cpu = Model::load(&dir).unwrap();
-        let mut gpu = Model::load(&dir).unwrap();
-        on_gpu(&mut gpu, GpuDtype::F32);
+        let (cpu, gpu) = cpu_and_gpu(name, GpuDtype::F32);
         // With capture: one decode launch per sequence; without: the batched decode launch.
         batched_matches_single(
             &gpu,
@@ -138,10 +132,7 @@ fn gpu_parallel_generation_matches_cpu() {
     if !gpu_present() {
         return;
     }
-    let dir = repo().join("tests/fixtures/llama_gqa");
-    let cpu = Model::load(&dir).unwrap();
-    let mut gpu = Model::load(&dir).unwrap();
-    on_gpu(&mut gpu, GpuDtype::F32);
+    let (cpu, gpu) = cpu_and_gpu("llama_gqa", GpuDtype::F32);
     for vis in [Visibility::Visible, Visibility::Isolated] {
         for next in [SetDistribution::Last, SetDistribution::Mean] {
             let mut seq = SequenceInput::from_tokens(vec![1, 5, 9, 13, 2, 7]);
@@ -172,10 +163,7 @@ fn gpu_ablation_matches_cpu() {
     if !gpu_present() {
         return;
     }
-    let dir = repo().join("tests/fixtures/llama_gqa");
-    let cpu = Model::load(&dir).unwrap();
-    let mut gpu = Model::load(&dir).unwrap();
-    on_gpu(&mut gpu, GpuDtype::F32);
+    let (cpu, gpu) = cpu_and_gpu("llama_gqa", GpuDtype::F32);
     let prompt = SequenceInput::from_tokens(vec![3, 8, 1, 4, 9, 2, 6]);
     let targets = [5u32, 7, 1];
     for mode in [
@@ -201,10 +189,7 @@ fn caches_of_the_other_backend_are_refused() {
     if !gpu_present() {
         return;
     }
-    let dir = repo().join("tests/fixtures/llama_gqa");
-    let cpu = Model::load(&dir).unwrap();
-    let mut gpu = Model::load(&dir).unwrap();
-    on_gpu(&mut gpu, GpuDtype::Bf16);
+    let (cpu, gpu) = cpu_and_gpu("llama_gqa", GpuDtype::Bf16);
     let slots = [attnscope_core::slots::SlotInfo::prompt(1, 0, -1)];
     let mut device_cache = gpu.new_cache(4, Visibility::Visible).unwrap();
     let err = cpu

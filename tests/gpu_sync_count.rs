@@ -13,7 +13,7 @@ use attnscope_core::capture::{SequenceCapture, SequenceResult};
 use attnscope_core::model::{BatchItem, KvCache, LogitRows, Model};
 use attnscope_core::slots::{SlotInfo, SlotKind, Visibility};
 use attnscope_cuda::{GpuContext, GpuDtype};
-use common::gpu::{assert_stats_close, gpu_present, on_gpu};
+use common::gpu::{assert_stats_close, cpu_and_gpu, gpu_present};
 use common::*;
 
 /// Prompts of two lengths, then `steps` generated slots each (fixed tokens), in batched passes; returns
@@ -89,10 +89,7 @@ fn a_captured_pass_synchronises_once() {
     if !gpu_present() {
         return;
     }
-    let dir = repo().join("tests/fixtures/llama_gqa");
-    let cpu = Model::load(&dir).unwrap();
-    let mut gpu = Model::load(&dir).unwrap();
-    on_gpu(&mut gpu, GpuDtype::F32);
+    let (cpu, gpu) = cpu_and_gpu("llama_gqa", GpuDtype::F32);
     let g = GpuContext::shared(0).unwrap();
     let steps = 4;
     let (got, syncs) = run(&gpu, steps, Some(&g));

@@ -22,6 +22,15 @@ pub fn gpu_present() -> bool {
     }
 }
 
+/// The fixture `tests/fixtures/<name>` loaded twice: on the CPU, and moved to GPU 0 in `dtype`.
+pub fn cpu_and_gpu(name: &str, dtype: GpuDtype) -> (Model, Model) {
+    let dir = super::repo().join("tests/fixtures").join(name);
+    let cpu = Model::load(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let mut gpu = Model::load(&dir).unwrap_or_else(|e| panic!("{e}"));
+    on_gpu(&mut gpu, dtype);
+    (cpu, gpu)
+}
+
 /// Moves a model to GPU 0 in `dtype`.
 pub fn on_gpu(model: &mut Model, dtype: GpuDtype) {
     let p = attnscope_job::place(model, DeviceRequest::Cuda(0), dtype)
