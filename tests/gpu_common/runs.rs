@@ -5,6 +5,7 @@ use super::attention::{Problem, ProblemBuffers, RowOutputs, Shape};
 use super::{Elem, Gpu, NULL};
 use attnscope_core::capture::WeightsDtype;
 use attnscope_cuda::ops::{self, DecodeScratch, ProbsOutputs};
+use cudarc::driver::CudaSlice;
 
 /// One attention_probs.cu case.
 pub struct ProbsCase {
@@ -99,22 +100,42 @@ pub fn run_probs(gpu: &Gpu, p: &Problem, c: &ProbsCase, lse: &[f32]) -> ProbsOut
     }
 }
 
+/// Zeroed split-K decode partials of `rows` rows (4 f32 statistics, one i32 argmax, `head_dim` f32 each).
+pub struct DecodePartials {
+    stat: CudaSlice<f32>,
+    arg: CudaSlice<i32>,
+    o: CudaSlice<f32>,
+}
+
+impl DecodePartials {
+    pub fn new(gpu: &Gpu, rows: usize, head_dim: usize) -> DecodePartials {
+        DecodePartials {
+            stat: gpu.zeros(rows * 4),
+            arg: gpu.zeros(rows),
+            o: gpu.zeros(rows * head_dim),
+        }
+    }
+
+    /// Their device addresses, as the launchers take them.
+    pub fn scratch(&self, gpu: &Gpu) -> DecodeScratch {
+        DecodeScratch {
+            stat: gpu.ptr(&self.stat),
+            arg: gpu.ptr(&self.arg),
+            o: gpu.ptr(&self.o),
+        }
+    }
+}
+
 /// Runs attn_decode_partial_<T> then attn_decode_combine_<T> on `p` (n_q = p.n_new query rows) with
 /// `split_len` keys per split.
 pub fn run_decode<E: Elem>(gpu: &Gpu, p: &Problem, split_len: usize) -> RowOutputs {
     let s = p.s;
     let n_splits = s.n_keys.div_ceil(split_len);
     let parts = s.n_heads * n_splits * p.n_new;
-    let dstat = gpu.zeros::<f32>(parts * 4);
-    let darg = gpu.zeros::<i32>(parts);
-    let dpo = gpu.zeros::<f32>(parts * s.head_dim);
+    let partials = DecodePartials::new(gpu, parts, s.head_dim);
     let b = ProblemBuffers::<E>::new(gpu, p);
     let call = p.call(gpu, &b, true);
-    let scratch = DecodeScratch {
-        stat: gpu.ptr(&dstat),
-        arg: gpu.ptr(&darg),
-        o: gpu.ptr(&dpo),
-    };
+    let scratch = partials.scratch(gpu);
     ops::attention_decode_split(&gpu.g, &call, &scratch, split_len)
         .unwrap_or_else(|e| panic!("{e}"));
     b.download(gpu, true)
@@ -127,16 +148,10 @@ pub fn run_decode_engine<E: Elem>(gpu: &Gpu, p: &Problem, capacity: usize) -> Ro
     let s = p.s;
     let sms = ops::sm_count(&gpu.g).unwrap_or_else(|e| panic!("{e}"));
     let parts = ops::decode_scratch_rows(capacity, s.n_heads, s.n_kv_heads, s.head_dim, sms);
-    let dstat = gpu.zeros::<f32>(parts * 4);
-    let darg = gpu.zeros::<i32>(parts);
-    let dpo = gpu.zeros::<f32>(parts * s.head_dim);
+    let partials = DecodePartials::new(gpu, parts, s.head_dim);
     let b = ProblemBuffers::<E>::new(gpu, p);
     let call = p.call(gpu, &b, true);
-    let scratch = DecodeScratch {
-        stat: gpu.ptr(&dstat),
-        arg: gpu.ptr(&darg),
-        o: gpu.ptr(&dpo),
-    };
+    let scratch = partials.scratch(gpu);
     ops::attention_decode(&gpu.g, &call, &scratch).unwrap_or_else(|e| panic!("{e}"));
     b.download(gpu, true)
 }
@@ -159,14 +174,8 @@ pub fn run_decode_batch<E: Elem>(gpu: &Gpu, problems: &[Problem]) -> Vec<RowOutp
     let plan = ops::decode_batch_plan(&shapes, sms).unwrap_or_else(|e| panic!("{e}"));
     let parts = ops::batch_partial_rows(&shapes, &plan);
     let hd = problems[0].s.head_dim;
-    let dstat = gpu.zeros::<f32>(parts * 4);
-    let darg = gpu.zeros::<i32>(parts);
-    let dpo = gpu.zeros::<f32>(parts * hd);
-    let scratch = DecodeScratch {
-        stat: gpu.ptr(&dstat),
-        arg: gpu.ptr(&darg),
-        o: gpu.ptr(&dpo),
-    };
+    let partials = DecodePartials::new(gpu, parts, hd);
+    let scratch = partials.scratch(gpu);
     ops::attention_decode_batch(&gpu.g, &calls, &scratch, &plan).unwrap_or_else(|e| panic!("{e}"));
     bufs.iter().map(|b| b.download(gpu, true)).collect()
 }
