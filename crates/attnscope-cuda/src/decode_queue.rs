@@ -14,7 +14,7 @@ use crate::ops::{self, AttentionCall, DecodeScratch, DecodeShape};
 use crate::params::DECODE_MAX_BATCH;
 use attnscope_core::Error;
 use attnscope_core::Result;
-use cudarc::driver::CudaSlice;
+use cudarc::driver::{CudaSlice, CudaStream};
 use std::sync::OnceLock;
 
 /// Whether decode calls are batched (`ATTNSCOPE_DECODE_BATCH`, read once: `0` = no, unset or `1` = yes).
@@ -33,15 +33,40 @@ pub fn batching_enabled() -> Result<bool> {
     .map_err(Error::input)
 }
 
+/// Split-K decode partials: `rows` partial rows (heads × splits × query rows) of 4 f32 statistics, one i32
+/// argmax and `head_dim` f32 outputs (the scratch's for one sequence, the queue's for a batch).
+pub struct DecodePartials {
+    pub rows: usize,
+    stat: CudaSlice<f32>,
+    arg: CudaSlice<i32>,
+    o: CudaSlice<f32>,
+}
+
+impl DecodePartials {
+    pub fn new(g: &GpuContext, rows: usize, head_dim: usize) -> Result<DecodePartials> {
+        Ok(DecodePartials {
+            rows,
+            stat: g.zeros_of(rows * 4)?,
+            arg: g.zeros_of(rows)?,
+            o: g.zeros_of(rows * head_dim)?,
+        })
+    }
+
+    /// Their device addresses, as the decode launchers take them.
+    pub fn scratch(&self, s: &CudaStream) -> DecodeScratch {
+        DecodeScratch {
+            stat: slice_ptr(&self.stat, s),
+            arg: slice_ptr(&self.arg, s),
+            o: slice_ptr(&self.o, s),
+        }
+    }
+}
+
 /// Queued decode calls and the partials of their batched launches.
 #[derive(Default)]
 pub struct DecodeQueue {
     calls: Vec<AttentionCall>,
-    /// Partial rows the buffers below hold.
-    rows: usize,
-    stat: Option<CudaSlice<f32>>,
-    arg: Option<CudaSlice<i32>>,
-    o: Option<CudaSlice<f32>>,
+    partials: Option<DecodePartials>,
 }
 
 impl DecodeQueue {
@@ -84,21 +109,12 @@ impl DecodeQueue {
 
     /// Device addresses of partials for `rows` rows, grown (to 1.25×) only when shorter.
     fn partials(&mut self, g: &GpuContext, rows: usize, head_dim: usize) -> Result<DecodeScratch> {
-        if rows > self.rows || self.stat.is_none() {
-            let grown = rows + rows / 4;
-            self.stat = Some(g.zeros_of(grown * 4)?);
-            self.arg = Some(g.zeros_of(grown)?);
-            self.o = Some(g.zeros_of(grown * head_dim)?);
-            self.rows = grown;
+        if self.partials.as_ref().is_none_or(|p| rows > p.rows) {
+            self.partials = Some(DecodePartials::new(g, rows + rows / 4, head_dim)?);
         }
-        let s = &g.stream;
-        match (&self.stat, &self.arg, &self.o) {
-            (Some(stat), Some(arg), Some(o)) => Ok(DecodeScratch {
-                stat: slice_ptr(stat, s),
-                arg: slice_ptr(arg, s),
-                o: slice_ptr(o, s),
-            }),
-            _ => Err(Error::cuda("decode queue partials missing")),
+        match &self.partials {
+            Some(p) => Ok(p.scratch(&g.stream)),
+            None => Err(Error::cuda("decode queue partials missing")),
         }
     }
 }

@@ -7,7 +7,7 @@
 use crate::buffer::slice_ptr;
 use crate::capture::{CaptureBuffers, FirstPassStats};
 use crate::context::GpuContext;
-use crate::decode_queue::DecodeQueue;
+use crate::decode_queue::{DecodePartials, DecodeQueue};
 use crate::kv::DeviceKv;
 use crate::ops::{DecodeScratch, decode_scratch_rows, sm_count};
 use attnscope_core::Error;
@@ -56,26 +56,6 @@ struct ScratchDims {
     head_dim: usize,
     vocab: usize,
     sms: usize,
-}
-
-/// The split-K decode partials: `rows` partial rows (heads × splits × query rows) of 4 f32 statistics, one
-/// i32 argmax and `head_dim` f32 outputs.
-struct DecodePartials {
-    rows: usize,
-    stat: CudaSlice<f32>,
-    arg: CudaSlice<i32>,
-    o: CudaSlice<f32>,
-}
-
-impl DecodePartials {
-    fn new(g: &GpuContext, rows: usize, head_dim: usize) -> Result<DecodePartials> {
-        Ok(DecodePartials {
-            rows,
-            stat: g.zeros_of(rows * 4)?,
-            arg: g.zeros_of(rows)?,
-            o: g.zeros_of(rows * head_dim)?,
-        })
-    }
 }
 
 impl DeviceScratch {
@@ -200,12 +180,7 @@ impl DeviceScratch {
         if needed > self.decode.rows {
             self.decode = DecodePartials::new(g, needed, self.head_dim)?;
         }
-        let s = &g.stream;
-        Ok(DecodeScratch {
-            stat: slice_ptr(&self.decode.stat, s),
-            arg: slice_ptr(&self.decode.arg, s),
-            o: slice_ptr(&self.decode.o, s),
-        })
+        Ok(self.decode.scratch(&g.stream))
     }
 
     /// The f32 logits buffer, grown to `len` elements if it is shorter.
