@@ -253,30 +253,32 @@ struct AttnParamsBatch {
 };
 static_assert(sizeof(AttnParamsBatch) == DECODE_MAX_BATCH * ATTN_PARAMS_SIZE, "AttnParamsBatch: padding");
 
+// The kernels below unpack one parameter block; `n_splits` is gridDim.x for one sequence and p.n_splits for a
+// sequence of a batched launch (whose grid covers the longest sequence's splits).
+template <typename T>
+__device__ __forceinline__ void decode_partial_of(const AttnParams& p, int n_splits) {
+    attn_decode_partial<T>((const T*)p.q, p.q_stride, (const T*)p.k, (const T*)p.v, p.kv_stride, p.groups,
+                           p.isolated, p.window, p.q_start, p.n_new, p.n_heads, p.n_kv_heads, p.head_dim, p.scale,
+                           p.split_len, n_splits, gridDim.y / p.n_kv_heads, p.part_stat, p.part_arg, p.part_o);
+}
+template <typename T>
+__device__ __forceinline__ void decode_combine_of(const AttnParams& p) {
+    attn_decode_combine<T>(p.part_stat, p.part_arg, p.part_o, p.n_splits, p.n_new, p.n_heads, p.head_dim,
+                           (T*)p.o, p.o_stride, p.lse, p.entropy, p.max_weight, p.argmax);
+}
+
 #define DECODE_KERNELS(T, SUFFIX)                                                                             \
     extern "C" __global__ void __launch_bounds__(DECODE_THREADS)                                              \
         attn_decode_partial_##SUFFIX(const AttnParams p) {                                                    \
-        attn_decode_partial<T>((const T*)p.q, p.q_stride, (const T*)p.k, (const T*)p.v, p.kv_stride,         \
-                               p.groups, p.isolated, p.window, p.q_start, p.n_new, p.n_heads, p.n_kv_heads,   \
-                               p.head_dim, p.scale, p.split_len, gridDim.x, gridDim.y / p.n_kv_heads,         \
-                               p.part_stat, p.part_arg, p.part_o);                                            \
+        decode_partial_of<T>(p, gridDim.x);                                                                   \
     }                                                                                                         \
-    extern "C" __global__ void attn_decode_combine_##SUFFIX(const AttnParams p) {                            \
-        attn_decode_combine<T>(p.part_stat, p.part_arg, p.part_o, p.n_splits, p.n_new, p.n_heads,             \
-                               p.head_dim, (T*)p.o, p.o_stride, p.lse, p.entropy, p.max_weight, p.argmax);    \
-    }                                                                                                         \
+    extern "C" __global__ void attn_decode_combine_##SUFFIX(const AttnParams p) { decode_combine_of<T>(p); }  \
     extern "C" __global__ void __launch_bounds__(DECODE_THREADS)                                              \
         attn_decode_partial_batch_##SUFFIX(const AttnParamsBatch b) {                                         \
-        const AttnParams& p = b.p[blockIdx.z];                                                                \
-        attn_decode_partial<T>((const T*)p.q, p.q_stride, (const T*)p.k, (const T*)p.v, p.kv_stride,         \
-                               p.groups, p.isolated, p.window, p.q_start, p.n_new, p.n_heads, p.n_kv_heads,   \
-                               p.head_dim, p.scale, p.split_len, p.n_splits, gridDim.y / p.n_kv_heads,        \
-                               p.part_stat, p.part_arg, p.part_o);                                            \
+        decode_partial_of<T>(b.p[blockIdx.z], b.p[blockIdx.z].n_splits);                                     \
     }                                                                                                         \
     extern "C" __global__ void attn_decode_combine_batch_##SUFFIX(const AttnParamsBatch b) {                 \
-        const AttnParams& p = b.p[blockIdx.z];                                                                \
-        attn_decode_combine<T>(p.part_stat, p.part_arg, p.part_o, p.n_splits, p.n_new, p.n_heads,             \
-                               p.head_dim, (T*)p.o, p.o_stride, p.lse, p.entropy, p.max_weight, p.argmax);    \
+        decode_combine_of<T>(b.p[blockIdx.z]);                                                                \
     }
 
 DECODE_KERNELS(float, f32)
