@@ -2,8 +2,12 @@
 //! during the forward pass. Recorders see each probability row once, as the attention computes it.
 
 pub mod recorder;
+pub mod stats;
+pub mod tile_stats;
 
-pub use recorder::{HeadRecorder, HeadStats, RowStats, RowView, WeightRows};
+pub use recorder::{HeadRecorder, RowView, WeightRows};
+pub use stats::{HeadStats, RowStats, StepGroupMass, StepRow};
+pub use tile_stats::TileView;
 
 use crate::Error;
 use crate::Result;

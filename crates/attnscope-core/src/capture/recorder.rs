@@ -1,9 +1,11 @@
 //! Per-head recorders: exact weight rows and cheap statistics, computed from each probability row once.
 //! CPU twin of the statistics epilogue of the CUDA attention kernels.
 
+use crate::capture::stats::{HeadStats, RowStats};
+use crate::capture::tile_stats::{self, PendingStep, TileView};
 use crate::capture::{CaptureSpec, HeadWeights, WeightsDtype};
 use crate::slots::AttentionMask;
-use crate::slots::{N_DISTANCE_BUCKETS, SlotInfo, distance_bucket};
+use crate::slots::{N_DISTANCE_BUCKETS, SlotInfo};
 
 /// One probability row as the attention hands it over.
 pub struct RowView<'a> {
@@ -20,64 +22,6 @@ pub struct RowView<'a> {
     pub mask: &'a AttentionMask<'a>,
 }
 
-/// Statistics of one query row.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct RowStats {
-    /// −Σ p ln p, nats.
-    pub entropy: f32,
-    pub max_weight: f32,
-    /// Key slot of the largest weight (lowest slot on ties).
-    pub argmax: u32,
-    /// Weight on slot 0.
-    pub sink_mass: f32,
-    /// Weight on slot q − 1 (0 for q = 0).
-    pub prev_mass: f32,
-    /// Weight on slot q.
-    pub self_mass: f32,
-    /// Weight on the other slots of q's group; `None` when q has no group.
-    pub group_mass: Option<f32>,
-}
-
-/// Statistics of one head over a whole sequence.
-#[derive(Clone, Debug)]
-pub struct HeadStats {
-    /// Indexed by query slot.
-    pub rows: Vec<RowStats>,
-    /// Σ over query rows of the weight each key slot receives.
-    pub received_sum: Vec<f64>,
-    /// Σ over query rows of the weight in each distance bucket.
-    pub distance_mass: [f64; N_DISTANCE_BUCKETS],
-    /// Σ over generation-step query rows (step > 0) of the weight each key slot receives.
-    pub received_decode: Vec<f64>,
-    /// Per generation-step query row: mass by key kind.
-    pub steps: Vec<StepRow>,
-    /// Per generation-step query row and key group: mass on that group's slots.
-    pub step_groups: Vec<StepGroupMass>,
-}
-
-/// Where one generation-step query row puts its attention, by kind of key slot (itself excluded).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct StepRow {
-    pub slot: u32,
-    pub mass_prompt: f32,
-    pub mass_generated: f32,
-    pub mass_parallel: f32,
-    pub mass_self: f32,
-    /// Visible key slots of each kind (the query itself excluded).
-    pub n_prompt: u32,
-    pub n_generated: u32,
-    pub n_parallel: u32,
-}
-
-/// Mass a generation-step query row puts on the visible slots of one group (itself excluded).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct StepGroupMass {
-    pub slot: u32,
-    pub group: i32,
-    pub mass: f32,
-    pub n_slots: u32,
-}
-
 /// Weight rows handed over in bulk ([`HeadRecorder::absorb_weight_rows`]).
 #[derive(Clone, Copy, Debug)]
 pub enum WeightRows<'a> {
@@ -91,6 +35,8 @@ pub struct HeadRecorder {
     capacity: usize,
     stats: Option<HeadStats>,
     weights: Option<HeadWeights>,
+    /// Per-step tables of the generation-step rows begun last, until they finish.
+    pending: Vec<PendingStep>,
 }
 
 impl HeadRecorder {
@@ -113,6 +59,7 @@ impl HeadRecorder {
             capacity,
             stats,
             weights,
+            pending: Vec::new(),
         }
     }
 
@@ -123,6 +70,7 @@ impl HeadRecorder {
             capacity: 0,
             stats: None,
             weights: None,
+            pending: Vec::new(),
         }
     }
 
@@ -199,29 +147,81 @@ impl HeadRecorder {
         }
     }
 
-    /// Records one row.
+    /// Records one whole row (the GPU's read-back rows): a block of one row with one tile.
     pub fn observe(&mut self, row: &RowView) {
-        let q = row.slot;
+        self.begin_rows(row.slot, 1, row.slots);
+        self.observe_tile(&TileView {
+            q0: row.slot,
+            rows: 1,
+            k0: 0,
+            cols: row.probs.len(),
+            probs: row.probs,
+            stride: row.probs.len(),
+            slots: row.slots,
+            mask: row.mask,
+        });
+        self.finish_rows(row.slot, &[row.lse], &[row.expected_score]);
+    }
+
+    /// Starts the query rows `q0..q0 + rows`: their tiles follow ([`HeadRecorder::observe_tile`], in
+    /// ascending key order), then [`HeadRecorder::finish_rows`].
+    pub fn begin_rows(&mut self, q0: usize, rows: usize, slots: &[SlotInfo]) {
+        let Some(stats) = &mut self.stats else {
+            return;
+        };
+        for q in q0..q0 + rows {
+            stats.rows[q] = tile_stats::empty_row(slots, q);
+        }
+        if self.pending.len() < rows {
+            self.pending.resize_with(rows, PendingStep::default);
+        }
+        for (r, p) in self.pending[..rows].iter_mut().enumerate() {
+            p.start(q0 + r, slots[q0 + r].step > 0);
+        }
+    }
+
+    /// Records one tile of the rows begun last: weights into their rows of the square, statistics added.
+    pub fn observe_tile(&mut self, tile: &TileView) {
         if let Some(w) = &mut self.weights {
-            let start = q * self.capacity;
-            match w {
-                HeadWeights::F32(buf) => {
-                    buf[start..start + row.probs.len()].copy_from_slice(row.probs)
-                }
-                HeadWeights::F16(buf) => {
-                    for (dst, &p) in buf[start..start + row.probs.len()]
-                        .iter_mut()
-                        .zip(row.probs)
-                    {
-                        *dst = half::f16::from_f32(p);
+            let cap = self.capacity;
+            for r in 0..tile.rows {
+                let start = (tile.q0 + r) * cap + tile.k0;
+                let src = &tile.probs[r * tile.stride..r * tile.stride + tile.cols];
+                match w {
+                    HeadWeights::F32(buf) => buf[start..start + tile.cols].copy_from_slice(src),
+                    HeadWeights::F16(buf) => {
+                        for (dst, &p) in buf[start..start + tile.cols].iter_mut().zip(src) {
+                            *dst = half::f16::from_f32(p);
+                        }
                     }
                 }
             }
         }
         if let Some(stats) = &mut self.stats {
-            stats.rows[q] = row_stats(row, &mut stats.received_sum, &mut stats.distance_mass);
-            if row.slots[q].step > 0 {
-                step_stats(row, stats);
+            tile_stats::add_tile(tile, stats);
+            for r in 0..tile.rows {
+                if self.pending[r].active {
+                    self.pending[r].add(tile, r, &mut stats.received_decode);
+                }
+            }
+        }
+    }
+
+    /// Finishes the rows begun last with their log-sum-exp and Σ p·s: entropy, and the per-step tables of
+    /// generation-step rows.
+    pub fn finish_rows(&mut self, q0: usize, lse: &[f32], expected_score: &[f64]) {
+        let Some(stats) = &mut self.stats else {
+            return;
+        };
+        for (r, (&lse, &es)) in lse.iter().zip(expected_score).enumerate() {
+            let q = q0 + r;
+            let row = &mut stats.rows[q];
+            row.entropy = (lse as f64 - es) as f32;
+            let pending = &mut self.pending[r];
+            if pending.active && pending.row.slot as usize == q {
+                pending.active = false;
+                stats.steps.push(pending.row);
+                stats.step_groups.append(&mut pending.groups);
             }
         }
     }
@@ -253,107 +253,6 @@ fn trim_square<T: Copy>(buf: Vec<T>, cap: usize, t: usize) -> Vec<T> {
         out.extend_from_slice(&buf[r * cap..r * cap + t]);
     }
     out
-}
-
-/// Computes the row statistics and accumulates received weight and distance mass.
-fn row_stats(
-    row: &RowView,
-    received: &mut [f64],
-    distance: &mut [f64; N_DISTANCE_BUCKETS],
-) -> RowStats {
-    let q = row.slot;
-    let probs = row.probs;
-    let qpos = row.slots[q].position;
-    let qgroup = row.slots[q].group;
-    // Separate simple loops: each is branch-light and the received sums vectorise.
-    let mut max_weight = f32::NEG_INFINITY;
-    let mut argmax = 0u32;
-    for (k, &p) in probs.iter().enumerate() {
-        if p > max_weight {
-            max_weight = p;
-            argmax = k as u32;
-        }
-    }
-    for (r, &p) in received.iter_mut().zip(probs) {
-        *r += p as f64;
-    }
-    // Distance buckets: consecutive keys usually share a bucket, so sum runs locally and flush on change.
-    let mut bucket = usize::MAX;
-    let mut run = 0.0f64;
-    for (info, &p) in row.slots.iter().zip(probs) {
-        let b = distance_bucket(qpos - info.position);
-        if b != bucket {
-            if bucket != usize::MAX {
-                distance[bucket] += run;
-            }
-            bucket = b;
-            run = 0.0;
-        }
-        run += p as f64;
-    }
-    if bucket != usize::MAX {
-        distance[bucket] += run;
-    }
-    let mut group_mass = 0.0f64;
-    if qgroup >= 0 {
-        for (k, (info, &p)) in row.slots.iter().zip(probs).enumerate() {
-            if info.group == qgroup && k != q {
-                group_mass += p as f64;
-            }
-        }
-    }
-    RowStats {
-        entropy: (row.lse as f64 - row.expected_score) as f32,
-        max_weight,
-        argmax,
-        sink_mass: probs[0],
-        prev_mass: if q > 0 { probs[q - 1] } else { 0.0 },
-        self_mass: probs[q],
-        group_mass: (qgroup >= 0).then_some(group_mass as f32),
-    }
-}
-
-/// Per-step instrumentation of a generation-step row: mass by key kind and by group, received mass.
-fn step_stats(row: &RowView, stats: &mut HeadStats) {
-    use crate::slots::SlotKind;
-    let q = row.slot;
-    let mut out = StepRow {
-        slot: q as u32,
-        mass_self: row.probs[q],
-        ..StepRow::default()
-    };
-    let mut groups: Vec<StepGroupMass> = Vec::new();
-    for (k, &p) in row.probs.iter().enumerate().take(q) {
-        if !row.mask.allows(q, k) {
-            continue;
-        }
-        stats.received_decode[k] += p as f64;
-        let info = &row.slots[k];
-        let (mass, n) = match info.kind {
-            SlotKind::Prompt => (&mut out.mass_prompt, &mut out.n_prompt),
-            SlotKind::Generated => (&mut out.mass_generated, &mut out.n_generated),
-            SlotKind::Parallel => (&mut out.mass_parallel, &mut out.n_parallel),
-        };
-        *mass += p;
-        *n += 1;
-        if info.group >= 0 {
-            match groups.iter_mut().find(|g| g.group == info.group) {
-                Some(g) => {
-                    g.mass += p;
-                    g.n_slots += 1;
-                }
-                None => groups.push(StepGroupMass {
-                    slot: q as u32,
-                    group: info.group,
-                    mass: p,
-                    n_slots: 1,
-                }),
-            }
-        }
-    }
-    stats.received_decode[q] += row.probs[q] as f64;
-    stats.steps.push(out);
-    stats.step_groups.extend(groups);
 }
 
 #[cfg(test)]

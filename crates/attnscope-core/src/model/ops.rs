@@ -46,6 +46,25 @@ pub fn matmul(
     scale: f32,
     parallel: bool,
 ) {
+    gemm_into(dst, dst_row_stride, a, b, scale, false, parallel);
+}
+
+/// dst `[m, n]` += scale · a `[m, k]` × b `[k, n]`, single-threaded (the tiled attention accumulates its
+/// output tile by tile).
+pub fn matmul_add(dst: &mut [f32], dst_row_stride: usize, a: MatRef, b: MatRef, scale: f32) {
+    gemm_into(dst, dst_row_stride, a, b, scale, true, false);
+}
+
+/// dst = scale · a × b, plus the old dst when `accumulate`.
+fn gemm_into(
+    dst: &mut [f32],
+    dst_row_stride: usize,
+    a: MatRef,
+    b: MatRef,
+    scale: f32,
+    accumulate: bool,
+    parallel: bool,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "matmul: inner dimensions differ");
     assert!(
@@ -60,8 +79,10 @@ pub fn matmul(
         "matmul: destination too small"
     );
     if k == 0 {
-        for r in 0..m {
-            dst[r * dst_row_stride..r * dst_row_stride + n].fill(0.0);
+        if !accumulate {
+            for r in 0..m {
+                dst[r * dst_row_stride..r * dst_row_stride + n].fill(0.0);
+            }
         }
         return;
     }
@@ -80,14 +101,14 @@ pub fn matmul(
             dst.as_mut_ptr(),
             1,
             dst_row_stride as isize,
-            false,
+            accumulate,
             a.data.as_ptr(),
             a.col_stride as isize,
             a.row_stride as isize,
             b.data.as_ptr(),
             b.col_stride as isize,
             b.row_stride as isize,
-            0.0,
+            1.0,
             scale,
             false,
             false,

@@ -1,0 +1,280 @@
+//! The element-wise part of the tiled attention, in SIMD: row maxima, `exp(s − m)` with its sums, and the
+//! online-softmax update of a tile. Written as plain lane loops that the compiler vectorises, compiled for
+//! the widest instruction set the CPU has through `pulp`'s run-time dispatch (AVX-512 or AVX2/FMA on
+//! x86-64, NEON on aarch64, scalar elsewhere).
+
+use pulp::{Arch, Simd, WithSimd};
+
+/// Lanes of the accumulators (one AVX-512 register of f32, two AVX2 or four NEON registers).
+const LANES: usize = 16;
+
+/// Below this, `exp` is flushed to 0 (e^−87.34 is the smallest normal f32); −∞ (a hidden key) gives 0.
+const EXP_MIN: f32 = -87.336_54;
+
+/// e^x for x ≤ 88 (Cephes' expf: x = n·ln 2 + r with |r| ≤ ln 2 / 2, a degree-7 polynomial for e^r and 2^n
+/// built in the exponent bits), within 2 ulp; exactly 0 for x < −87.34 and for −∞.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // 1.5 · 2^23: adding it rounds to an integer held in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    const ROUND_BITS: u32 = 0x4B40_0000;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let xc = if x > EXP_MIN { x } else { EXP_MIN };
+    let xc = if xc < 88.0 { xc } else { 88.0 };
+    let t = xc * LOG2E + ROUND;
+    let n = t - ROUND;
+    let r = xc - n * LN2_HI - n * LN2_LO;
+    let p = 1.987_569_1e-4;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 0.166_666_65;
+    let p = p * r + 0.5;
+    let y = p * (r * r) + r + 1.0;
+    let pow2n = f32::from_bits(t.to_bits().wrapping_sub(ROUND_BITS - 127) << 23);
+    if x > EXP_MIN { y * pow2n } else { 0.0 }
+}
+
+/// e^x computed in f64 and rounded once to f32 (what libm's expf gives: within half an ulp but for rare
+/// ties), for the exact probabilities the recorders keep; 0 for x < −87.34 and for −∞.
+#[inline(always)]
+pub fn exp_exact(x: f32) -> f32 {
+    const LOG2E: f64 = std::f64::consts::LOG2_E;
+    const LN2: f64 = std::f64::consts::LN_2;
+    // 1.5 · 2^52: adding it rounds to an integer held in the low mantissa bits.
+    const ROUND: f64 = 6_755_399_441_055_744.0;
+    const ROUND_BITS: u64 = 0x4338_0000_0000_0000;
+    let xc = if x > EXP_MIN {
+        x as f64
+    } else {
+        EXP_MIN as f64
+    };
+    let xc = if xc < 88.0 { xc } else { 88.0 };
+    let t = xc * LOG2E + ROUND;
+    let n = t - ROUND;
+    let r = xc - n * LN2; // |r| ≤ ln 2 / 2; the rounding of n·ln 2 is far below f32's
+    // Taylor series to r^11 (truncation below 1e-13 relative).
+    let mut p = 1.0 / 39_916_800.0;
+    for k in (1..=10).rev() {
+        p = p * r + INV_FACTORIAL[k];
+    }
+    let y = p * r + 1.0;
+    let pow2n = f64::from_bits(t.to_bits().wrapping_sub(ROUND_BITS - 1023) << 52);
+    if x > EXP_MIN { (y * pow2n) as f32 } else { 0.0 }
+}
+
+/// 1 / k! for k = 0..=10.
+const INV_FACTORIAL: [f64; 11] = [
+    1.0,
+    1.0,
+    0.5,
+    1.0 / 6.0,
+    1.0 / 24.0,
+    1.0 / 120.0,
+    1.0 / 720.0,
+    1.0 / 5040.0,
+    1.0 / 40_320.0,
+    1.0 / 362_880.0,
+    1.0 / 3_628_800.0,
+];
+
+/// The largest element (−∞ for an empty or all-hidden row).
+#[inline(always)]
+fn row_max(row: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = row.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for l in 0..LANES {
+            acc[l] = if c[l] > acc[l] { c[l] } else { acc[l] };
+        }
+    }
+    acc.iter()
+        .chain(tail)
+        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m })
+}
+
+/// Replaces each s by e = exp(s − m); returns Σ e and Σ e·(s − m), accumulated in f64 (the recorded
+/// path's lse and entropy).
+#[inline(always)]
+fn exp_sums(row: &mut [f32], m: f32) -> (f64, f64) {
+    const W: usize = LANES / 2;
+    let (mut sum, mut weighted) = ([0.0f64; W], [0.0f64; W]);
+    let mut chunks = row.chunks_exact_mut(W);
+    for c in &mut chunks {
+        for l in 0..W {
+            let d = c[l] - m;
+            let e = exp_exact(d);
+            c[l] = e;
+            sum[l] += e as f64;
+            // e = 0 for hidden keys (d = −∞): their product is not formed.
+            weighted[l] += if e > 0.0 { e as f64 * d as f64 } else { 0.0 };
+        }
+    }
+    let (mut s, mut w) = (sum.iter().sum::<f64>(), weighted.iter().sum::<f64>());
+    for v in chunks.into_remainder() {
+        let d = *v - m;
+        let e = exp_exact(d);
+        *v = e;
+        s += e as f64;
+        w += if e > 0.0 { e as f64 * d as f64 } else { 0.0 };
+    }
+    (s, w)
+}
+
+/// Replaces each s by exp(s − m); returns Σ.
+#[inline(always)]
+fn exp_sum(row: &mut [f32], m: f32) -> f32 {
+    let mut sum = [0.0f32; LANES];
+    let mut chunks = row.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for l in 0..LANES {
+            let e = exp(c[l] - m);
+            c[l] = e;
+            sum[l] += e;
+        }
+    }
+    let mut s = sum.iter().sum::<f32>();
+    for v in chunks.into_remainder() {
+        let e = exp(*v - m);
+        *v = e;
+        s += e;
+    }
+    s
+}
+
+/// Multiplies every element by `f`.
+#[inline(always)]
+fn scale(row: &mut [f32], f: f32) {
+    for v in row {
+        *v *= f;
+    }
+}
+
+/// The online-softmax step of one tile: `s` holds `rows` rows of `s.len() / rows` scaled scores (−∞ where
+/// hidden). Per row: the running maximum `m` and sum `l` take the tile in, the row's output accumulator
+/// in `o` (`[rows, head_dim]`) is rescaled to the new maximum, and the scores become exp(s − m), ready for
+/// `o += P · V`.
+pub fn online_tile(s: &mut [f32], m: &mut [f32], l: &mut [f32], o: &mut [f32]) {
+    struct Op<'a> {
+        s: &'a mut [f32],
+        m: &'a mut [f32],
+        l: &'a mut [f32],
+        o: &'a mut [f32],
+    }
+    impl WithSimd for Op<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, _simd: S) {
+            let rows = self.m.len();
+            let n = self.s.len() / rows;
+            let hd = self.o.len() / rows;
+            for (r, row) in self.s.chunks_exact_mut(n).enumerate() {
+                let m_new = row_max(row).max(self.m[r]);
+                if m_new == f32::NEG_INFINITY {
+                    row.fill(0.0); // nothing visible yet in this row
+                    continue;
+                }
+                let alpha = exp(self.m[r] - m_new);
+                let sum = exp_sum(row, m_new);
+                self.l[r] = self.l[r] * alpha + sum;
+                self.m[r] = m_new;
+                if alpha != 1.0 {
+                    scale(&mut self.o[r * hd..(r + 1) * hd], alpha);
+                }
+            }
+        }
+    }
+    Arch::new().dispatch(Op { s, m, l, o })
+}
+
+/// One row of exact probabilities, as the recorders need them: `segments` are the row's visible stretches
+/// (`start..end` into `row`) of scaled scores (−∞ where hidden inside a stretch; outside them the row is
+/// left as it is). Turns the scores into probabilities in place and returns (log-sum-exp, Σ p·s).
+pub fn exact_row(row: &mut [f32], segments: &[std::ops::Range<usize>]) -> (f32, f64) {
+    struct Op<'a> {
+        row: &'a mut [f32],
+        segments: &'a [std::ops::Range<usize>],
+    }
+    impl WithSimd for Op<'_> {
+        type Output = (f32, f64);
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, _simd: S) -> (f32, f64) {
+            let mut m = f32::NEG_INFINITY;
+            for seg in self.segments {
+                m = m.max(row_max(&self.row[seg.clone()]));
+            }
+            let (mut sum, mut weighted) = (0.0f64, 0.0f64);
+            for seg in self.segments {
+                let (s, w) = exp_sums(&mut self.row[seg.clone()], m);
+                sum += s;
+                weighted += w;
+            }
+            let inv = (1.0 / sum) as f32;
+            for seg in self.segments {
+                scale(&mut self.row[seg.clone()], inv);
+            }
+            let lse = m + sum.ln() as f32;
+            (lse, m as f64 + weighted / sum)
+        }
+    }
+    Arch::new().dispatch(Op { row, segments })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_is_within_two_ulp_and_flushes_hidden_keys() {
+        let mut worst = 0.0f64;
+        let mut x = -87.0f32;
+        while x <= 10.0 {
+            let want = (x as f64).exp();
+            let rel = ((exp(x) as f64 - want) / want).abs();
+            worst = worst.max(rel);
+            x += 0.0137;
+        }
+        assert!(worst < 2.5e-7, "worst relative error {worst}");
+        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp(-100.0), 0.0);
+        assert_eq!(exp(0.0), 1.0);
+        // exp_exact is the correctly rounded e^x but where e^x lies within 1e-12 of a rounding tie.
+        let (mut x, mut off) = (-87.0f32, 0);
+        while x <= 10.0 {
+            let want = (x as f64).exp() as f32;
+            let got = exp_exact(x);
+            assert!(
+                got.to_bits().abs_diff(want.to_bits()) <= 1,
+                "exp_exact({x})"
+            );
+            off += usize::from(got != want);
+            x += 0.000_731;
+        }
+        assert!(off <= 2, "{off} results not correctly rounded");
+        assert_eq!(exp_exact(f32::NEG_INFINITY), 0.0);
+    }
+
+    #[test]
+    fn exact_row_matches_a_direct_softmax() {
+        let mut row: Vec<f32> = (0..37).map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.9).collect();
+        row[3] = f32::NEG_INFINITY;
+        let orig = row.clone();
+        let (lse, es) = exact_row(&mut row, &[0..20, 20..37]);
+        let m = orig.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let z: f64 = orig.iter().map(|&s| (s as f64 - m).exp()).sum();
+        assert!((lse as f64 - (m + z.ln())).abs() < 1e-6);
+        let mut want_es = 0.0;
+        for (&s, &p) in orig.iter().zip(&row) {
+            let want = (s as f64 - m).exp() / z;
+            assert!((p as f64 - want).abs() < 1e-7, "{p} vs {want}");
+            if s.is_finite() {
+                want_es += want * s as f64;
+            }
+        }
+        assert_eq!(row[3], 0.0);
+        assert!((es - want_es).abs() < 1e-6, "{es} vs {want_es}");
+    }
+}
