@@ -35,8 +35,10 @@ pub struct HeadRecorder {
     capacity: usize,
     stats: Option<HeadStats>,
     weights: Option<HeadWeights>,
-    /// Per-step tables of the generation-step rows begun last, until they finish.
+    /// Per-step tables of the generation-step rows begun last (from query slot `block_q0`), until they
+    /// finish.
     pending: Vec<PendingStep>,
+    block_q0: usize,
 }
 
 impl HeadRecorder {
@@ -60,6 +62,7 @@ impl HeadRecorder {
             stats,
             weights,
             pending: Vec::new(),
+            block_q0: 0,
         }
     }
 
@@ -71,6 +74,7 @@ impl HeadRecorder {
             stats: None,
             weights: None,
             pending: Vec::new(),
+            block_q0: 0,
         }
     }
 
@@ -159,6 +163,7 @@ impl HeadRecorder {
             stride: row.probs.len(),
             slots: row.slots,
             mask: row.mask,
+            sorted: tile_stats::positions_sorted(&row.slots[..row.probs.len()]),
         });
         self.finish_rows(row.slot, &[row.lse], &[row.expected_score]);
     }
@@ -172,6 +177,7 @@ impl HeadRecorder {
         for q in q0..q0 + rows {
             stats.rows[q] = tile_stats::empty_row(slots, q);
         }
+        self.block_q0 = q0;
         if self.pending.len() < rows {
             self.pending.resize_with(rows, PendingStep::default);
         }
@@ -180,7 +186,8 @@ impl HeadRecorder {
         }
     }
 
-    /// Records one tile of the rows begun last: weights into their rows of the square, statistics added.
+    /// Records one tile of the rows begun last (any of their rows, any key range, keys in ascending order
+    /// per row): weights into their rows of the square, statistics added.
     pub fn observe_tile(&mut self, tile: &TileView) {
         if let Some(w) = &mut self.weights {
             let cap = self.capacity;
@@ -200,8 +207,9 @@ impl HeadRecorder {
         if let Some(stats) = &mut self.stats {
             tile_stats::add_tile(tile, stats);
             for r in 0..tile.rows {
-                if self.pending[r].active {
-                    self.pending[r].add(tile, r, &mut stats.received_decode);
+                let pending = &mut self.pending[tile.q0 + r - self.block_q0];
+                if pending.active {
+                    pending.add(tile, r, &mut stats.received_decode);
                 }
             }
         }

@@ -5,6 +5,7 @@
 
 use crate::capture::stats::{HeadStats, RowStats, StepGroupMass, StepRow};
 use crate::slots::{AttentionMask, SlotInfo, SlotKind, distance_bucket};
+use pulp::{Arch, Simd, WithSimd};
 
 /// Probabilities of query slots `q0..q0 + rows` over key slots `k0..k0 + cols`: element (r, c) is
 /// `probs[r * stride + c]`, 0 where the mask hides the key (and for keys after the query slot).
@@ -18,6 +19,15 @@ pub struct TileView<'a> {
     /// Metadata of all filled slots.
     pub slots: &'a [SlotInfo],
     pub mask: &'a AttentionMask<'a>,
+    /// Whether the key positions never decrease along the tile ([`positions_sorted`]): each distance
+    /// bucket is then one run of keys.
+    pub sorted: bool,
+}
+
+/// Whether the positions of `keys` never decrease (a prompt, parallel sets sharing a position); explicit
+/// positions may step back.
+pub fn positions_sorted(keys: &[SlotInfo]) -> bool {
+    keys.windows(2).all(|w| w[0].position <= w[1].position)
 }
 
 impl TileView<'_> {
@@ -38,41 +48,76 @@ pub fn empty_row(slots: &[SlotInfo], q: usize) -> RowStats {
     }
 }
 
-/// Adds one tile to the row statistics (`stats.rows`), the received weight and the distance mass.
+/// Adds one tile to the row statistics (`stats.rows`), the received weight and the distance mass; the
+/// element loops compiled for the CPU's widest vectors (`pulp`'s run-time dispatch).
 pub fn add_tile(tile: &TileView, stats: &mut HeadStats) {
-    for r in 0..tile.rows {
-        let q = tile.q0 + r;
-        let probs = tile.row(r);
-        if probs.is_empty() {
-            continue;
-        }
-        let keys = &tile.slots[tile.k0..tile.k0 + probs.len()];
-        add_row(tile.slots, q, tile.k0, probs, &mut stats.rows[q]);
-        let received = &mut stats.received_sum[tile.k0..tile.k0 + probs.len()];
-        for (acc, &p) in received.iter_mut().zip(probs) {
-            *acc += p as f64;
-        }
-        add_distance(
-            tile.slots[q].position,
-            keys,
-            probs,
-            &mut stats.distance_mass,
-        );
+    struct Op<'a, 'b> {
+        tile: &'a TileView<'b>,
+        stats: &'a mut HeadStats,
     }
+    impl WithSimd for Op<'_, '_> {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, _simd: S) {
+            let Op { tile, stats } = self;
+            let keys = &tile.slots[tile.k0..tile.k0 + tile.cols];
+            for r in 0..tile.rows {
+                let q = tile.q0 + r;
+                let probs = tile.row(r);
+                if probs.is_empty() {
+                    continue;
+                }
+                let keys = &keys[..probs.len()];
+                add_row(tile.slots, q, tile.k0, probs, &mut stats.rows[q]);
+                let received = &mut stats.received_sum[tile.k0..tile.k0 + probs.len()];
+                for (acc, &p) in received.iter_mut().zip(probs) {
+                    *acc += p as f64;
+                }
+                let q_pos = tile.slots[q].position;
+                if tile.sorted {
+                    add_distance_runs(q_pos, keys, probs, &mut stats.distance_mass);
+                } else {
+                    add_distance(q_pos, keys, probs, &mut stats.distance_mass);
+                }
+            }
+        }
+    }
+    Arch::new().dispatch(Op { tile, stats })
+}
+
+/// Σ x in f64, eight independent lanes.
+#[inline(always)]
+fn sum_f64(x: &[f32]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for l in 0..8 {
+            acc[l] += c[l] as f64;
+        }
+    }
+    acc.iter().sum::<f64>() + tail.iter().map(|&v| v as f64).sum::<f64>()
 }
 
 /// One row's share of a tile: largest weight (lowest slot on ties: tiles come in ascending key order),
 /// sink / previous / self weight when their key is in the tile, and the mass on the query's group.
+#[inline(always)]
 fn add_row(slots: &[SlotInfo], q: usize, k0: usize, probs: &[f32], row: &mut RowStats) {
-    let (mut max, mut at) = (f32::NEG_INFINITY, 0usize);
-    for (c, &p) in probs.iter().enumerate() {
-        if p > max {
-            max = p;
-            at = c;
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let chunks = probs.chunks_exact(16);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for l in 0..16 {
+            lanes[l] = if c[l] > lanes[l] { c[l] } else { lanes[l] };
         }
     }
+    let max = lanes
+        .iter()
+        .chain(tail)
+        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
     if max > row.max_weight {
         row.max_weight = max;
+        let at = probs.iter().position(|&p| p == max).unwrap_or(0);
         row.argmax = (k0 + at) as u32;
     }
     let at_key = |k: usize| k.checked_sub(k0).and_then(|c| probs.get(c)).copied();
@@ -98,8 +143,22 @@ fn add_row(slots: &[SlotInfo], q: usize, k0: usize, probs: &[f32], row: &mut Row
     }
 }
 
+/// [`add_distance`] for keys whose positions do not decrease: the distance to the query then only shrinks
+/// along the tile, so each bucket is one run of keys, found by binary search and summed in SIMD.
+#[inline(always)]
+fn add_distance_runs(q_pos: i64, keys: &[SlotInfo], probs: &[f32], distance: &mut [f64]) {
+    let mut c = 0;
+    while c < probs.len() {
+        let b = distance_bucket(q_pos - keys[c].position);
+        let len = keys[c..].partition_point(|k| distance_bucket(q_pos - k.position) == b);
+        distance[b] += sum_f64(&probs[c..c + len]);
+        c += len;
+    }
+}
+
 /// Adds each key's weight to the bucket of its position distance. Consecutive keys usually share a bucket,
 /// so runs are summed locally and flushed when the bucket changes.
+#[inline(always)]
 fn add_distance(q_pos: i64, keys: &[SlotInfo], probs: &[f32], distance: &mut [f64]) {
     let mut bucket = usize::MAX;
     let mut run = 0.0f64;

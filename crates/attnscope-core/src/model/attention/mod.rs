@@ -17,6 +17,7 @@
 mod softmax;
 pub mod tiles;
 
+use crate::capture::tile_stats::positions_sorted;
 use crate::capture::{HeadRecorder, TileView};
 use crate::model::backend::AttentionShape;
 use crate::model::ops::{MatRef, matmul, matmul_add};
@@ -86,8 +87,9 @@ struct HeadScratch {
     max: Vec<f32>,
     sum: Vec<f32>,
     expected: Vec<f64>,
-    /// The visible key tiles of a block (recorded).
+    /// The visible key tiles of a block (recorded), and whether their key positions are sorted.
     tiles: Vec<Range<usize>>,
+    sorted: Vec<bool>,
 }
 
 /// Computes attention outputs `[n_new, n_heads * head_dim]` into `out`, calling the recorder of each head
@@ -275,8 +277,8 @@ fn online_block(ops: &HeadOperands, rows: Range<usize>, buf: &mut HeadScratch, t
     }
 }
 
-/// A block of new rows `rows` with a recorder: exact probabilities over all keys, each visible tile handed
-/// to the recorder, then `P · V` tile by tile.
+/// A block of new rows `rows` with a recorder: scores of the visible key tiles, then row by row (while the
+/// row is in L1) exact probabilities handed to the recorder tile by tile, then `P · V` tile by tile.
 fn recorded_block(
     ops: &HeadOperands,
     rows: Range<usize>,
@@ -288,11 +290,11 @@ fn recorded_block(
     let hd = inp.shape.head_dim;
     let n = rows.len();
     let qs = inp.q_start + rows.start..inp.q_start + rows.end;
-    // Scores of every key slot before the block's end: hidden tiles stay 0, as the recorders expect.
+    // Scores of every key slot before the block's end; only the visible tiles are written and read.
     let width = qs.end;
-    buf.scores.clear();
     buf.scores.resize(n * width, 0.0);
     buf.tiles.clear();
+    buf.sorted.clear();
     for ks in key_tiles(&inp.mask, qs.clone(), tile) {
         let vis = classify(&inp.mask, qs.clone(), ks.clone());
         if vis == TileVisibility::Hidden {
@@ -310,31 +312,36 @@ fn recorded_block(
         if let TileVisibility::Partial { groups } = vis {
             mask_tile(&inp.mask, s, width, qs.clone(), ks.clone(), groups);
         }
+        buf.sorted
+            .push(positions_sorted(&inp.mask.slots[ks.clone()]));
         buf.tiles.push(ks);
     }
     buf.max.clear();
     buf.expected.clear();
-    for row in buf.scores.chunks_mut(width) {
+    rec.begin_rows(qs.start, n, inp.mask.slots);
+    for (r, row) in buf.scores[..n * width].chunks_mut(width).enumerate() {
         let (lse, expected) = softmax::exact_row(row, &buf.tiles);
         buf.max.push(lse);
         buf.expected.push(expected);
+        for (ks, &sorted) in buf.tiles.iter().zip(&buf.sorted) {
+            rec.observe_tile(&TileView {
+                q0: qs.start + r,
+                rows: 1,
+                k0: ks.start,
+                cols: ks.len(),
+                probs: &row[ks.start..ks.end],
+                stride: width,
+                slots: inp.mask.slots,
+                mask: &inp.mask,
+                sorted,
+            });
+        }
     }
-    rec.begin_rows(qs.start, n, inp.mask.slots);
+    rec.finish_rows(qs.start, &buf.max, &buf.expected);
     let o = &mut buf.out[rows.start * hd..rows.end * hd];
     for ks in &buf.tiles {
-        let p = &buf.scores[ks.start..];
-        rec.observe_tile(&TileView {
-            q0: qs.start,
-            rows: n,
-            k0: ks.start,
-            cols: ks.len(),
-            probs: p,
-            stride: width,
-            slots: inp.mask.slots,
-            mask: &inp.mask,
-        });
         let p = MatRef {
-            data: p,
+            data: &buf.scores[ks.start..],
             rows: n,
             cols: ks.len(),
             row_stride: width,
@@ -342,7 +349,6 @@ fn recorded_block(
         };
         matmul_add(o, hd, p, ops.v(ks.clone()), 1.0);
     }
-    rec.finish_rows(qs.start, &buf.max, &buf.expected);
 }
 
 #[cfg(test)]

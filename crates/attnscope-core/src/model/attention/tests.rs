@@ -20,7 +20,10 @@ fn problem(t: usize, hd: usize) -> Problem {
     let (n_heads, n_kv_heads) = (6, 2);
     let slots = (0..t)
         .map(|i| {
-            let mut s = SlotInfo::prompt(0, (i as i64) - (i as i64 / 7), -1);
+            // Positions repeat (parallel sets) and, past slot 40, step back now and then (explicit
+            // positions), so tiles come with both monotone and non-monotone key positions.
+            let dip = if i > 40 && i % 9 == 4 { 5 } else { 0 };
+            let mut s = SlotInfo::prompt(0, (i as i64) - (i as i64 / 7) - dip, -1);
             if i % 13 >= 5 {
                 s.group = (i / 4) as i32 % 5;
             }
