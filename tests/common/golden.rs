@@ -33,7 +33,8 @@ where
         .collect()
 }
 
-/// Compares logits and every layer's attention of one case, in one prefill and stepwise through the cache.
+/// Compares logits and every layer's attention of one case, in one prefill and stepwise through the cache;
+/// returns the largest attention and logits differences seen.
 pub fn check_case(
     model: &Model,
     case: &Case,
@@ -41,15 +42,17 @@ pub fn check_case(
     prefix: &str,
     label: &str,
     tol: Tolerance,
-) {
+) -> (f32, f32) {
     let spec = full_spec();
     let t = case.ids.len();
+    let (mut worst_attn, mut worst_logits) = (0.0f32, 0.0f32);
     for (mode, run) in [
         ("prefill", prefill(model, case, &spec)),
         ("stepwise", stepwise(model, case, &spec)),
     ] {
         let (_, want_logits) = &gold[&format!("{prefix}logits")];
         let d = max_abs_diff(&run.logits, want_logits);
+        worst_logits = worst_logits.max(d);
         if let Some(lt) = tol.logits {
             assert!(d <= lt, "{label} {mode}: logits max abs diff {d}");
         }
@@ -63,6 +66,7 @@ pub fn check_case(
             for h in 0..model.cfg.n_heads {
                 let got = head_weights(&run.capture, l, h);
                 let d = max_abs_diff(&got, &want[h * t * t..(h + 1) * t * t]);
+                worst_attn = worst_attn.max(d);
                 assert!(
                     d <= tol.attention,
                     "{label} {mode}: layer {l} head {h}: attention max abs diff {d}"
@@ -70,6 +74,7 @@ pub fn check_case(
             }
         }
     }
+    (worst_attn, worst_logits)
 }
 
 /// Checks every committed fixture; `place` puts each loaded model on its device.
@@ -95,6 +100,7 @@ pub fn check_fixtures(place: &dyn Fn(&mut Model), tol: Tolerance) {
             serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap())
                 .unwrap();
         let gold = read_tensors(&dir.join("golden.safetensors"));
+        let (mut worst_attn, mut worst_logits) = (0.0f32, 0.0f32);
         for c in golden["cases"].as_array().unwrap() {
             let case = Case {
                 name: c["name"].as_str().unwrap().to_string(),
@@ -103,7 +109,7 @@ pub fn check_fixtures(place: &dyn Fn(&mut Model), tol: Tolerance) {
                 groups: ints(&c["groups"]),
                 visibility: visibility(c["visibility"].as_str().unwrap()),
             };
-            check_case(
+            let (a, l) = check_case(
                 &model,
                 &case,
                 &gold,
@@ -111,6 +117,8 @@ pub fn check_fixtures(place: &dyn Fn(&mut Model), tol: Tolerance) {
                 &format!("{name}/{}", case.name),
                 tol,
             );
+            worst_attn = worst_attn.max(a);
+            worst_logits = worst_logits.max(l);
         }
         let prompt: Vec<u32> = ints(&golden["greedy"]["input_ids"]);
         let want: Vec<u32> = ints(&golden["greedy"]["greedy_ids"]);
@@ -120,7 +128,7 @@ pub fn check_fixtures(place: &dyn Fn(&mut Model), tol: Tolerance) {
             "{name}: greedy tokens"
         );
         eprintln!(
-            "ok: {name} ({} cases + greedy)",
+            "ok: {name} ({} cases + greedy; max abs diff: attention {worst_attn:.2e}, logits {worst_logits:.2e})",
             golden["cases"].as_array().unwrap().len()
         );
         checked += 1;
@@ -149,7 +157,8 @@ pub fn check_stories260k(place: &dyn Fn(&mut Model), tol: Tolerance) {
         groups: vec![-1; t],
         visibility: Visibility::Visible,
     };
-    check_case(&model, &plain, &gold, "", "stories260K/plain", tol);
+    let (mut worst_attn, mut worst_logits) =
+        check_case(&model, &plain, &gold, "", "stories260K/plain", tol);
     for mode in ["visible", "isolated"] {
         let case = Case {
             name: format!("par_{mode}"),
@@ -158,7 +167,7 @@ pub fn check_stories260k(place: &dyn Fn(&mut Model), tol: Tolerance) {
             groups: ints(&golden["parallel"]["groups"]),
             visibility: visibility(mode),
         };
-        check_case(
+        let (a, l) = check_case(
             &model,
             &case,
             &gold,
@@ -166,9 +175,14 @@ pub fn check_stories260k(place: &dyn Fn(&mut Model), tol: Tolerance) {
             &format!("stories260K/par_{mode}"),
             tol,
         );
+        worst_attn = worst_attn.max(a);
+        worst_logits = worst_logits.max(l);
     }
     let (_, want) = &gold["greedy_ids"];
     let want: Vec<u32> = want.iter().map(|&x| x as u32).collect();
     let got = greedy(&model, &ids, want.len());
     assert_eq!(got, want, "stories260K greedy continuation");
+    eprintln!(
+        "ok: stories260K (plain, par_visible, par_isolated + greedy; max abs diff: attention {worst_attn:.2e}, logits {worst_logits:.2e})"
+    );
 }
