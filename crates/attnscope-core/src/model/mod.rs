@@ -6,6 +6,7 @@ pub mod cpu;
 pub mod engine;
 pub mod forward;
 pub mod kv_cache;
+pub mod matvec;
 pub mod ops;
 pub mod random;
 pub mod rope;

@@ -1,7 +1,9 @@
-//! CPU kernels of the forward pass, f32: matmul (through `gemm`), linear layers, norms, activations.
+//! CPU kernels of the forward pass, f32: matmul (through `gemm`), linear layers (few rows: `matvec`), norms,
+//! activations.
 //! Each is the CPU twin of a CUDA kernel in `kernels/` and follows transformers' arithmetic.
 
 use crate::config::{Activation, NormKind};
+use crate::model::matvec::{SMALL_BATCH_ROWS, project_few_rows};
 use crate::weights::{Linear, Norm};
 use rayon::prelude::*;
 
@@ -162,74 +164,6 @@ pub fn project(
     }
 }
 
-/// Up to this many rows, `project` streams each weight row once and reuses it for every input row
-/// (decode, batched decode) instead of packing the whole weight matrix for gemm.
-const SMALL_BATCH_ROWS: usize = 16;
-
-/// out `[t, out_dim]` = x `[t, in_dim]` · Wᵀ for small t: parallel over blocks of output features, each
-/// weight row read once and dotted with all t input rows.
-fn project_few_rows(
-    x: &[f32],
-    t: usize,
-    weight: &[f32],
-    in_dim: usize,
-    out_dim: usize,
-    out: &mut [f32],
-) {
-    const BLOCK: usize = 64;
-    let dot_rows = |b: usize, chunk: &mut [f32]| {
-        for (i, cell) in chunk.chunks_mut(t).enumerate() {
-            let o = b * BLOCK + i;
-            let w = &weight[o * in_dim..(o + 1) * in_dim];
-            for (r, c) in cell.iter_mut().enumerate() {
-                *c = dot(w, &x[r * in_dim..(r + 1) * in_dim]);
-            }
-        }
-    };
-    if t == 1 {
-        // One row: `out` is already laid out by output feature.
-        out.par_chunks_mut(BLOCK)
-            .enumerate()
-            .for_each(|(b, chunk)| dot_rows(b, chunk));
-        return;
-    }
-    // [out_dim, t], kept per thread so repeated calls (batched decode) allocate nothing.
-    thread_local! {
-        static TRANSPOSED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    let mut fill = |transposed: &mut Vec<f32>| {
-        transposed.clear();
-        transposed.resize(out_dim * t, 0.0);
-        transposed
-            .par_chunks_mut(BLOCK * t)
-            .enumerate()
-            .for_each(|(b, chunk)| dot_rows(b, chunk));
-        for o in 0..out_dim {
-            for r in 0..t {
-                out[r * out_dim + o] = transposed[o * t + r];
-            }
-        }
-    };
-    TRANSPOSED.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => fill(&mut buf),
-        Err(_) => fill(&mut Vec::new()),
-    });
-}
-
-/// Dot product with eight independent accumulators (vectorisable without fast-math).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
-    acc.iter().sum::<f32>() + tail
-}
-
 /// Normalises each row of `x` (width = weight length) into `out`.
 pub fn norm(x: &[f32], n: &Norm, kind: NormKind, eps: f32, out: &mut Vec<f32>) {
     let dim = n.weight.len();
@@ -351,26 +285,6 @@ mod tests {
             let want = naive(&a, &b, m, k, n);
             for (x, y) in out.iter().zip(&want) {
                 assert!((x - y).abs() < 1e-4, "{x} vs {y}");
-            }
-        }
-    }
-
-    #[test]
-    fn few_row_projection_matches_naive() {
-        for &(t, k, n) in &[(1, 13, 70), (3, 64, 129), (16, 9, 1), (5, 100, 64)] {
-            let x: Vec<f32> = (0..t * k)
-                .map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0)
-                .collect();
-            let w: Vec<f32> = (0..n * k)
-                .map(|i| ((i * 3 % 7) as f32 - 3.0) / 3.0)
-                .collect();
-            let mut out = Vec::new();
-            project(&x, t, &w, k, n, None, &mut out);
-            for r in 0..t {
-                for o in 0..n {
-                    let want: f32 = (0..k).map(|i| x[r * k + i] * w[o * k + i]).sum();
-                    assert!((out[r * n + o] - want).abs() < 1e-4, "t={t} k={k} n={n}");
-                }
             }
         }
     }

@@ -1,0 +1,186 @@
+//! Weight-streaming bandwidth of decode's mat-vec (`model::matvec::project_few_rows`) against the machine's
+//! streaming read bandwidth, with the previous implementation (the baseline below, a copy kept only here)
+//! side by side in the same run.
+//!
+//!   cargo run --release -p attnscope-core --example matvec_bandwidth [RUNS]
+//!
+//! (a) a rayon sum over a 1 GiB f32 array (all of rayon's threads); (b) for each weight shape `[out, in]` and
+//! t = 1 and 8 input rows: GB/s of weight bytes streamed, the median (and range) of RUNS runs (default 9),
+//! old and new alternated. Each run passes over enough copies of the matrix (≥ 1 GiB in all, like the
+//! layers of a model; the L3 of the machine measured holds 260 MiB) that the weights come from memory, not
+//! from the caches. Other processes on the machine show up in the ranges; the load average is printed.
+
+use attnscope_core::model::matvec::project_few_rows;
+use rayon::prelude::*;
+use std::time::Instant;
+
+/// The baseline: `project_few_rows` as it was in `ops.rs` before `matvec.rs` (auto-vectorised dot with eight
+/// scalar accumulators, one weight row at a time, a transposed thread-local buffer for t > 1).
+mod baseline {
+    use rayon::prelude::*;
+
+    pub fn project_few_rows(
+        x: &[f32],
+        t: usize,
+        weight: &[f32],
+        in_dim: usize,
+        out_dim: usize,
+        out: &mut [f32],
+    ) {
+        const BLOCK: usize = 64;
+        let dot_rows = |b: usize, chunk: &mut [f32]| {
+            for (i, cell) in chunk.chunks_mut(t).enumerate() {
+                let o = b * BLOCK + i;
+                let w = &weight[o * in_dim..(o + 1) * in_dim];
+                for (r, c) in cell.iter_mut().enumerate() {
+                    *c = dot(w, &x[r * in_dim..(r + 1) * in_dim]);
+                }
+            }
+        };
+        if t == 1 {
+            out.par_chunks_mut(BLOCK)
+                .enumerate()
+                .for_each(|(b, chunk)| dot_rows(b, chunk));
+            return;
+        }
+        thread_local! {
+            static TRANSPOSED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let mut fill = |transposed: &mut Vec<f32>| {
+            transposed.clear();
+            transposed.resize(out_dim * t, 0.0);
+            transposed
+                .par_chunks_mut(BLOCK * t)
+                .enumerate()
+                .for_each(|(b, chunk)| dot_rows(b, chunk));
+            for o in 0..out_dim {
+                for r in 0..t {
+                    out[r * out_dim + o] = transposed[o * t + r];
+                }
+            }
+        };
+        TRANSPOSED.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => fill(&mut buf),
+            Err(_) => fill(&mut Vec::new()),
+        });
+    }
+
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let mut acc = [0.0f32; 8];
+        let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+        let (ra, rb) = (ca.remainder(), cb.remainder());
+        for (x, y) in ca.zip(cb) {
+            for l in 0..8 {
+                acc[l] += x[l] * y[l];
+            }
+        }
+        let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+        acc.iter().sum::<f32>() + tail
+    }
+}
+
+/// A sum with 32 independent lanes, so that it runs at the speed of the loads (vectorised, not bound by the
+/// latency of one chain of additions).
+fn sum_lanes(c: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 32];
+    let chunks = c.chunks_exact(32);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for chunk in chunks {
+        for (a, v) in acc.iter_mut().zip(chunk) {
+            *a += v;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Median, min and max.
+fn summary(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+fn main() {
+    let runs: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(9)
+        .max(1);
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "matvec_bandwidth: {} rayon threads, {runs} runs each; load average {}",
+        rayon::current_num_threads(),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+
+    // (a) Streaming read bandwidth.
+    {
+        let data: Vec<f32> = vec![1.0; (1 << 30) / 4];
+        let mut gbs = Vec::new();
+        for _ in 0..runs {
+            let start = Instant::now();
+            let sum: f32 = data.par_chunks(1 << 16).map(sum_lanes).sum();
+            let s = start.elapsed().as_secs_f64();
+            assert!(sum > 0.0);
+            gbs.push((1u64 << 30) as f64 / s / 1e9);
+        }
+        let (med, lo, hi) = summary(gbs);
+        println!(
+            "streaming read (rayon sum over 1 GiB f32): {med:.1} GB/s (range {lo:.1}–{hi:.1})"
+        );
+    }
+
+    // (b) The mat-vec on llama-100m-like and tinyllama shapes.
+    println!(
+        "{:>12} {:>3} {:>22} {:>22} {:>7}",
+        "[out, in]", "t", "old GB/s (range)", "new GB/s (range)", "new/old"
+    );
+    for (out_dim, in_dim) in [
+        (768, 768),
+        (2048, 768),
+        (768, 2048),
+        (32000, 768),
+        (2048, 2048),
+        (5632, 2048),
+    ] {
+        let bytes = out_dim * in_dim * 4;
+        let copies = (1usize << 30).div_ceil(bytes).max(2);
+        let weights: Vec<Vec<f32>> = (0..copies)
+            .map(|c| {
+                (0..out_dim * in_dim)
+                    .map(|i| ((i * 7 + c) % 23) as f32 / 23.0 - 0.5)
+                    .collect()
+            })
+            .collect();
+        for t in [1usize, 8] {
+            let x: Vec<f32> = (0..t * in_dim).map(|i| (i % 13) as f32 / 13.0).collect();
+            let mut out = vec![0.0f32; t * out_dim];
+            let time = |new: bool, out: &mut [f32]| {
+                let start = Instant::now();
+                for w in &weights {
+                    if new {
+                        project_few_rows(&x, t, w, in_dim, out_dim, out);
+                    } else {
+                        baseline::project_few_rows(&x, t, w, in_dim, out_dim, out);
+                    }
+                }
+                (copies * bytes) as f64 / start.elapsed().as_secs_f64() / 1e9
+            };
+            time(false, &mut out);
+            time(true, &mut out);
+            let (mut old, mut new) = (Vec::new(), Vec::new());
+            for _ in 0..runs {
+                old.push(time(false, &mut out));
+                new.push(time(true, &mut out));
+            }
+            let ((om, ol, oh), (nm, nl, nh)) = (summary(old), summary(new));
+            println!(
+                "{:>12} {t:>3} {om:>8.1} ({ol:>5.1}–{oh:>5.1}) {nm:>8.1} ({nl:>5.1}–{nh:>5.1}) {:>6.2}×",
+                format!("[{out_dim}, {in_dim}]"),
+                nm / om
+            );
+        }
+    }
+}
