@@ -229,6 +229,8 @@ mod tests {
 
     #[test]
     fn exp_is_within_two_ulp_and_flushes_hidden_keys() {
+        // Which SIMD this run checks (AVX-512 V4 / AVX2 V3 on x86-64, NEON under scripts/test-aarch64.sh).
+        eprintln!("pulp dispatch: {:?}", Arch::new());
         let mut worst = 0.0f64;
         let mut x = -87.0f32;
         while x <= 10.0 {
