@@ -327,6 +327,7 @@ def main(argv=None):
         print(f"error: --json {args.json}: its directory does not exist", file=sys.stderr)
         return 1
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)  # also where a background start left SIGINT ignored
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     command = "python scripts/bench_pair.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
 
