@@ -226,6 +226,7 @@ def git_rev():
 
 
 def header_lines(args, readies, mach, started, command):
+    load_end = os.getloadavg()[0]
     flags = ", ".join(f"{f} {'yes' if v else 'no'}" for f, v in mach["flags"].items())
     a = next((r["attnscope"] for r in readies.values()), {})
     h = next((r["hf"] for r in readies.values()), {})
@@ -245,8 +246,10 @@ def header_lines(args, readies, mach, started, command):
         f"- Same config, random weights (seed {args.seed}), batch 1 prefill; decode {args.decode_steps} timed steps. "
         f"Calls interleaved, order alternated each round, {args.pause} s pause between calls, {args.warmup} "
         f"warm-up round(s), {args.rounds} rounds ({args.short_rounds} for cases under {args.short_s} s a pair).",
-        f"- Load average (1 min) at the start / end of the run: {args.load_start:.2f} / {os.getloadavg()[0]:.2f} "
-        "(above the thread count: other work shared the CPU).",
+        f"- Load average (1 min) at the start / end of the run: {args.load_start:.2f} / {load_end:.2f}"
+        + (f". **Warning: above the {mach['usable_cores']} usable cores, so other work shared the CPU; the "
+           "ratios are not those of a quiet machine.**" if max(args.load_start, load_end) > mach["usable_cores"]
+           else "."),
         "- ratio = attnscope ÷ HF of the same round: of times for prefill (< 1: attnscope faster), of tok/s for "
         "decode (> 1: attnscope faster). \"met\" judges the median ratio.",
     ]
