@@ -4,6 +4,7 @@ mod ablate_cmd;
 mod analyze_cmd;
 mod bench_attention_cmd;
 mod bench_cmd;
+mod bench_serve_cmd;
 mod doctor_cmd;
 mod inspect;
 mod run_cmd;
@@ -39,6 +40,9 @@ pub enum Command {
     /// Measure prefill latency, decode throughput and peak memory of random-weight models under each
     /// capture mode (no download).
     Bench(Box<BenchArgs>),
+    /// Keep one random-weight model loaded and measure one prefill or decode call per JSON request line on
+    /// stdin (a reply line each on stdout): the attnscope side of scripts/bench_pair.py.
+    BenchServe(Box<BenchServeArgs>),
     /// Time the fused attention kernel alone (random q/k/v, causal) on a model's attention shape; JSON for
     /// scripts/attn_bench_compare.py against torch SDPA (scripts/bench_sdpa.py).
     BenchAttention(Box<BenchAttentionArgs>),
@@ -384,6 +388,39 @@ pub struct BenchArgs {
     pub quiet: bool,
 }
 
+/// Options of `attnscope bench-serve`.
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Protocol (one JSON object per line; stdout carries nothing else):\n  \
+    ready line:  {\"ready\":true,\"engine\":\"attnscope\",\"model\":...,\"threads\":...,...}\n  \
+    {\"op\":\"prefill\",\"t\":512,\"mode\":\"none\"}                        -> {\"ok\":true,\"seconds\":...}\n  \
+    {\"op\":\"decode\",\"batch\":1,\"context\":512,\"steps\":16,\"mode\":\"none\"} -> {\"ok\":true,\"seconds\":...,\"seconds_per_step\":...}\n  \
+    {\"op\":\"quit\"}                                                 -> {\"ok\":true}, exit (end of input exits too)\n\n\
+    Modes as in `attnscope bench`: none, stats, weights_all, weights_one_layer. Each call is timed exactly as one\n\
+    `attnscope bench` measurement; a bad request gets {\"ok\":false,\"error\":...} and the server goes on.\n\
+    Example: attnscope bench-serve --model llama-100m --threads 2"
+)]
+pub struct BenchServeArgs {
+    /// Named random-weight shape: llama-100m, gpt2-124m, tinyllama-1.1b, llama-3.2-1b, qwen2.5-7b.
+    #[arg(long, conflicts_with = "config", required_unless_present = "config")]
+    pub model: Option<String>,
+    /// A config.json (or a directory holding one) to build a random-weight model from.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Seed of the random weights and prompt token ids.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Compute backend: cpu, auto (a usable GPU, else the CPU), cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Storage dtype on the GPU: bf16, f16 or f32 (the CPU always runs in f32).
+    #[arg(long, default_value = "bf16")]
+    pub dtype: String,
+}
+
 /// Entry point of the binary: parses arguments, runs, prints one-line errors, returns the exit code.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -393,6 +430,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Analyze(AnalyzeCommand::Parallel(args)) => analyze_cmd::analyze_parallel_cmd(args),
         Command::Ablate(args) => ablate_cmd::ablate(*args),
         Command::Bench(args) => bench_cmd::bench(*args),
+        Command::BenchServe(args) => bench_serve_cmd::bench_serve(*args),
         Command::BenchAttention(args) => bench_attention_cmd::bench_attention(*args),
         Command::Doctor(a) => doctor_cmd::doctor(&a),
     };

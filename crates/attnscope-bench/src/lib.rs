@@ -13,6 +13,7 @@ pub mod cost;
 pub mod measure;
 pub mod memory;
 pub mod report;
+pub mod serve;
 pub mod stats;
 pub mod table;
 
@@ -59,18 +60,27 @@ impl Mode {
         }
     }
 
+    /// The mode of one name of [`Mode::as_str`].
+    pub fn from_name(name: &str) -> Result<Mode> {
+        Mode::ALL
+            .into_iter()
+            .find(|m| m.as_str() == name)
+            .ok_or_else(|| {
+                Error::input(format!(
+                    "unknown mode {name:?} (expected none, stats, weights_all or weights_one_layer)"
+                ))
+            })
+    }
+
     /// Parses a comma list such as `none,stats`; duplicates are dropped, order is kept.
     pub fn parse_list(text: &str) -> Result<Vec<Mode>> {
         let mut out = Vec::new();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let mode = Mode::ALL
-                .into_iter()
-                .find(|m| m.as_str() == part)
-                .ok_or_else(|| {
-                    Error::input(format!(
-                        "--modes: unknown mode {part:?} (expected a comma list of none, stats, weights_all, weights_one_layer)"
-                    ))
-                })?;
+            let mode = Mode::from_name(part).map_err(|_| {
+                Error::input(format!(
+                    "--modes: unknown mode {part:?} (expected a comma list of none, stats, weights_all, weights_one_layer)"
+                ))
+            })?;
             if !out.contains(&mode) {
                 out.push(mode);
             }
@@ -205,7 +215,7 @@ pub fn measurement_count(settings: &BenchSettings) -> u64 {
 }
 
 /// Why `slots` positions do not fit a model with a learned position table, if they do not.
-fn positions_exceed(cfg: &ModelConfig, slots: usize) -> Option<usize> {
+pub(crate) fn positions_exceed(cfg: &ModelConfig, slots: usize) -> Option<usize> {
     match (&cfg.position, cfg.max_positions) {
         (PositionEncoding::Learned, Some(max)) if slots > max => Some(max),
         _ => None,
@@ -259,9 +269,7 @@ pub fn run_model(
             ));
             continue;
         }
-        let prompts: Vec<_> = (0..batch)
-            .map(|b| measure::random_prompt(ctx, cfg.vocab_size, settings.seed + 1 + b as u64))
-            .collect();
+        let prompts = measure::decode_prompts(cfg, batch, ctx, settings.seed);
         let what = format!("{label}: decode batch={batch}");
         let samples = interleaved(settings, &what, tick, &mut |mode| {
             measure::decode(model, &prompts, steps, mode)

@@ -3,6 +3,7 @@
 use crate::Mode;
 use crate::memory::with_peak;
 use attnscope_core::Result;
+use attnscope_core::config::ModelConfig;
 use attnscope_core::model::forward::BatchItem;
 use attnscope_core::model::{KvCache, LogitRows, Model};
 use attnscope_core::rng::Rng;
@@ -26,6 +27,19 @@ pub fn random_prompt(n: usize, vocab: usize, seed: u64) -> Vec<SlotInfo> {
     let mut rng = Rng::new(seed);
     (0..n)
         .map(|i| SlotInfo::prompt(rng.below(vocab as u64) as u32, i as i64, -1))
+        .collect()
+}
+
+/// The `batch` prompts of `context` tokens of a decode measurement: prompt `b` is [`random_prompt`] with
+/// seed `seed + 1 + b`.
+pub fn decode_prompts(
+    cfg: &ModelConfig,
+    batch: usize,
+    context: usize,
+    seed: u64,
+) -> Vec<Vec<SlotInfo>> {
+    (0..batch)
+        .map(|b| random_prompt(context, cfg.vocab_size, seed + 1 + b as u64))
         .collect()
 }
 
@@ -124,7 +138,6 @@ pub fn decode(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use attnscope_core::config::ModelConfig;
     use attnscope_core::model::random::random_model;
     use std::path::Path;
 
