@@ -14,6 +14,7 @@
 //! visible tile to the recorder before `P · V`. Each row also yields its log-sum-exp and Σ p·s
 //! (s = scaled score), so that entropy = lse − Σ p·s costs no logarithm per element.
 
+mod few_rows;
 mod softmax;
 pub mod tiles;
 
@@ -217,14 +218,45 @@ fn head_attention(
     buf.out.clear();
     buf.out.resize(inp.n_new * hd, 0.0);
     let mut rec = rec.filter(|r| r.is_active());
-    for start in (0..inp.n_new).step_by(sizes.q) {
-        let rows = start..(start + sizes.q).min(inp.n_new);
+    // A recorded block keeps its scores over all keys: fewer rows when the context is long, so that the
+    // block stays in L2 and a head's buffer stays small (2 MiB at 32k keys; the online path holds one tile
+    // whatever the length).
+    let keys = inp.q_start + inp.n_new;
+    let block = match rec {
+        Some(_) => (RECORDED_BLOCK_FLOATS / keys.max(1))
+            .clamp(16, sizes.q.max(16))
+            .min(sizes.q),
+        None => sizes.q,
+    };
+    for start in (0..inp.n_new).step_by(block) {
+        let rows = start..(start + block).min(inp.n_new);
         match rec.as_deref_mut() {
             Some(r) => recorded_block(&ops, rows, r, buf, sizes.k),
             None => online_block(&ops, rows, buf, sizes.k),
         }
     }
 }
+
+/// A tile's scores `s` (rows `stride` apart) = scale · Q Kᵀ: gemm, or dot products for a few rows.
+fn tile_scores(s: &mut [f32], stride: usize, q: MatRef, k_t: MatRef, scale: f32) {
+    if q.rows <= few_rows::FEW_ROWS {
+        few_rows::scores(s, stride, q, k_t, scale);
+    } else {
+        matmul(s, stride, q, k_t, scale, false);
+    }
+}
+
+/// `o` (`[rows, head_dim]`) += P · V: gemm, or scaled value rows for a few rows.
+fn tile_accumulate(o: &mut [f32], hd: usize, p: MatRef, v: MatRef) {
+    if p.rows <= few_rows::FEW_ROWS {
+        few_rows::accumulate(o, p.data, p.row_stride, v);
+    } else {
+        matmul_add(o, hd, p, v, 1.0);
+    }
+}
+
+/// Scores a recorded block may hold: 128 rows × 1024 keys of f32 (512 KiB, a quarter of a core's L2).
+const RECORDED_BLOCK_FLOATS: usize = 128 * 1024;
 
 /// The key tiles of a block of query slots `qs`: from the first key its first row sees to its last row.
 fn key_tiles(
@@ -257,19 +289,18 @@ fn online_block(ops: &HeadOperands, rows: Range<usize>, buf: &mut HeadScratch, t
         let cols = ks.len();
         buf.scores.resize(n * cols, 0.0);
         let s = &mut buf.scores[..n * cols];
-        matmul(
+        tile_scores(
             s,
             cols,
             ops.q(rows.clone()),
             ops.k_t(ks.clone()),
             inp.shape.scale,
-            false,
         );
         if let TileVisibility::Partial { groups } = vis {
             mask_tile(&inp.mask, s, cols, qs.clone(), ks.clone(), groups);
         }
         softmax::online_tile(s, &mut buf.max, &mut buf.sum, o);
-        matmul_add(o, hd, MatRef::row_major(s, n, cols), ops.v(ks), 1.0);
+        tile_accumulate(o, hd, MatRef::row_major(s, n, cols), ops.v(ks));
     }
     for (row, &l) in o.chunks_mut(hd).zip(&buf.sum) {
         let inv = 1.0 / l;
@@ -301,13 +332,12 @@ fn recorded_block(
             continue;
         }
         let s = &mut buf.scores[ks.start..];
-        matmul(
+        tile_scores(
             s,
             width,
             ops.q(rows.clone()),
             ops.k_t(ks.clone()),
             inp.shape.scale,
-            false,
         );
         if let TileVisibility::Partial { groups } = vis {
             mask_tile(&inp.mask, s, width, qs.clone(), ks.clone(), groups);
@@ -347,7 +377,7 @@ fn recorded_block(
             row_stride: width,
             col_stride: 1,
         };
-        matmul_add(o, hd, p, ops.v(ks.clone()), 1.0);
+        tile_accumulate(o, hd, p, ops.v(ks.clone()));
     }
 }
 
