@@ -81,7 +81,7 @@ pub fn accumulate(o: &mut [f32], p: &[f32], stride: usize, v: MatRef) {
             }
         }
     }
-    assert!(v.col_stride == 1 && o.len() % v.cols.max(1) == 0);
+    assert!(v.col_stride == 1 && o.len().is_multiple_of(v.cols.max(1)));
     Arch::new().dispatch(Op { o, p, stride, v })
 }
 
