@@ -58,7 +58,7 @@ fn matmuls(c: &mut Criterion) {
 
     let mut g = configure(c, "linear");
     let lin = Linear {
-        weight: values(2048 * 768, 3),
+        weight: values(2048 * 768, 3).into(),
         bias: Some(values(2048, 4)),
         in_dim: 768,
         out_dim: 2048,

@@ -260,6 +260,7 @@ fn residual<E: Elem>(gpu: &Gpu) {
         let bias = round_to::<E>(&values(dim, 35));
         let mut eye = vec![0.0f32; dim * dim];
         eye.iter_mut().step_by(dim + 1).for_each(|v| *v = 1.0);
+        let eye = eye.into();
         let mut want = Vec::new();
         project(&x, rows, &eye, dim, dim, Some(&bias), &mut want);
         let want: Vec<f32> = want.iter().map(|&v| E::from_f32(v).to_f32()).collect();

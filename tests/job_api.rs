@@ -7,6 +7,7 @@ mod common;
 use attnscope_core::input::SequenceInput;
 use attnscope_core::run::GenerateOptions;
 use attnscope_cuda::{DeviceRequest, GpuDtype};
+use attnscope_job::DtypeRequest;
 use attnscope_job::{
     AblationJob, AblationModeRequest, AblationPrompt, AblationTargets, CaptureRequest, Job,
     JobInputs, Quiet, Session,
@@ -21,7 +22,12 @@ const SPEC: &str = r#"{"sequences": [
 ]}"#;
 
 fn session(name: &str) -> Session {
-    Session::open(&fixture(name), DeviceRequest::Cpu, GpuDtype::F32).unwrap()
+    Session::open(
+        &fixture(name),
+        DeviceRequest::Cpu,
+        DtypeRequest::Explicit(GpuDtype::F32),
+    )
+    .unwrap()
 }
 
 fn job(spec_path: &std::path::Path) -> Job {

@@ -5,13 +5,15 @@
 use crate::cli::{AblateArgs, AblationModeArg, model_dir};
 use attnscope_core::Error;
 use attnscope_core::Result;
-use attnscope_cuda::{DeviceRequest, GpuDtype};
-use attnscope_job::{AblationJob, AblationModeRequest, AblationPrompt, AblationTargets, Session};
+use attnscope_cuda::DeviceRequest;
+use attnscope_job::{
+    AblationJob, AblationModeRequest, AblationPrompt, AblationTargets, DtypeRequest, Session,
+};
 
 /// Runs `ablate`.
 pub fn ablate(args: AblateArgs) -> Result<()> {
     let device = DeviceRequest::parse(&args.device)?;
-    let dtype = GpuDtype::parse(&args.dtype)?;
+    let dtype = DtypeRequest::parse(&args.dtype)?;
     let session = Session::open(&model_dir(args.model.clone(), false), device, dtype)?;
     session.notes.iter().for_each(|n| eprintln!("{n}"));
     let prompt = match (&args.prompt, &args.input) {

@@ -7,7 +7,7 @@ use attnscope_bench::{BenchSettings, Mode, ModelSource, measurement_count, plan,
 use attnscope_core::Error;
 use attnscope_core::Result;
 use attnscope_cuda::{DeviceRequest, GpuDtype};
-use attnscope_job::Placement;
+use attnscope_job::{DtypeRequest, Placement};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::Path;
@@ -91,7 +91,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
 /// Rejects flag values that cannot work, before any model is built.
 fn check_flags(args: &BenchArgs) -> Result<BenchSettings> {
     let device = DeviceRequest::parse(&args.device)?;
-    let dtype = GpuDtype::parse(&args.dtype)?;
+    let dtype = DtypeRequest::parse(&args.dtype)?.gpu();
     let positive = |flag: &str, values: &[usize]| -> Result<()> {
         if values.is_empty() {
             return Err(Error::input(format!("{flag}: empty list")));

@@ -149,8 +149,9 @@ pub struct AblateArgs {
     /// Compute backend: auto (a usable GPU, else the CPU), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// Storage dtype on the GPU: bf16, f16 or f32 (the CPU always runs in f32).
-    #[arg(long, default_value = "bf16")]
+    /// Storage dtype: auto (bf16 on the GPU, f32 on the CPU), bf16, f16 or f32. On the CPU an explicit
+    /// bf16/f16 stores the linear layers and embeddings in it (half the memory), computed in f32.
+    #[arg(long, default_value = "auto")]
     pub dtype: String,
 }
 
@@ -271,9 +272,10 @@ pub struct RunArgs {
     /// Compute backend: auto (a usable GPU, else the CPU), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// Storage dtype of weights, activations and KV cache on the GPU: bf16, f16 or f32 (kernels compute in
-    /// f32). The CPU always runs in f32.
-    #[arg(long, default_value = "bf16")]
+    /// Storage dtype: auto (bf16 on the GPU, f32 on the CPU), bf16, f16 or f32. On the GPU: weights,
+    /// activations and KV cache (kernels compute in f32). On the CPU an explicit bf16/f16 stores the linear
+    /// layers and embeddings in it (half the memory), computed in f32; the rest stays f32.
+    #[arg(long, default_value = "auto")]
     pub dtype: String,
     /// Worker threads (default: all cores).
     #[arg(long)]
@@ -380,8 +382,9 @@ pub struct BenchArgs {
     /// Compute backend: auto (a usable GPU, else the CPU), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// Storage dtype on the GPU: bf16, f16 or f32 (the CPU always runs in f32).
-    #[arg(long, default_value = "bf16")]
+    /// Storage dtype on the GPU: auto (= bf16), bf16, f16 or f32. The CPU measures f32 weights (its random
+    /// models are built in f32; `run --dtype bf16` stores a checkpoint's weights as bf16 on the CPU).
+    #[arg(long, default_value = "auto")]
     pub dtype: String,
     /// No progress bar.
     #[arg(long, short = 'q')]

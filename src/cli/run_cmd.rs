@@ -9,10 +9,10 @@ use attnscope_core::run::GenerateOptions;
 use attnscope_core::run::parallel::{ParallelOptions, SetDistribution};
 use attnscope_core::sampling::SamplerConfig;
 use attnscope_core::slots::Visibility;
-use attnscope_cuda::{DeviceRequest, GpuDtype};
+use attnscope_cuda::DeviceRequest;
 use attnscope_io::manifest::Manifest;
 use attnscope_job::manifest::unix_seconds;
-use attnscope_job::{CaptureRequest, Job, JobInputs, Progress, Session};
+use attnscope_job::{CaptureRequest, DtypeRequest, Job, JobInputs, Progress, Session};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 
@@ -32,7 +32,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         .unwrap_or_else(|| PathBuf::from(format!("runs/run-{}", unix_seconds())));
     let (device, dtype) = (
         DeviceRequest::parse(&args.device)?,
-        GpuDtype::parse(&args.dtype)?,
+        DtypeRequest::parse(&args.dtype)?,
     );
     let open = || {
         let session = Session::open(&model_dir(args.model.clone(), args.quiet), device, dtype)?;
@@ -121,7 +121,7 @@ fn check_flags(args: &RunArgs) -> Result<()> {
         return Err(Error::input("--threads: must be at least 1"));
     }
     DeviceRequest::parse(&args.device)?;
-    GpuDtype::parse(&args.dtype)?;
+    DtypeRequest::parse(&args.dtype)?;
     Ok(())
 }
 

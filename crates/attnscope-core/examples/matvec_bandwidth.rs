@@ -6,11 +6,12 @@
 //!
 //! (a) a rayon sum over a 1 GiB f32 array (all of rayon's threads); (b) for each weight shape `[out, in]` and
 //! t = 1 and 8 input rows: GB/s of weight bytes streamed, the median (and range) of RUNS runs (default 9),
-//! old and new alternated. Each run passes over enough copies of the matrix (≥ 1 GiB in all, like the
+//! old and new (f32 weights) and new with bf16 weights, alternated. Each run passes over enough copies of the matrix (≥ 1 GiB in all, like the
 //! layers of a model; the L3 of the machine measured holds 260 MiB) that the weights come from memory, not
 //! from the caches. Other processes on the machine show up in the ranges; the load average is printed.
 
 use attnscope_core::model::matvec::project_few_rows;
+use attnscope_core::weights::{StorageDtype, WeightMatrix};
 use rayon::prelude::*;
 use std::time::Instant;
 
@@ -132,10 +133,11 @@ fn main() {
         );
     }
 
-    // (b) The mat-vec on llama-100m-like and tinyllama shapes.
+    // (b) The mat-vec on llama-100m-like and tinyllama shapes: old and new with f32 weights, and the new
+    // one with bf16 weights (GB/s of the bf16 bytes streamed; "bf16 ×" is the speed-up in time over f32).
     println!(
-        "{:>12} {:>3} {:>22} {:>22} {:>7}",
-        "[out, in]", "t", "old GB/s (range)", "new GB/s (range)", "new/old"
+        "{:>12} {:>3} {:>20} {:>20} {:>7} {:>20} {:>7}",
+        "[out, in]", "t", "old f32 GB/s", "new f32 GB/s", "new/old", "new bf16 GB/s", "bf16 ×"
     );
     for (out_dim, in_dim) in [
         (768, 768),
@@ -145,41 +147,63 @@ fn main() {
         (2048, 2048),
         (5632, 2048),
     ] {
-        let bytes = out_dim * in_dim * 4;
-        let copies = (1usize << 30).div_ceil(bytes).max(2);
-        let weights: Vec<Vec<f32>> = (0..copies)
+        let elements = out_dim * in_dim;
+        let copies = (1usize << 30).div_ceil(elements * 4).max(2);
+        let f32_weights: Vec<WeightMatrix> = (0..copies)
             .map(|c| {
-                (0..out_dim * in_dim)
+                (0..elements)
                     .map(|i| ((i * 7 + c) % 23) as f32 / 23.0 - 0.5)
-                    .collect()
+                    .collect::<Vec<f32>>()
+                    .into()
+            })
+            .collect();
+        let bf16_weights: Vec<WeightMatrix> = (0..2 * copies)
+            .map(|c| {
+                let v = (0..elements).map(|i| ((i * 7 + c) % 23) as f32 / 23.0 - 0.5);
+                WeightMatrix::from_f32(v.collect(), StorageDtype::Bf16)
             })
             .collect();
         for t in [1usize, 8] {
             let x: Vec<f32> = (0..t * in_dim).map(|i| (i % 13) as f32 / 13.0).collect();
             let mut out = vec![0.0f32; t * out_dim];
-            let time = |new: bool, out: &mut [f32]| {
+            let mut time = |which: usize| {
+                let weights = if which == 2 {
+                    &bf16_weights
+                } else {
+                    &f32_weights
+                };
                 let start = Instant::now();
-                for w in &weights {
-                    if new {
-                        project_few_rows(&x, t, w, in_dim, out_dim, out);
-                    } else {
-                        baseline::project_few_rows(&x, t, w, in_dim, out_dim, out);
+                for w in weights {
+                    match (which, w.as_f32()) {
+                        (0, Some(w)) => {
+                            baseline::project_few_rows(&x, t, w, in_dim, out_dim, &mut out)
+                        }
+                        _ => project_few_rows(&x, t, w, in_dim, out_dim, &mut out),
                     }
                 }
-                (copies * bytes) as f64 / start.elapsed().as_secs_f64() / 1e9
+                let bytes: usize = weights.iter().map(WeightMatrix::stored_bytes).sum();
+                bytes as f64 / start.elapsed().as_secs_f64() / 1e9
             };
-            time(false, &mut out);
-            time(true, &mut out);
-            let (mut old, mut new) = (Vec::new(), Vec::new());
-            for _ in 0..runs {
-                old.push(time(false, &mut out));
-                new.push(time(true, &mut out));
+            let mut gbs = [Vec::new(), Vec::new(), Vec::new()];
+            for round in 0..=runs {
+                for (which, g) in gbs.iter_mut().enumerate() {
+                    let v = time(which);
+                    if round > 0 {
+                        g.push(v); // round 0 warms up
+                    }
+                }
             }
-            let ((om, ol, oh), (nm, nl, nh)) = (summary(old), summary(new));
+            let [old, new, bf16] = gbs.map(summary);
+            let cell = |(m, l, h): (f64, f64, f64)| format!("{m:.1} ({l:.1}–{h:.1})");
             println!(
-                "{:>12} {t:>3} {om:>8.1} ({ol:>5.1}–{oh:>5.1}) {nm:>8.1} ({nl:>5.1}–{nh:>5.1}) {:>6.2}×",
+                "{:>12} {t:>3} {:>20} {:>20} {:>6.2}× {:>20} {:>6.2}×",
                 format!("[{out_dim}, {in_dim}]"),
-                nm / om
+                cell(old),
+                cell(new),
+                new.0 / old.0,
+                cell(bf16),
+                // time per matrix: f32 bytes / f32 GB/s over bf16 bytes / bf16 GB/s
+                2.0 * new.0.recip() / bf16.0.recip()
             );
         }
     }

@@ -13,5 +13,5 @@ pub use ablation::{
     AblationJob, AblationModeRequest, AblationPrompt, AblationResult, AblationTargets,
 };
 pub use job::{CaptureRequest, Job, JobInputs, JobResults, Progress, Quiet};
-pub use placement::{Placement, place};
+pub use placement::{DtypeRequest, Placement, place};
 pub use session::Session;

@@ -2,11 +2,12 @@
 //! Opening a session is the first step of every job; a Python session or a sweep worker keeps one open
 //! across many jobs.
 
-use crate::placement::{Placement, place};
+use crate::placement::{DtypeRequest, Placement, place, runs_on_cpu};
 use attnscope_core::Error;
 use attnscope_core::Result;
 use attnscope_core::model::Model;
 use attnscope_core::tokenizer::TextTokenizer;
+use attnscope_core::weights::StorageDtype;
 use attnscope_cuda::{DeviceRequest, GpuDtype};
 use std::path::Path;
 use std::time::Instant;
@@ -23,11 +24,19 @@ pub struct Session {
 }
 
 impl Session {
-    /// Loads the model directory `dir` (config.json, safetensors, tokenizer) and places it.
-    pub fn open(dir: &Path, device: DeviceRequest, dtype: GpuDtype) -> Result<Session> {
+    /// Loads the model directory `dir` (config.json, safetensors, tokenizer) and places it. On the CPU an
+    /// explicit bf16/f16 `dtype` is the storage of the linear layers and the embedding table, loaded so
+    /// tensor by tensor; for a GPU the host copy is f32, as before. (`auto` falling back to the CPU after a
+    /// GPU failed keeps f32.)
+    pub fn open(dir: &Path, device: DeviceRequest, dtype: DtypeRequest) -> Result<Session> {
         let started = Instant::now();
-        let mut model = Model::load(dir)?;
-        let placement = place(&mut model, device, dtype)?;
+        let storage = if runs_on_cpu(device) {
+            dtype.cpu_weights()
+        } else {
+            StorageDtype::F32
+        };
+        let mut model = Model::load_as(dir, storage)?;
+        let placement = place(&mut model, device, dtype.gpu())?;
         let tokenizer = TextTokenizer::from_dir(dir)?;
         Session::assemble(model, tokenizer, placement, started)
     }

@@ -12,15 +12,18 @@ use crate::model::backend::{
 use crate::model::ops::{activate, activation, add_in_place, linear, norm, norm_row, project};
 use crate::model::rope::Rope;
 use crate::slots::SlotInfo;
-use crate::weights::{Linear, ModelWeights, Norm};
+use crate::weights::{Linear, ModelWeights, Norm, StorageDtype, WeightMatrix};
 use rayon::prelude::*;
 use std::any::Any;
 use std::ops::Range;
 use std::sync::Arc;
 
-/// The host, in f32.
+/// The host, computing in f32; `weights` is the storage dtype of the linear layers and the embedding table
+/// (bf16/f16 are widened to f32 as they are read).
 #[derive(Clone, Copy, Debug, Default)]
-pub struct CpuBackend;
+pub struct CpuBackend {
+    pub weights: StorageDtype,
+}
 
 /// Keys and values of every layer on the host, `[capacity, kv_dim]` each.
 #[derive(Clone, Debug)]
@@ -93,7 +96,7 @@ impl Backend for CpuBackend {
     type Buf = Vec<f32>;
     type Linear = Linear;
     type Norm = Norm;
-    type Table = Vec<f32>;
+    type Table = WeightMatrix;
     type Rope = Rope;
     type Kv = CpuKv;
     type Scratch = CpuScratch;
@@ -102,7 +105,10 @@ impl Backend for CpuBackend {
         DeviceInfo {
             device: "cpu".into(),
             name: None,
-            dtype: "f32".into(),
+            dtype: match self.weights {
+                StorageDtype::F32 => "f32".into(),
+                other => format!("f32 (weights {})", other.as_str()),
+            },
         }
     }
 
@@ -147,8 +153,8 @@ impl Backend for CpuBackend {
     fn embed(
         &self,
         scratch: &CpuScratch,
-        embed: &Vec<f32>,
-        pos_embed: Option<&Vec<f32>>,
+        embed: &WeightMatrix,
+        pos_embed: Option<&WeightMatrix>,
         x: &mut Vec<f32>,
         rows: usize,
     ) -> Result<()> {
@@ -158,9 +164,10 @@ impl Backend for CpuBackend {
         let tokens_positions = scratch.tokens.iter().zip(&scratch.positions);
         for (row, (&t, &p)) in x.chunks_mut(h).zip(tokens_positions) {
             let t = t as usize;
-            row.copy_from_slice(&embed[t * h..(t + 1) * h]);
+            embed.read_f32(t * h, row);
             if let Some(wpe) = pos_embed {
                 let p = p as usize;
+                let wpe = wpe.to_f32();
                 row.iter_mut()
                     .zip(&wpe[p * h..(p + 1) * h])
                     .for_each(|(a, b)| *a += b);

@@ -98,7 +98,10 @@ impl Engine<CpuBackend> {
     /// The model on the host: shares `weights`, which the CPU computes with as they are.
     pub fn on_cpu(weights: &Arc<ModelWeights>, rope: Option<&Rope>) -> Engine<CpuBackend> {
         let intermediate = weights.layers.first().map_or(0, |l| l.up.out_dim);
-        Engine::assemble(CpuBackend, weights.clone(), rope.cloned(), intermediate)
+        let backend = CpuBackend {
+            weights: weights.storage(),
+        };
+        Engine::assemble(backend, weights.clone(), rope.cloned(), intermediate)
     }
 }
 

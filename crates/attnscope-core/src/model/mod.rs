@@ -20,13 +20,14 @@ use crate::config::{ModelConfig, PositionEncoding};
 use crate::model::backend::{Backend, DeviceInfo};
 use crate::model::engine::{Engine, Executor};
 use crate::slots::{SlotInfo, Visibility};
-use crate::weights::{ModelWeights, WeightsInfo, load_weights};
+use crate::weights::{ModelWeights, StorageDtype, WeightsInfo, load_weights};
 use rope::Rope;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// A loaded model: config, host f32 weights and rotary frequencies, placed on a backend (the CPU until
-/// [`Model::use_backend`] moves it) that runs every forward pass.
+/// A loaded model: config, host weights (f32; linear layers and embeddings optionally bf16/f16) and rotary
+/// frequencies, placed on a backend (the CPU until [`Model::use_backend`] moves it) that runs every forward
+/// pass.
 pub struct Model {
     pub dir: PathBuf,
     pub cfg: ModelConfig,
@@ -37,10 +38,16 @@ pub struct Model {
 }
 
 impl Model {
-    /// Loads `dir/config.json` and the safetensors weights it calls for, on the CPU.
+    /// Loads `dir/config.json` and the safetensors weights it calls for, on the CPU, in f32.
     pub fn load(dir: &Path) -> Result<Model> {
+        Model::load_as(dir, StorageDtype::F32)
+    }
+
+    /// [`Model::load`] with the linear layers and the embedding table stored as `storage` (computed in
+    /// f32), converted tensor by tensor from the mapped checkpoint.
+    pub fn load_as(dir: &Path, storage: StorageDtype) -> Result<Model> {
         let cfg = ModelConfig::from_dir(dir)?;
-        let (weights, info) = load_weights(dir, &cfg)?;
+        let (weights, info) = load_weights(dir, &cfg, storage)?;
         Ok(Model::from_parts(dir, cfg, weights, info))
     }
 

@@ -4,7 +4,7 @@
 
 use crate::config::{Activation, NormKind};
 use crate::model::matvec::{SMALL_BATCH_ROWS, project_few_rows};
-use crate::weights::{Linear, Norm};
+use crate::weights::{Linear, Norm, WeightMatrix};
 use rayon::prelude::*;
 
 /// A read-only strided view of a matrix: element (r, c) is `data[r * row_stride + c * col_stride]`.
@@ -137,7 +137,7 @@ pub fn linear(x: &[f32], t: usize, lin: &Linear, out: &mut Vec<f32>) {
 pub fn project(
     x: &[f32],
     t: usize,
-    weight: &[f32],
+    weight: &WeightMatrix,
     in_dim: usize,
     out_dim: usize,
     bias: Option<&[f32]>,
@@ -147,21 +147,78 @@ pub fn project(
     out.resize(t * out_dim, 0.0);
     if t <= SMALL_BATCH_ROWS {
         project_few_rows(&x[..t * in_dim], t, weight, in_dim, out_dim, out);
+    } else if let Some(w) = weight.as_f32() {
+        project_gemm(&x[..t * in_dim], t, w, in_dim, out_dim, out, 0);
     } else {
-        let a = MatRef::row_major(&x[..t * in_dim], t, in_dim);
-        let w_t = MatRef {
-            data: weight,
-            rows: in_dim,
-            cols: out_dim,
-            row_stride: 1,
-            col_stride: in_dim,
-        };
-        matmul(out, out_dim, a, w_t, 1.0, true);
+        project_converted(&x[..t * in_dim], t, weight, in_dim, out_dim, out);
     }
     if let Some(bias) = bias {
         out.par_chunks_mut(out_dim)
             .for_each(|row| row.iter_mut().zip(bias).for_each(|(y, b)| *y += b));
     }
+}
+
+/// Columns `first..first + rows` of out `[t, out_dim]` = x · wᵀ for `w` the f32 rows `first..` of the
+/// weight (`[rows, in_dim]`), through gemm.
+fn project_gemm(
+    x: &[f32],
+    t: usize,
+    w: &[f32],
+    in_dim: usize,
+    out_dim: usize,
+    out: &mut [f32],
+    first: usize,
+) {
+    let rows = w.len() / in_dim.max(1);
+    let a = MatRef::row_major(x, t, in_dim);
+    let w_t = MatRef {
+        data: w,
+        rows: in_dim,
+        cols: rows,
+        row_stride: 1,
+        col_stride: in_dim,
+    };
+    matmul(&mut out[first..], out_dim, a, w_t, 1.0, true);
+}
+
+/// Elements of weight converted to f32 per gemm call of [`project_converted`] (1 MiB, within L2).
+const CONVERTED_BLOCK_ELEMENTS: usize = 1 << 18;
+
+/// [`project`] for t > [`SMALL_BATCH_ROWS`] and a bf16/f16 weight: blocks of weight rows are converted to
+/// f32 into a per-thread buffer, in parallel, and each block goes through gemm as f32 weights would.
+fn project_converted(
+    x: &[f32],
+    t: usize,
+    weight: &WeightMatrix,
+    in_dim: usize,
+    out_dim: usize,
+    out: &mut [f32],
+) {
+    if in_dim == 0 {
+        return; // `out` is already zero
+    }
+    thread_local! {
+        static CONVERTED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let block_rows = (CONVERTED_BLOCK_ELEMENTS / in_dim).clamp(64, out_dim.max(64));
+    CONVERTED.with(|cell| {
+        let mut own = Vec::new();
+        let mut borrowed = cell.try_borrow_mut();
+        let buf: &mut Vec<f32> = match borrowed.as_mut() {
+            Ok(buf) => buf,
+            Err(_) => &mut own,
+        };
+        for first in (0..out_dim).step_by(block_rows) {
+            let rows = block_rows.min(out_dim - first);
+            buf.resize(rows * in_dim, 0.0);
+            let block = &mut buf[..rows * in_dim];
+            block
+                .par_chunks_mut(in_dim)
+                .enumerate()
+                .for_each(|(r, row)| weight.read_f32((first + r) * in_dim, row));
+            project_gemm(x, t, block, in_dim, out_dim, out, first);
+        }
+    });
 }
 
 /// Normalises each row of `x` (width = weight length) into `out`.
@@ -289,11 +346,41 @@ mod tests {
         }
     }
 
+    /// t > 16 with bf16/f16 weights (blocks converted to f32, then gemm) against gemm on the same values
+    /// in f32, for odd shapes and an out_dim of several conversion blocks.
+    #[test]
+    fn converted_gemm_matches_f32_storage() {
+        use crate::weights::StorageDtype;
+        for &(t, k, n) in &[(17, 13, 70), (33, 100, 129), (20, 1, 5), (17, 3000, 700)] {
+            let x: Vec<f32> = (0..t * k)
+                .map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0)
+                .collect();
+            let w: Vec<f32> = (0..n * k)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 51.0)
+                .collect();
+            let bias: Vec<f32> = (0..n).map(|i| i as f32 / 7.0).collect();
+            for dtype in [StorageDtype::Bf16, StorageDtype::F16] {
+                let stored = WeightMatrix::from_f32(w.clone(), dtype);
+                let exact = WeightMatrix::from(stored.to_f32().into_owned());
+                let (mut got, mut want) = (Vec::new(), Vec::new());
+                project(&x, t, &stored, k, n, Some(&bias), &mut got);
+                project(&x, t, &exact, k, n, Some(&bias), &mut want);
+                assert_eq!(got.len(), t * n);
+                for (a, b) in got.iter().zip(&want) {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                        "{dtype:?} t={t} k={k} n={n}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn linear_uses_out_in_layout_and_bias() {
         // W = [[1, 2], [3, 4], [5, 6]] (out 3, in 2), b = [0.5, 0, -1]
         let lin = Linear {
-            weight: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            weight: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0].into(),
             bias: Some(vec![0.5, 0.0, -1.0]),
             in_dim: 2,
             out_dim: 3,

@@ -16,6 +16,7 @@ use crate::model::Model;
 use crate::rng::{splitmix64, unit_f32};
 use crate::weights::{LayerWeights, Linear, ModelWeights, Norm, WeightsInfo};
 use rayon::prelude::*;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -151,7 +152,12 @@ const QWEN2_5_7B: &str = r#"{
 
 /// The config of a named shape (see [`NAMED_MODELS`]), parsed from its `config.json` text.
 pub fn named_config(name: &str) -> Result<ModelConfig> {
-    let text = match name {
+    ModelConfig::from_json_str(Path::new(name), named_config_json(name)?)
+}
+
+/// The `config.json` text of a named shape (see [`NAMED_MODELS`]).
+pub fn named_config_json(name: &str) -> Result<&'static str> {
+    Ok(match name {
         "llama-100m" => LLAMA_100M,
         "gpt2-124m" => GPT2_124M,
         "tinyllama-1.1b" => TINYLLAMA_1_1B,
@@ -163,8 +169,7 @@ pub fn named_config(name: &str) -> Result<ModelConfig> {
                 NAMED_MODELS.join(", ")
             )));
         }
-    };
-    ModelConfig::from_json_str(Path::new(name), text)
+    })
 }
 
 /// Elements per independently seeded chunk of a tensor.
@@ -207,11 +212,13 @@ impl Filler {
     /// A linear layer `[out_dim, in_dim]` with std `1/sqrt(in_dim)` and, when asked, a small bias.
     fn linear(&self, name: &str, in_dim: usize, out_dim: usize, bias: bool) -> Linear {
         Linear {
-            weight: self.uniform(
-                &format!("{name}.weight"),
-                in_dim * out_dim,
-                1.0 / (in_dim as f32).sqrt(),
-            ),
+            weight: self
+                .uniform(
+                    &format!("{name}.weight"),
+                    in_dim * out_dim,
+                    1.0 / (in_dim as f32).sqrt(),
+                )
+                .into(),
             bias: bias.then(|| self.uniform(&format!("{name}.bias"), out_dim, 0.01)),
             in_dim,
             out_dim,
@@ -234,9 +241,11 @@ pub fn random_weights(cfg: &ModelConfig, seed: u64) -> ModelWeights {
     let q_dim = cfg.n_heads * cfg.head_dim;
     let kv_dim = cfg.n_kv_heads * cfg.head_dim;
     let inter = cfg.intermediate_size;
-    let embed = f.uniform("embed", cfg.vocab_size * h, 0.02);
-    let pos_embed = (cfg.position == PositionEncoding::Learned)
-        .then(|| f.uniform("pos_embed", cfg.max_positions.unwrap_or(0) * h, 0.02));
+    let embed = f.uniform("embed", cfg.vocab_size * h, 0.02).into();
+    let pos_embed = (cfg.position == PositionEncoding::Learned).then(|| {
+        f.uniform("pos_embed", cfg.max_positions.unwrap_or(0) * h, 0.02)
+            .into()
+    });
     let layers = (0..cfg.n_layers)
         .map(|i| {
             let l = format!("layers.{i}");
@@ -271,18 +280,18 @@ pub fn random_weights(cfg: &ModelConfig, seed: u64) -> ModelWeights {
     }
 }
 
-/// Every tensor of `w`, in a fixed order.
-fn tensors(w: &ModelWeights) -> Vec<&[f32]> {
-    fn linear<'a>(out: &mut Vec<&'a [f32]>, l: &'a Linear) {
-        out.push(&l.weight);
-        out.extend(l.bias.as_deref());
+/// Every tensor of `w`, in a fixed order, in f32.
+fn tensors(w: &ModelWeights) -> Vec<Cow<'_, [f32]>> {
+    fn linear<'a>(out: &mut Vec<Cow<'a, [f32]>>, l: &'a Linear) {
+        out.push(l.weight.to_f32());
+        out.extend(l.bias.as_deref().map(Cow::Borrowed));
     }
-    fn norm<'a>(out: &mut Vec<&'a [f32]>, n: &'a Norm) {
-        out.push(&n.weight);
-        out.extend(n.bias.as_deref());
+    fn norm<'a>(out: &mut Vec<Cow<'a, [f32]>>, n: &'a Norm) {
+        out.push(Cow::Borrowed(&n.weight));
+        out.extend(n.bias.as_deref().map(Cow::Borrowed));
     }
-    let mut out: Vec<&[f32]> = vec![&w.embed];
-    out.extend(w.pos_embed.as_deref());
+    let mut out: Vec<Cow<'_, [f32]>> = vec![w.embed.to_f32()];
+    out.extend(w.pos_embed.as_ref().map(|p| p.to_f32()));
     for l in &w.layers {
         norm(&mut out, &l.attn_norm);
         for lin in [&l.q, &l.k, &l.v, &l.o] {
@@ -474,7 +483,10 @@ mod tests {
         assert_ne!(a.embed, c.embed);
         assert_ne!(a.layers[1].down.weight, c.layers[1].down.weight);
         // Distinct tensors of one model are not copies of each other.
-        assert_ne!(a.layers[0].q.weight[..64], a.layers[1].q.weight[..64]);
+        assert_ne!(
+            a.layers[0].q.weight.to_f32()[..64],
+            a.layers[1].q.weight.to_f32()[..64]
+        );
         // Large tensors (several chunks) differ between chunks and have the requested scale.
         let f = Filler { seed: 5 };
         let big = f.uniform("big", 3 * CHUNK + 17, 0.5);

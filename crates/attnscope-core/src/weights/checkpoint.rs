@@ -1,12 +1,14 @@
 //! Reading safetensors checkpoints (single file or sharded via `model.safetensors.index.json`),
-//! memory-mapped, converted to f32, with every error naming the file and tensor.
+//! memory-mapped, converted to f32 (large matrices: to their storage dtype, tensor by tensor), with every
+//! error naming the file and tensor.
 
 use crate::Error;
 use crate::Result;
 use crate::config::NormKind;
-use crate::weights::{Linear, Norm, WeightsInfo};
+use crate::weights::{Linear, Norm, StorageDtype, WeightMatrix, WeightsInfo};
 use memmap2::Mmap;
 use rayon::prelude::*;
+use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -111,8 +113,8 @@ impl Tensors<'_> {
             .unwrap_or(Path::new("model.safetensors"))
     }
 
-    /// Loads a tensor as f32, checking its shape.
-    fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    /// A tensor of the given shape (checked) and the file it is in.
+    fn view(&self, name: &str, shape: &[usize]) -> Result<(TensorView<'_>, &Path)> {
         let Some(&i) = self.by_name.get(name) else {
             return Err(Error::weights(
                 self.file_for_errors(),
@@ -132,7 +134,21 @@ impl Tensors<'_> {
                 ),
             ));
         }
+        Ok((view, path))
+    }
+
+    /// Loads a tensor as f32, checking its shape.
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let (view, path) = self.view(name, shape)?;
         to_f32(view.dtype(), view.data())
+            .map_err(|m| Error::weights(path, format!("tensor `{name}`: {m}")))
+    }
+
+    /// Loads a tensor straight into `storage` (a copy when the checkpoint has that dtype already; never the
+    /// whole tensor in f32 first), checking its shape.
+    fn matrix(&self, name: &str, shape: &[usize], storage: StorageDtype) -> Result<WeightMatrix> {
+        let (view, path) = self.view(name, shape)?;
+        to_matrix(view.dtype(), view.data(), storage)
             .map_err(|m| Error::weights(path, format!("tensor `{name}`: {m}")))
     }
 
@@ -179,38 +195,61 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Elements converted per parallel task.
+const CHUNK: usize = 1 << 16;
+
+/// Decodes one little-endian element to f32.
+type Decode = fn(&[u8]) -> f32;
+
+/// Bytes per element and the little-endian decoder of a checkpoint dtype.
+fn decoder(dtype: Dtype) -> std::result::Result<(usize, Decode), String> {
+    match dtype {
+        Dtype::F32 => Ok((4, |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+        Dtype::F16 => Ok((2, |b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())),
+        Dtype::BF16 => Ok((2, |b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())),
+        other => Err(format!(
+            "unsupported dtype {other:?} (supported: F32, F16, BF16)"
+        )),
+    }
+}
+
+/// Decodes every element of `data` and maps it, in parallel chunks.
+fn decode_map<T: Send>(data: &[u8], size: usize, decode: impl Fn(&[u8]) -> T + Sync) -> Vec<T> {
+    data.par_chunks(size * CHUNK)
+        .flat_map_iter(|c| c.chunks_exact(size).map(&decode))
+        .collect()
+}
+
 /// Converts little-endian tensor bytes to f32.
 fn to_f32(dtype: Dtype, data: &[u8]) -> std::result::Result<Vec<f32>, String> {
-    const CHUNK: usize = 1 << 16;
-    let out = match dtype {
-        Dtype::F32 => data
-            .par_chunks(4 * CHUNK)
-            .flat_map_iter(|c| {
-                c.chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            })
-            .collect(),
-        Dtype::F16 => data
-            .par_chunks(2 * CHUNK)
-            .flat_map_iter(|c| {
-                c.chunks_exact(2)
-                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-            })
-            .collect(),
-        Dtype::BF16 => data
-            .par_chunks(2 * CHUNK)
-            .flat_map_iter(|c| {
-                c.chunks_exact(2)
-                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-            })
-            .collect(),
-        other => {
-            return Err(format!(
-                "unsupported dtype {other:?} (supported: F32, F16, BF16)"
-            ));
+    let (size, decode) = decoder(dtype)?;
+    Ok(decode_map(data, size, decode))
+}
+
+/// Converts little-endian tensor bytes to a matrix stored as `storage`, element by element (bf16 → bf16 and
+/// f16 → f16 keep the bits).
+fn to_matrix(
+    dtype: Dtype,
+    data: &[u8],
+    storage: StorageDtype,
+) -> std::result::Result<WeightMatrix, String> {
+    let (size, decode) = decoder(dtype)?;
+    let bits = |b: &[u8]| u16::from_le_bytes([b[0], b[1]]);
+    Ok(match (dtype, storage) {
+        (_, StorageDtype::F32) => WeightMatrix::F32(decode_map(data, size, decode)),
+        (Dtype::BF16, StorageDtype::Bf16) => {
+            WeightMatrix::Bf16(decode_map(data, 2, |b| half::bf16::from_bits(bits(b))))
         }
-    };
-    Ok(out)
+        (Dtype::F16, StorageDtype::F16) => {
+            WeightMatrix::F16(decode_map(data, 2, |b| half::f16::from_bits(bits(b))))
+        }
+        (_, StorageDtype::Bf16) => {
+            WeightMatrix::Bf16(decode_map(data, size, |b| half::bf16::from_f32(decode(b))))
+        }
+        (_, StorageDtype::F16) => {
+            WeightMatrix::F16(decode_map(data, size, |b| half::f16::from_f32(decode(b))))
+        }
+    })
 }
 
 /// Reads only the headers of a model's weight files (for `inspect`).
@@ -225,23 +264,29 @@ pub fn inspect_weights(dir: &Path) -> Result<WeightsInfo> {
 /// description of the files.
 pub(super) fn with_tensors<T>(
     dir: &Path,
+    storage: StorageDtype,
     read: impl FnOnce(&TensorLoader) -> Result<T>,
 ) -> Result<(T, WeightsInfo)> {
     let (files, index) = weight_files(dir)?;
     let ckpt = Checkpoint::open(files)?;
     let t = ckpt.tensors()?;
     let info = t.info(index.as_deref());
-    Ok((read(&t.loader())?, info))
+    Ok((read(&t.loader(storage))?, info))
 }
 
-/// The narrow interface the per-family name maps use.
+/// The narrow interface the per-family name maps use; `storage` is the dtype of the large matrices it
+/// returns (linear weights, embedding tables).
 pub struct TensorLoader<'t, 'a> {
     tensors: &'t Tensors<'a>,
+    storage: StorageDtype,
 }
 
 impl<'a> Tensors<'a> {
-    fn loader(&self) -> TensorLoader<'_, 'a> {
-        TensorLoader { tensors: self }
+    fn loader(&self, storage: StorageDtype) -> TensorLoader<'_, 'a> {
+        TensorLoader {
+            tensors: self,
+            storage,
+        }
     }
 }
 
@@ -253,6 +298,14 @@ impl TensorLoader<'_, '_> {
     /// A required tensor of the given shape, as f32.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         self.tensors.get(name, shape)
+    }
+    /// A required large matrix (an embedding table) of the given shape, in the loader's storage dtype.
+    pub fn matrix(&self, name: &str, shape: &[usize]) -> Result<WeightMatrix> {
+        self.tensors.matrix(name, shape, self.storage)
+    }
+    /// The storage dtype of the large matrices.
+    pub fn storage(&self) -> StorageDtype {
+        self.storage
     }
     /// An optional tensor of the given shape.
     pub fn opt(&self, name: &str, shape: &[usize]) -> Result<Option<Vec<f32>>> {
@@ -266,7 +319,7 @@ impl TensorLoader<'_, '_> {
         out_dim: usize,
         bias: bool,
     ) -> Result<Linear> {
-        let weight = self.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
+        let weight = self.matrix(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
         let bias = if bias {
             Some(self.get(&format!("{prefix}.bias"), &[out_dim])?)
         } else {

@@ -5,12 +5,17 @@ use crate::Result;
 use crate::config::Family;
 use crate::config::{ModelConfig, NormKind};
 use crate::weights::checkpoint::{TensorLoader, with_tensors};
-use crate::weights::{LayerWeights, Linear, ModelWeights, WeightsInfo};
+use crate::weights::{LayerWeights, Linear, ModelWeights, StorageDtype, WeightMatrix, WeightsInfo};
 use std::path::Path;
 
-/// Loads every weight the config calls for, converting to f32.
-pub fn load_weights(dir: &Path, cfg: &ModelConfig) -> Result<(ModelWeights, WeightsInfo)> {
-    with_tensors(dir, |t| match cfg.family {
+/// Loads every weight the config calls for: the linear layers and embedding table as `storage`, one tensor
+/// at a time from the mapped files, everything else as f32.
+pub fn load_weights(
+    dir: &Path,
+    cfg: &ModelConfig,
+    storage: StorageDtype,
+) -> Result<(ModelWeights, WeightsInfo)> {
+    with_tensors(dir, storage, |t| match cfg.family {
         Family::Gpt2 => load_gpt2(t, cfg),
         Family::GptNeox => load_neox(t, cfg),
         _ => load_llama_like(t, cfg),
@@ -23,7 +28,7 @@ pub fn load_llama_like(t: &TensorLoader, cfg: &ModelConfig) -> Result<ModelWeigh
     let h = cfg.hidden_size;
     let q_dim = cfg.n_heads * cfg.head_dim;
     let kv_dim = cfg.n_kv_heads * cfg.head_dim;
-    let embed = t.get(&format!("{p}embed_tokens.weight"), &[cfg.vocab_size, h])?;
+    let embed = t.matrix(&format!("{p}embed_tokens.weight"), &[cfg.vocab_size, h])?;
     let mut layers = Vec::with_capacity(cfg.n_layers);
     for i in 0..cfg.n_layers {
         let l = format!("{p}layers.{i}");
@@ -86,8 +91,8 @@ pub fn load_gpt2(t: &TensorLoader, cfg: &ModelConfig) -> Result<ModelWeights> {
     let n_pos = cfg.max_positions.ok_or_else(|| {
         Error::input("config.json: field `n_positions`: missing (GPT-2 needs it)")
     })?;
-    let embed = t.get(&format!("{p}wte.weight"), &[cfg.vocab_size, h])?;
-    let pos_embed = t.get(&format!("{p}wpe.weight"), &[n_pos, h])?;
+    let embed = t.matrix(&format!("{p}wte.weight"), &[cfg.vocab_size, h])?;
+    let pos_embed = WeightMatrix::from(t.get(&format!("{p}wpe.weight"), &[n_pos, h])?);
     let mut layers = Vec::with_capacity(cfg.n_layers);
     for i in 0..cfg.n_layers {
         let l = format!("{p}h.{i}");
@@ -124,7 +129,7 @@ pub fn load_neox(t: &TensorLoader, cfg: &ModelConfig) -> Result<ModelWeights> {
     let h = cfg.hidden_size;
     let hd = cfg.head_dim;
     let q_dim = cfg.n_heads * hd;
-    let embed = t.get(&format!("{p}embed_in.weight"), &[cfg.vocab_size, h])?;
+    let embed = t.matrix(&format!("{p}embed_in.weight"), &[cfg.vocab_size, h])?;
     let mut layers = Vec::with_capacity(cfg.n_layers);
     for i in 0..cfg.n_layers {
         let l = format!("{p}layers.{i}");
@@ -195,7 +200,7 @@ fn conv1d(t: &TensorLoader, prefix: &str, in_dim: usize, out_dim: usize) -> Resu
         }
     }
     Ok(Linear {
-        weight,
+        weight: WeightMatrix::from_f32(weight, t.storage()),
         bias: Some(bias),
         in_dim,
         out_dim,
@@ -209,7 +214,9 @@ fn split_rows(lin: &Linear, sizes: &[usize; 3]) -> [Linear; 3] {
         let rows = start..start + n;
         start += n;
         Linear {
-            weight: lin.weight[rows.start * lin.in_dim..rows.end * lin.in_dim].to_vec(),
+            weight: lin
+                .weight
+                .slice(rows.start * lin.in_dim..rows.end * lin.in_dim),
             bias: lin.bias.as_ref().map(|b| b[rows.clone()].to_vec()),
             in_dim: lin.in_dim,
             out_dim: n,
@@ -217,9 +224,12 @@ fn split_rows(lin: &Linear, sizes: &[usize; 3]) -> [Linear; 3] {
     })
 }
 
-/// De-interleaves GPT-NeoX's fused qkv (rows `[head][q|k|v][d]`) into three `[heads*head_dim, in]` Linears.
+/// De-interleaves GPT-NeoX's fused qkv (rows `[head][q|k|v][d]`) into three `[heads*head_dim, in]` Linears
+/// (in the fused weight's storage dtype).
 fn split_neox_qkv(fused: &Linear, n_heads: usize, hd: usize) -> [Linear; 3] {
     let in_dim = fused.in_dim;
+    let storage = fused.weight.dtype();
+    let fused_weight = fused.weight.to_f32();
     [0usize, 1, 2].map(|which| {
         let mut weight = Vec::with_capacity(n_heads * hd * in_dim);
         let mut bias = fused
@@ -228,13 +238,13 @@ fn split_neox_qkv(fused: &Linear, n_heads: usize, hd: usize) -> [Linear; 3] {
             .map(|_| Vec::with_capacity(n_heads * hd));
         for head in 0..n_heads {
             let row0 = head * 3 * hd + which * hd;
-            weight.extend_from_slice(&fused.weight[row0 * in_dim..(row0 + hd) * in_dim]);
+            weight.extend_from_slice(&fused_weight[row0 * in_dim..(row0 + hd) * in_dim]);
             if let (Some(out), Some(b)) = (bias.as_mut(), fused.bias.as_ref()) {
                 out.extend_from_slice(&b[row0..row0 + hd]);
             }
         }
         Linear {
-            weight,
+            weight: WeightMatrix::from_f32(weight, storage),
             bias,
             in_dim,
             out_dim: n_heads * hd,

@@ -8,18 +8,20 @@
 
 mod checkpoint;
 mod layout;
+mod matrix;
 
 pub use checkpoint::{TensorLoader, hex, inspect_weights, weight_files};
 pub use layout::load_weights;
+pub use matrix::{StorageDtype, WeightMatrix};
 
 use crate::Result;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-/// y = x W^T + b with W stored `[out_dim, in_dim]`.
+/// y = x W^T + b with W stored `[out_dim, in_dim]` (f32, or bf16/f16 computed in f32); the bias is f32.
 #[derive(Clone, Debug)]
 pub struct Linear {
-    pub weight: Vec<f32>,
+    pub weight: WeightMatrix,
     pub bias: Option<Vec<f32>>,
     pub in_dim: usize,
     pub out_dim: usize,
@@ -51,10 +53,10 @@ pub struct LayerWeights<L = Linear, N = Norm> {
     pub down: L,
 }
 
-/// All weights of a model: in f32 on the host by default; `T` is how a backend stores a table
-/// (embeddings, learned positions).
+/// All weights of a model: on the host by default (linear layers and the embedding table in their
+/// [`StorageDtype`], the rest f32); `T` is how a backend stores a table (embeddings, learned positions).
 #[derive(Clone, Debug)]
-pub struct ModelWeights<L = Linear, N = Norm, T = Vec<f32>> {
+pub struct ModelWeights<L = Linear, N = Norm, T = WeightMatrix> {
     /// `[vocab, hidden]`
     pub embed: T,
     /// Learned positions `[max_positions, hidden]` (GPT-2).
@@ -97,6 +99,43 @@ impl<L, N, T> ModelWeights<L, N, T> {
             final_norm: norm(&self.final_norm)?,
             lm_head: self.lm_head.as_ref().map(linear).transpose()?,
         })
+    }
+}
+
+impl ModelWeights {
+    /// The same weights with the linear layers and the embedding table stored as `dtype` (learned
+    /// positions, norms and biases stay f32), converted one tensor at a time.
+    pub fn into_storage(self, dtype: StorageDtype) -> ModelWeights {
+        let linear = |l: Linear| Linear {
+            weight: l.weight.into_dtype(dtype),
+            ..l
+        };
+        ModelWeights {
+            embed: self.embed.into_dtype(dtype),
+            pos_embed: self.pos_embed,
+            layers: self
+                .layers
+                .into_iter()
+                .map(|l| LayerWeights {
+                    q: linear(l.q),
+                    k: linear(l.k),
+                    v: linear(l.v),
+                    o: linear(l.o),
+                    gate: l.gate.map(linear),
+                    up: linear(l.up),
+                    down: linear(l.down),
+                    ..l
+                })
+                .collect(),
+            final_norm: self.final_norm,
+            lm_head: self.lm_head.map(linear),
+        }
+    }
+
+    /// The storage dtype of the embedding table (that of every linear layer too, for weights loaded or
+    /// converted by attnscope).
+    pub fn storage(&self) -> StorageDtype {
+        self.embed.dtype()
     }
 }
 

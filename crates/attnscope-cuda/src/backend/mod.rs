@@ -25,7 +25,7 @@ use attnscope_core::model::backend::{
 };
 use attnscope_core::model::rope::Rope;
 use attnscope_core::slots::SlotInfo;
-use attnscope_core::weights::{Linear, ModelWeights, Norm};
+use attnscope_core::weights::{Linear, ModelWeights, Norm, WeightMatrix};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -63,7 +63,7 @@ impl CudaBackend {
     fn upload_linear(&self, l: &Linear) -> Result<DeviceLinear> {
         let g = &*self.gpu;
         Ok(DeviceLinear {
-            w: g.upload(self.dtype, &l.weight)?,
+            w: g.upload(self.dtype, &l.weight.to_f32())?,
             bias: l
                 .bias
                 .as_ref()
@@ -127,9 +127,10 @@ impl Backend for CudaBackend {
 
     fn upload(&self, weights: &Arc<ModelWeights>) -> Result<Arc<BackendWeights<Self>>> {
         let width = weights.final_norm.weight.len();
-        let table = |t: &Vec<f32>| -> Result<DeviceTable> {
+        // Host tables and linear weights may be stored as bf16/f16 (a CPU option): uploaded through f32.
+        let table = |t: &WeightMatrix| -> Result<DeviceTable> {
             Ok(DeviceTable {
-                data: self.gpu.upload(self.dtype, t)?,
+                data: self.gpu.upload(self.dtype, &t.to_f32())?,
                 width,
             })
         };

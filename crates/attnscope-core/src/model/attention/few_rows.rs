@@ -1,7 +1,8 @@
 //! The two products of a tile for a block of a few query rows (decode: one row per sequence), without
 //! gemm: scores as dot products of each query with each key row, and `o += P · V` as scaled additions of
 //! value rows. Both walk the key and value rows in memory order, compiled for the CPU's widest vectors
-//! (`pulp`'s run-time dispatch). gemm's packing costs more than the product at this size.
+//! (`pulp`'s run-time dispatch), with fused multiply-adds (one rounding, as gemm's kernels). gemm's packing
+//! costs more than the product at this size.
 
 use crate::model::ops::MatRef;
 use pulp::{Arch, Simd, WithSimd};
@@ -74,7 +75,7 @@ pub fn accumulate(o: &mut [f32], p: &[f32], stride: usize, v: MatRef) {
                     let w = p[r * stride + c];
                     if w != 0.0 {
                         for (a, &b) in out.iter_mut().zip(val) {
-                            *a += w * b;
+                            *a = w.mul_add(b, *a);
                         }
                     }
                 }
@@ -93,9 +94,9 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
         for l in 0..LANES {
-            acc[l] += x[l] * y[l];
+            acc[l] = x[l].mul_add(y[l], acc[l]);
         }
     }
-    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    let tail = ra.iter().zip(rb).fold(0.0f32, |s, (x, y)| x.mul_add(*y, s));
     acc.iter().sum::<f32>() + tail
 }
