@@ -9,6 +9,7 @@ pub mod capture;
 pub mod config;
 pub mod error;
 pub mod input;
+pub mod lanes;
 pub mod model;
 pub mod rng;
 pub mod run;

@@ -4,6 +4,7 @@
 //! tiles in ascending key order and then finishes the rows (entropy, per-step tables).
 
 use crate::capture::stats::{HeadStats, RowStats, StepGroupMass, StepRow};
+use crate::lanes::max_f32;
 use crate::slots::{AttentionMask, SlotInfo, SlotKind, distance_bucket};
 use pulp::{Arch, Simd, WithSimd};
 
@@ -103,18 +104,7 @@ fn sum_f64(x: &[f32]) -> f64 {
 /// sink / previous / self weight when their key is in the tile, and the mass on the query's group.
 #[inline(always)]
 fn add_row(slots: &[SlotInfo], q: usize, k0: usize, probs: &[f32], row: &mut RowStats) {
-    let mut lanes = [f32::NEG_INFINITY; 16];
-    let chunks = probs.chunks_exact(16);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for l in 0..16 {
-            lanes[l] = if c[l] > lanes[l] { c[l] } else { lanes[l] };
-        }
-    }
-    let max = lanes
-        .iter()
-        .chain(tail)
-        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    let max = max_f32(probs);
     if max > row.max_weight {
         row.max_weight = max;
         let at = probs.iter().position(|&p| p == max).unwrap_or(0);

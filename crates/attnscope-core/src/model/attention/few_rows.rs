@@ -4,14 +4,12 @@
 //! (`pulp`'s run-time dispatch), with fused multiply-adds (one rounding, as gemm's kernels). gemm's packing
 //! costs more than the product at this size.
 
+use crate::lanes::LANES;
 use crate::model::ops::MatRef;
 use pulp::{Arch, Simd, WithSimd};
 
 /// Blocks of at most this many query rows take this path.
 pub const FEW_ROWS: usize = 4;
-
-/// Lanes of the dot-product accumulators.
-const LANES: usize = 16;
 
 /// `s[r * stride + c] = scale · q_r · k_c` for the rows of `q` (`[rows, head_dim]`) and the columns of
 /// `k_t` (`Kᵀ` `[head_dim, keys]`, each key's vector contiguous: `row_stride` 1).

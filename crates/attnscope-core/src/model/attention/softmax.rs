@@ -3,10 +3,8 @@
 //! the widest instruction set the CPU has through `pulp`'s run-time dispatch (AVX-512 or AVX2/FMA on
 //! x86-64, NEON on aarch64, scalar elsewhere).
 
+use crate::lanes::{LANES, max_f32};
 use pulp::{Arch, Simd, WithSimd};
-
-/// Lanes of the accumulators (one AVX-512 register of f32, two AVX2 or four NEON registers).
-const LANES: usize = 16;
 
 /// Below this, `exp` is flushed to 0 (e^−87.34 is the smallest normal f32); −∞ (a hidden key) gives 0.
 const EXP_MIN: f32 = -87.336_54;
@@ -78,22 +76,6 @@ const INV_FACTORIAL: [f64; 10] = [
     1.0 / 40_320.0,
     1.0 / 362_880.0,
 ];
-
-/// The largest element (−∞ for an empty or all-hidden row).
-#[inline(always)]
-fn row_max(row: &[f32]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; LANES];
-    let chunks = row.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for l in 0..LANES {
-            acc[l] = if c[l] > acc[l] { c[l] } else { acc[l] };
-        }
-    }
-    acc.iter()
-        .chain(tail)
-        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m })
-}
 
 /// Replaces each s by e = exp(s − m); returns Σ e and Σ e·(s − m), accumulated in f64 (the recorded
 /// path's lse and entropy).
@@ -172,7 +154,7 @@ pub fn online_tile(s: &mut [f32], m: &mut [f32], l: &mut [f32], o: &mut [f32]) {
             let n = self.s.len() / rows;
             let hd = self.o.len() / rows;
             for (r, row) in self.s.chunks_exact_mut(n).enumerate() {
-                let m_new = row_max(row).max(self.m[r]);
+                let m_new = max_f32(row).max(self.m[r]);
                 if m_new == f32::NEG_INFINITY {
                     row.fill(0.0); // nothing visible yet in this row
                     continue;
@@ -204,7 +186,7 @@ pub fn exact_row(row: &mut [f32], segments: &[std::ops::Range<usize>]) -> (f32, 
         fn with_simd<S: Simd>(self, _simd: S) -> (f32, f64) {
             let mut m = f32::NEG_INFINITY;
             for seg in self.segments {
-                m = m.max(row_max(&self.row[seg.clone()]));
+                m = m.max(max_f32(&self.row[seg.clone()]));
             }
             let (mut sum, mut weighted) = (0.0f64, 0.0f64);
             for seg in self.segments {
