@@ -1,16 +1,18 @@
-//! Weight-streaming bandwidth of decode's mat-vec (`model::matvec::project_few_rows`) against the machine's
-//! streaming read bandwidth, with the previous implementation (the baseline below, a copy kept only here)
-//! side by side in the same run.
+//! Weight-streaming bandwidth of decode's linear layers against the machine's streaming read bandwidth:
+//! the row-major mat-vec (`model::matvec::project_few_rows`, which serves bf16/f16 weights and row-major f32),
+//! the f32 weights in row panels as the engine stores them (`model::panel_gemm::project_panels`), and the
+//! previous implementation (the baseline below, a copy kept only here), side by side in the same run.
 //!
 //!   cargo run --release -p attnscope-core --example matvec_bandwidth [RUNS]
 //!
 //! (a) a rayon sum over a 1 GiB f32 array (all of rayon's threads); (b) for each weight shape `[out, in]` and
 //! t = 1 and 8 input rows: GB/s of weight bytes streamed, the median (and range) of RUNS runs (default 9),
-//! old and new (f32 weights) and new with bf16 weights, alternated. Each run passes over enough copies of the matrix (≥ 1 GiB in all, like the
+//! old, rows and panels (f32 weights) and rows with bf16 weights, alternated. Each run passes over enough copies of the matrix (≥ 1 GiB in all, like the
 //! layers of a model; the L3 of the machine measured holds 260 MiB) that the weights come from memory, not
 //! from the caches. Other processes on the machine show up in the ranges; the load average is printed.
 
 use attnscope_core::model::matvec::project_few_rows;
+use attnscope_core::model::ops::project;
 use attnscope_core::weights::{StorageDtype, WeightMatrix};
 use rayon::prelude::*;
 use std::time::Instant;
@@ -133,11 +135,18 @@ fn main() {
         );
     }
 
-    // (b) The mat-vec on llama-100m-like and tinyllama shapes: old and new with f32 weights, and the new
-    // one with bf16 weights (GB/s of the bf16 bytes streamed; "bf16 ×" is the speed-up in time over f32).
+    // (b) On llama-100m-like and tinyllama shapes: old, rows and panels with f32 weights, and rows with
+    // bf16 weights (GB/s of the bf16 bytes streamed; "bf16 ×" is the speed-up in time over f32 panels).
     println!(
-        "{:>12} {:>3} {:>20} {:>20} {:>7} {:>20} {:>7}",
-        "[out, in]", "t", "old f32 GB/s", "new f32 GB/s", "new/old", "new bf16 GB/s", "bf16 ×"
+        "{:>12} {:>3} {:>20} {:>20} {:>20} {:>7} {:>20} {:>7}",
+        "[out, in]",
+        "t",
+        "old f32 GB/s",
+        "rows f32 GB/s",
+        "panels f32 GB/s",
+        "pan/row",
+        "rows bf16 GB/s",
+        "bf16 ×"
     );
     for (out_dim, in_dim) in [
         (768, 768),
@@ -157,6 +166,10 @@ fn main() {
                     .into()
             })
             .collect();
+        let panel_weights: Vec<WeightMatrix> = f32_weights
+            .iter()
+            .map(|w| w.clone().into_panels(out_dim, in_dim))
+            .collect();
         let bf16_weights: Vec<WeightMatrix> = (0..2 * copies)
             .map(|c| {
                 let v = (0..elements).map(|i| ((i * 7 + c) % 23) as f32 / 23.0 - 0.5);
@@ -166,11 +179,12 @@ fn main() {
         for t in [1usize, 8] {
             let x: Vec<f32> = (0..t * in_dim).map(|i| (i % 13) as f32 / 13.0).collect();
             let mut out = vec![0.0f32; t * out_dim];
+            let mut panel_out = Vec::new();
             let mut time = |which: usize| {
-                let weights = if which == 2 {
-                    &bf16_weights
-                } else {
-                    &f32_weights
+                let weights = match which {
+                    2 => &panel_weights,
+                    3 => &bf16_weights,
+                    _ => &f32_weights,
                 };
                 let start = Instant::now();
                 for w in weights {
@@ -178,13 +192,14 @@ fn main() {
                         (0, Some(w)) => {
                             baseline::project_few_rows(&x, t, w, in_dim, out_dim, &mut out)
                         }
+                        (2, _) => project(&x, t, w, in_dim, out_dim, None, &mut panel_out),
                         _ => project_few_rows(&x, t, w, in_dim, out_dim, &mut out),
                     }
                 }
                 let bytes: usize = weights.iter().map(WeightMatrix::stored_bytes).sum();
                 bytes as f64 / start.elapsed().as_secs_f64() / 1e9
             };
-            let mut gbs = [Vec::new(), Vec::new(), Vec::new()];
+            let mut gbs = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
             for round in 0..=runs {
                 for (which, g) in gbs.iter_mut().enumerate() {
                     let v = time(which);
@@ -193,17 +208,18 @@ fn main() {
                     }
                 }
             }
-            let [old, new, bf16] = gbs.map(summary);
+            let [old, rows, panels, bf16] = gbs.map(summary);
             let cell = |(m, l, h): (f64, f64, f64)| format!("{m:.1} ({l:.1}–{h:.1})");
             println!(
-                "{:>12} {t:>3} {:>20} {:>20} {:>6.2}× {:>20} {:>6.2}×",
+                "{:>12} {t:>3} {:>20} {:>20} {:>20} {:>6.2}× {:>20} {:>6.2}×",
                 format!("[{out_dim}, {in_dim}]"),
                 cell(old),
-                cell(new),
-                new.0 / old.0,
+                cell(rows),
+                cell(panels),
+                panels.0 / rows.0,
                 cell(bf16),
                 // time per matrix: f32 bytes / f32 GB/s over bf16 bytes / bf16 GB/s
-                2.0 * new.0.recip() / bf16.0.recip()
+                2.0 * panels.0.recip() / bf16.0.recip()
             );
         }
     }

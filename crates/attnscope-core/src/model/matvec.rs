@@ -56,6 +56,9 @@ pub fn project_few_rows(
     }
     let arch = Arch::new();
     let weight = match weight {
+        WeightMatrix::F32Panels(w) => {
+            return crate::model::panel_gemm::project_panels(x, t, w, out);
+        }
         WeightMatrix::F32(w) => Rows::F32(w),
         WeightMatrix::F16(w) => Rows::F16(w),
         WeightMatrix::Bf16(w) => Rows::Bf16(w),

@@ -8,6 +8,7 @@ pub mod forward;
 pub mod kv_cache;
 pub mod matvec;
 pub mod ops;
+pub mod panel_gemm;
 pub mod random;
 pub mod rope;
 
@@ -62,7 +63,8 @@ impl Model {
             PositionEncoding::Rope(r) => Some(Rope::new(r)),
             PositionEncoding::Learned => None,
         };
-        let weights = Arc::new(weights);
+        // f32 linear layers go into the CPU GEMM's panel layout once, here, not at every call.
+        let weights = Arc::new(weights.into_cpu_layout());
         let exec = Box::new(Engine::on_cpu(&weights, rope.as_ref()));
         Model {
             dir: dir.to_path_buf(),

@@ -4,6 +4,7 @@
 
 use crate::config::{Activation, NormKind};
 use crate::model::matvec::{SMALL_BATCH_ROWS, project_few_rows};
+use crate::model::panel_gemm::project_panels;
 use crate::weights::{Linear, Norm, WeightMatrix};
 use rayon::prelude::*;
 
@@ -145,7 +146,14 @@ pub fn project(
 ) {
     out.clear();
     out.resize(t * out_dim, 0.0);
-    if t <= SMALL_BATCH_ROWS {
+    if let WeightMatrix::F32Panels(w) = weight {
+        assert_eq!(
+            (w.rows(), w.cols()),
+            (out_dim, in_dim),
+            "project: weight shape"
+        );
+        project_panels(&x[..t * in_dim], t, w, out);
+    } else if t <= SMALL_BATCH_ROWS {
         project_few_rows(&x[..t * in_dim], t, weight, in_dim, out_dim, out);
     } else if let Some(w) = weight.as_f32() {
         project_gemm(&x[..t * in_dim], t, w, in_dim, out_dim, out, 0);
@@ -370,6 +378,55 @@ mod tests {
                     assert!(
                         (a - b).abs() <= 1e-5 * b.abs().max(1.0),
                         "{dtype:?} t={t} k={k} n={n}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Weights in row panels against an f64 product, for any number of input rows (one: the panel mat-vec,
+    /// full and partial panels; decode's few, one
+    /// block, several blocks with a remainder), panel counts with a partial last panel, and a bias; each
+    /// element within f32 rounding of its sum of |terms|.
+    #[test]
+    fn panel_weights_match_f64_product() {
+        for &(t, k, n) in &[
+            (1, 7, 1),
+            (1, 100, 130),
+            (1, 33, 128),
+            (3, 100, 63),
+            (16, 33, 64),
+            (17, 1, 65),
+            (300, 40, 130),
+            (5, 0, 9),
+        ] {
+            let x: Vec<f32> = (0..t * k)
+                .map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0)
+                .collect();
+            let w: Vec<f32> = (0..n * k)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 51.0)
+                .collect();
+            let bias: Vec<f32> = (0..n).map(|i| i as f32 / 7.0).collect();
+            let lin = Linear {
+                weight: WeightMatrix::from(w.clone()).into_panels(n, k),
+                bias: Some(bias.clone()),
+                in_dim: k,
+                out_dim: n,
+            };
+            assert!(matches!(lin.weight, WeightMatrix::F32Panels(_)));
+            let mut got = vec![f32::NAN; 3];
+            linear(&x, t, &lin, &mut got);
+            assert_eq!(got.len(), t * n);
+            for r in 0..t {
+                for c in 0..n {
+                    let terms = (0..k).map(|p| f64::from(x[r * k + p]) * f64::from(w[c * k + p]));
+                    let want: f64 = terms.clone().sum::<f64>() + f64::from(bias[c]);
+                    let scale: f64 = terms.map(f64::abs).sum::<f64>() + f64::from(bias[c]).abs();
+                    let err = (f64::from(got[r * n + c]) - want).abs();
+                    assert!(
+                        err <= 1e-6 * scale.max(1.0),
+                        "t={t} k={k} n={n} ({r},{c}): {} vs {want}",
+                        got[r * n + c]
                     );
                 }
             }

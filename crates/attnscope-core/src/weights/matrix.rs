@@ -2,6 +2,7 @@
 //! head): f32, or bf16 / f16 to halve the memory, always computed in f32 ([`WeightMatrix`]). Norm weights,
 //! biases and learned positions stay f32.
 
+use crate::weights::panels::PanelMatrix;
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 use rayon::prelude::*;
@@ -37,10 +38,13 @@ impl StorageDtype {
     }
 }
 
-/// A row-major matrix of weights in its storage dtype (the shape is kept by the owner, e.g. `Linear`).
+/// A matrix of weights in its storage dtype: row-major (the shape is kept by the owner, e.g. `Linear`), or,
+/// for f32 linear layers on the host, row panels for the CPU's GEMM ([`PanelMatrix`], which knows its shape).
+/// Element offsets (`read_f32`, `slice`, `to_f32`) always mean row-major order.
 #[derive(Clone, Debug, PartialEq)]
 pub enum WeightMatrix {
     F32(Vec<f32>),
+    F32Panels(PanelMatrix),
     Bf16(Vec<bf16>),
     F16(Vec<f16>),
 }
@@ -77,6 +81,7 @@ impl WeightMatrix {
         }
         match self {
             WeightMatrix::F32(v) => WeightMatrix::from_f32(v, dtype),
+            WeightMatrix::F32Panels(p) => WeightMatrix::from_f32(p.to_row_major(), dtype),
             other => WeightMatrix::from_f32(other.to_f32().into_owned(), dtype),
         }
     }
@@ -84,7 +89,7 @@ impl WeightMatrix {
     /// The storage dtype.
     pub fn dtype(&self) -> StorageDtype {
         match self {
-            WeightMatrix::F32(_) => StorageDtype::F32,
+            WeightMatrix::F32(_) | WeightMatrix::F32Panels(_) => StorageDtype::F32,
             WeightMatrix::Bf16(_) => StorageDtype::Bf16,
             WeightMatrix::F16(_) => StorageDtype::F16,
         }
@@ -94,6 +99,7 @@ impl WeightMatrix {
     pub fn len(&self) -> usize {
         match self {
             WeightMatrix::F32(v) => v.len(),
+            WeightMatrix::F32Panels(p) => p.len(),
             WeightMatrix::Bf16(v) => v.len(),
             WeightMatrix::F16(v) => v.len(),
         }
@@ -109,7 +115,7 @@ impl WeightMatrix {
         self.len() * self.dtype().bytes()
     }
 
-    /// The elements, when stored as f32.
+    /// The elements, when stored as row-major f32.
     pub fn as_f32(&self) -> Option<&[f32]> {
         match self {
             WeightMatrix::F32(v) => Some(v),
@@ -121,6 +127,7 @@ impl WeightMatrix {
     pub fn to_f32(&self) -> Cow<'_, [f32]> {
         match self {
             WeightMatrix::F32(v) => Cow::Borrowed(v),
+            WeightMatrix::F32Panels(p) => Cow::Owned(p.to_row_major()),
             WeightMatrix::Bf16(v) => Cow::Owned(convert(v, bf16::to_f32)),
             WeightMatrix::F16(v) => Cow::Owned(convert(v, f16::to_f32)),
         }
@@ -131,6 +138,9 @@ impl WeightMatrix {
         let range = start..start + out.len();
         match self {
             WeightMatrix::F32(v) => out.copy_from_slice(&v[range]),
+            WeightMatrix::F32Panels(p) => out.iter_mut().zip(range).for_each(|(o, i)| {
+                *o = p.get(i / p.cols(), i % p.cols());
+            }),
             // A bf16 is the high half of its f32 (a plain shift vectorises; `bf16::to_f32` branches on NaN).
             WeightMatrix::Bf16(v) => out
                 .iter_mut()
@@ -140,10 +150,22 @@ impl WeightMatrix {
         }
     }
 
-    /// A copy of elements `range`, in the same dtype.
+    /// The same values laid out for the CPU's GEMM when stored as f32 (`rows × cols` row-major): f32 becomes
+    /// row panels ([`PanelMatrix`]); other dtypes, and matrices already in panels, are returned as they are.
+    pub fn into_panels(self, rows: usize, cols: usize) -> WeightMatrix {
+        match self {
+            WeightMatrix::F32(v) => {
+                WeightMatrix::F32Panels(PanelMatrix::from_row_major(&v, rows, cols))
+            }
+            other => other,
+        }
+    }
+
+    /// A copy of elements `range`, in the same dtype (row-major).
     pub fn slice(&self, range: Range<usize>) -> WeightMatrix {
         match self {
             WeightMatrix::F32(v) => WeightMatrix::F32(v[range].to_vec()),
+            WeightMatrix::F32Panels(p) => WeightMatrix::F32(p.to_row_major()[range].to_vec()),
             WeightMatrix::Bf16(v) => WeightMatrix::Bf16(v[range].to_vec()),
             WeightMatrix::F16(v) => WeightMatrix::F16(v[range].to_vec()),
         }

@@ -9,10 +9,12 @@
 mod checkpoint;
 mod layout;
 mod matrix;
+mod panels;
 
 pub use checkpoint::{TensorLoader, hex, inspect_weights, weight_files};
 pub use layout::load_weights;
 pub use matrix::{StorageDtype, WeightMatrix};
+pub use panels::{PANEL_ROWS, Panel, PanelMatrix};
 
 use crate::Result;
 use std::collections::BTreeMap;
@@ -106,29 +108,43 @@ impl ModelWeights {
     /// The same weights with the linear layers and the embedding table stored as `dtype` (learned
     /// positions, norms and biases stay f32), converted one tensor at a time.
     pub fn into_storage(self, dtype: StorageDtype) -> ModelWeights {
-        let linear = |l: Linear| Linear {
+        let mut weights = self.map_linears(|l| Linear {
             weight: l.weight.into_dtype(dtype),
             ..l
-        };
+        });
+        weights.embed = std::mem::take(&mut weights.embed).into_dtype(dtype);
+        weights
+    }
+
+    /// The same weights with every f32 linear layer (not the embedding table, which a tied head shares)
+    /// repacked into row panels for the CPU's GEMM ([`WeightMatrix::into_panels`]), one layer at a time. Done
+    /// once at load; a GPU upload reads them back row-major.
+    pub fn into_cpu_layout(self) -> ModelWeights {
+        self.map_linears(|l| Linear {
+            weight: l.weight.into_panels(l.out_dim, l.in_dim),
+            ..l
+        })
+    }
+
+    /// Every linear layer (the output head too) through `f`, in model order; the rest is moved.
+    fn map_linears(self, f: impl Fn(Linear) -> Linear) -> ModelWeights {
         ModelWeights {
-            embed: self.embed.into_dtype(dtype),
-            pos_embed: self.pos_embed,
             layers: self
                 .layers
                 .into_iter()
                 .map(|l| LayerWeights {
-                    q: linear(l.q),
-                    k: linear(l.k),
-                    v: linear(l.v),
-                    o: linear(l.o),
-                    gate: l.gate.map(linear),
-                    up: linear(l.up),
-                    down: linear(l.down),
+                    q: f(l.q),
+                    k: f(l.k),
+                    v: f(l.v),
+                    o: f(l.o),
+                    gate: l.gate.map(&f),
+                    up: f(l.up),
+                    down: f(l.down),
                     ..l
                 })
                 .collect(),
-            final_norm: self.final_norm,
-            lm_head: self.lm_head.map(linear),
+            lm_head: self.lm_head.map(&f),
+            ..self
         }
     }
 
