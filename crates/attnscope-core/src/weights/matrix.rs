@@ -138,9 +138,7 @@ impl WeightMatrix {
         let range = start..start + out.len();
         match self {
             WeightMatrix::F32(v) => out.copy_from_slice(&v[range]),
-            WeightMatrix::F32Panels(p) => out.iter_mut().zip(range).for_each(|(o, i)| {
-                *o = p.get(i / p.cols(), i % p.cols());
-            }),
+            WeightMatrix::F32Panels(p) => p.read_row_major(start, out),
             // A bf16 is the high half of its f32 (a plain shift vectorises; `bf16::to_f32` branches on NaN).
             WeightMatrix::Bf16(v) => out
                 .iter_mut()

@@ -116,14 +116,22 @@ impl ModelWeights {
         weights
     }
 
-    /// The same weights with every f32 linear layer (not the embedding table, which a tied head shares)
-    /// repacked into row panels for the CPU's GEMM ([`WeightMatrix::into_panels`]), one layer at a time. Done
-    /// once at load; a GPU upload reads them back row-major.
+    /// The same weights with every f32 linear layer, and the embedding table when the output head is tied
+    /// to it, repacked into row panels for the CPU's GEMM ([`WeightMatrix::into_panels`]), one tensor at a
+    /// time (embedding rows are read from the panels). Done once at load; a GPU upload reads them back
+    /// row-major.
     pub fn into_cpu_layout(self) -> ModelWeights {
-        self.map_linears(|l| Linear {
+        let tied = self.lm_head.is_none();
+        let mut weights = self.map_linears(|l| Linear {
             weight: l.weight.into_panels(l.out_dim, l.in_dim),
             ..l
-        })
+        });
+        if tied {
+            let hidden = weights.final_norm.weight.len();
+            let vocab = weights.embed.len() / hidden.max(1);
+            weights.embed = std::mem::take(&mut weights.embed).into_panels(vocab, hidden);
+        }
+        weights
     }
 
     /// Every linear layer (the output head too) through `f`, in model order; the rest is moved.

@@ -97,6 +97,21 @@ impl PanelMatrix {
         p.data[col * p.rows + row % PANEL_ROWS]
     }
 
+    /// Writes the row-major elements `start..start + out.len()` into `out` (an embedding row, say).
+    pub fn read_row_major(&self, start: usize, out: &mut [f32]) {
+        let mut done = 0;
+        while done < out.len() {
+            let (row, col) = ((start + done) / self.cols, (start + done) % self.cols);
+            let n = (self.cols - col).min(out.len() - done);
+            let p = self.panel(row / PANEL_ROWS);
+            let r = row % PANEL_ROWS;
+            for (o, c) in out[done..done + n].iter_mut().zip(col..) {
+                *o = p.data[c * p.rows + r];
+            }
+            done += n;
+        }
+    }
+
     /// The matrix row-major again.
     pub fn to_row_major(&self) -> Vec<f32> {
         let mut out = vec![0.0f32; self.data.len()];
@@ -131,6 +146,22 @@ mod tests {
             for r in 0..rows {
                 for c in 0..cols {
                     assert_eq!(m.get(r, c), values[r * cols + c]);
+                }
+            }
+            // Spans of any start and length, across row and panel boundaries.
+            for (start, len) in [
+                (0, rows * cols),
+                (1, (rows * cols).saturating_sub(2)),
+                (cols / 2, cols + 3),
+            ] {
+                if start + len <= rows * cols {
+                    let mut out = vec![f32::NAN; len];
+                    m.read_row_major(start, &mut out);
+                    assert_eq!(
+                        out,
+                        values[start..start + len],
+                        "{rows}x{cols} {start}+{len}"
+                    );
                 }
             }
             let heights: usize = (0..m.panels()).map(|p| m.panel(p).rows).sum();
