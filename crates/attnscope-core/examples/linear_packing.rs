@@ -1,127 +1,70 @@
+//! GEMM throughput of the linear layers as the engine runs them (`model::ops::project`), in GFLOP/s, with
+//! the f32 weight row-major (gemm repacks it at every call) and in row panels laid out once at load (the
+//! engine's layout, `weights::PanelMatrix`), alternated in one run, on the shapes of a prefill (llama-100m
+//! and tinyllama-1.1b) and of decode.
+//!
+//!   cargo run --release -p attnscope-core --example linear_packing [REPEATS] [T,T,...]
+//!
+//! (best of REPEATS, default 7, after one warm-up; T defaults to 1,8,128,512,2048). Warm caches: the same
+//! matrices every repeat, so decode's figures here are not its streaming bandwidth (see matvec_bandwidth).
+
 use attnscope_core::model::ops::project;
-use attnscope_core::weights::{StorageDtype, WeightMatrix};
-use rayon::prelude::*;
+use attnscope_core::weights::WeightMatrix;
 use std::time::Instant;
 
-const MR: usize = 64;
-
-fn pack(w: &[f32], out_dim: usize, in_dim: usize) -> Vec<f32> {
-    let panels = out_dim.div_ceil(MR);
-    let mut p = vec![0.0f32; panels * MR * in_dim];
-    for pi in 0..panels {
-        for r in 0..MR {
-            let row = pi * MR + r;
-            if row >= out_dim {
-                continue;
-            }
-            for k in 0..in_dim {
-                p[pi * MR * in_dim + k * MR + r] = w[row * in_dim + k];
-            }
-        }
-    }
-    p
-}
-
-struct P(*mut f32);
-unsafe impl Send for P {}
-unsafe impl Sync for P {}
-
-fn packed_linear(
-    x: &[f32],
-    t: usize,
-    p: &[f32],
-    in_dim: usize,
-    out_dim: usize,
-    out: &mut [f32],
-    tb: usize,
-) {
-    let panels = out_dim.div_ceil(MR);
-    let tblocks = t.div_ceil(tb);
-    let o = P(out.as_mut_ptr());
-    let o = &o;
-    (0..tblocks * panels).into_par_iter().for_each(|job| {
-        let (bi, pi) = (job / panels, job % panels);
-        let t0 = bi * tb;
-        let rows = tb.min(t - t0);
-        let cols = MR.min(out_dim - pi * MR);
-        unsafe {
-            gemm::gemm(
-                rows,
-                cols,
-                in_dim,
-                o.0.add(t0 * out_dim + pi * MR),
-                1,
-                out_dim as isize,
-                false,
-                x.as_ptr().add(t0 * in_dim),
-                1,
-                in_dim as isize,
-                p.as_ptr().add(pi * MR * in_dim),
-                1,
-                MR as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
-    });
-}
-
 fn main() {
-    let reps = 7;
-    let thr: usize = std::env::var("THR")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
-    gemm::set_lhs_packing_threshold_single_thread(thr);
-    for t in std::env::var("TS")
-        .ok()
-        .map(|v| {
-            v.split(',')
-                .map(|x| x.parse().unwrap())
-                .collect::<Vec<usize>>()
-        })
-        .unwrap_or(vec![128, 512, 2048])
-    {
-        for (i, o) in [(768usize, 768usize), (768, 2048), (2048, 768)] {
-            let w: Vec<f32> = (0..i * o)
+    let mut args = std::env::args().skip(1);
+    let repeats: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(7).max(1);
+    let ts: Vec<usize> = args
+        .next()
+        .map(|a| a.split(',').filter_map(|t| t.parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 8, 128, 512, 2048]);
+    println!(
+        "linear_packing: {} rayon threads, best of {repeats}",
+        rayon::current_num_threads()
+    );
+    println!(
+        "{:>5} {:>12} {:>14} {:>14} {:>8}",
+        "t", "[out, in]", "rows GFLOP/s", "panels GFLOP/s", "pan/row"
+    );
+    for &t in &ts {
+        // (in, out): llama-100m's q/o, gate/up, down; tinyllama's q/o, gate/up, down.
+        for (in_dim, out_dim) in [
+            (768, 768),
+            (768, 2048),
+            (2048, 768),
+            (2048, 2048),
+            (2048, 5632),
+            (5632, 2048),
+        ] {
+            let w: Vec<f32> = (0..in_dim * out_dim)
                 .map(|v| ((v % 97) as f32 - 48.0) / 97.0)
                 .collect();
-            let x: Vec<f32> = (0..t * i)
+            let x: Vec<f32> = (0..t * in_dim)
                 .map(|v| ((v % 89) as f32 - 44.0) / 89.0)
                 .collect();
-            let p = pack(&w, o, i);
-            let wm = WeightMatrix::from_f32(w.clone(), StorageDtype::F32);
+            let rows = WeightMatrix::from(w);
+            let panels = rows.clone().into_panels(out_dim, in_dim);
             let mut out = Vec::new();
-            let mut out2 = vec![0.0f32; t * o];
-            let flop = 2.0 * (t * i * o) as f64;
-            let mut best_a = f64::INFINITY;
-            let mut best_b = [f64::INFINITY; 3];
-            let tbs = [16usize, 256, 2048];
-            for _ in 0..reps {
-                let s = Instant::now();
-                project(&x, t, &wm, i, o, None, &mut out);
-                best_a = best_a.min(s.elapsed().as_secs_f64());
-                for (j, tb) in tbs.iter().enumerate() {
-                    let s = Instant::now();
-                    packed_linear(&x, t, &p, i, o, &mut out2, *tb);
-                    best_b[j] = best_b[j].min(s.elapsed().as_secs_f64());
-                }
+            let mut time = |weight: &WeightMatrix| {
+                let start = Instant::now();
+                project(&x, t, weight, in_dim, out_dim, None, &mut out);
+                start.elapsed().as_secs_f64()
+            };
+            time(&rows);
+            time(&panels);
+            let (mut best_rows, mut best_panels) = (f64::INFINITY, f64::INFINITY);
+            for _ in 0..repeats {
+                best_rows = best_rows.min(time(&rows));
+                best_panels = best_panels.min(time(&panels));
             }
-            let maxd = out
-                .iter()
-                .zip(&out2)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
+            let flop = 2.0 * (t * in_dim * out_dim) as f64;
             println!(
-                "t={t} {i}->{o}: project {:.0} GF/s | packed tb64 {:.0} tb256 {:.0} tb2048 {:.0} | maxdiff {maxd:e}",
-                flop / best_a / 1e9,
-                flop / best_b[0] / 1e9,
-                flop / best_b[1] / 1e9,
-                flop / best_b[2] / 1e9
+                "{t:>5} {:>12} {:>14.1} {:>14.1} {:>7.2}×",
+                format!("[{out_dim}, {in_dim}]"),
+                flop / best_rows / 1e9,
+                flop / best_panels / 1e9,
+                best_rows / best_panels
             );
         }
     }
