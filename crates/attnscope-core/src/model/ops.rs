@@ -354,19 +354,24 @@ mod tests {
         }
     }
 
+    /// Inputs `[t, k]`, a weight `[n, k]` and a bias `[n]` of small, varied values.
+    fn operands(t: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let x = (0..t * k)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0)
+            .collect();
+        let w = (0..n * k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 51.0)
+            .collect();
+        (x, w, (0..n).map(|i| i as f32 / 7.0).collect())
+    }
+
     /// t > 16 with bf16/f16 weights (blocks converted to f32, then gemm) against gemm on the same values
     /// in f32, for odd shapes and an out_dim of several conversion blocks.
     #[test]
     fn converted_gemm_matches_f32_storage() {
         use crate::weights::StorageDtype;
         for &(t, k, n) in &[(17, 13, 70), (33, 100, 129), (20, 1, 5), (17, 3000, 700)] {
-            let x: Vec<f32> = (0..t * k)
-                .map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0)
-                .collect();
-            let w: Vec<f32> = (0..n * k)
-                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 51.0)
-                .collect();
-            let bias: Vec<f32> = (0..n).map(|i| i as f32 / 7.0).collect();
+            let (x, w, bias) = operands(t, k, n);
             for dtype in [StorageDtype::Bf16, StorageDtype::F16] {
                 let stored = WeightMatrix::from_f32(w.clone(), dtype);
                 let exact = WeightMatrix::from(stored.to_f32().into_owned());
@@ -385,9 +390,8 @@ mod tests {
     }
 
     /// Weights in row panels against an f64 product, for any number of input rows (one: the panel mat-vec,
-    /// full and partial panels; decode's few, one
-    /// block, several blocks with a remainder), panel counts with a partial last panel, and a bias; each
-    /// element within f32 rounding of its sum of |terms|.
+    /// full and partial panels; decode's few; one block; several blocks with a remainder), panel counts
+    /// with a partial last panel, and a bias; each element within f32 rounding of its sum of |terms|.
     #[test]
     fn panel_weights_match_f64_product() {
         for &(t, k, n) in &[
@@ -400,13 +404,7 @@ mod tests {
             (300, 40, 130),
             (5, 0, 9),
         ] {
-            let x: Vec<f32> = (0..t * k)
-                .map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0)
-                .collect();
-            let w: Vec<f32> = (0..n * k)
-                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 51.0)
-                .collect();
-            let bias: Vec<f32> = (0..n).map(|i| i as f32 / 7.0).collect();
+            let (x, w, bias) = operands(t, k, n);
             let lin = Linear {
                 weight: WeightMatrix::from(w.clone()).into_panels(n, k),
                 bias: Some(bias.clone()),
