@@ -22,12 +22,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     if let Some(json) = &args.json {
         check_json_target(json)?;
     }
-    if let Some(n) = args.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .map_err(|e| Error::input(format!("--threads: {e}")))?;
-    }
+    crate::cli::threads::init_pool(args.threads)?;
     let planned = plan(&model_sources(&args), &settings)?;
     let created_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -15,15 +15,7 @@ use attnscope_job::Session;
 pub fn bench_serve(args: BenchServeArgs) -> Result<()> {
     let device = DeviceRequest::parse(&args.device)?;
     let dtype = GpuDtype::parse(&args.dtype)?;
-    if let Some(n) = args.threads {
-        if n == 0 {
-            return Err(Error::input("--threads: must be at least 1"));
-        }
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .map_err(|e| Error::input(format!("--threads: {e}")))?;
-    }
+    crate::cli::threads::init_pool(args.threads)?;
     let source = match (&args.model, &args.config) {
         (Some(name), None) => ModelSource::Named(name.trim().to_string()),
         (None, Some(path)) => ModelSource::Config(path.clone()),

@@ -8,6 +8,7 @@ mod bench_serve_cmd;
 mod doctor_cmd;
 mod inspect;
 mod run_cmd;
+mod threads;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;

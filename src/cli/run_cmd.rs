@@ -19,12 +19,7 @@ use std::path::{Path, PathBuf};
 /// Runs the `run` subcommand.
 pub fn run(args: RunArgs) -> Result<()> {
     check_flags(&args)?;
-    if let Some(n) = args.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .map_err(|e| Error::input(format!("--threads: {e}")))?;
-    }
+    crate::cli::threads::init_pool(args.threads)?;
     let job = build_job(&args)?;
     let out = args
         .out

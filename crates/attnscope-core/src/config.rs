@@ -18,6 +18,22 @@ mod parse;
 /// Largest rotary dimension supported (the rotation keeps its cos/sin tables on the stack).
 pub const MAX_ROTARY_DIM: usize = 512;
 
+/// Upper bounds of config.json's sizes, far above any released checkpoint, so that a corrupt or hostile
+/// value is refused with its field's name before anything is sized from it (and products of them cannot
+/// overflow 64 bits).
+pub mod limits {
+    /// `num_hidden_layers`.
+    pub const MAX_LAYERS: usize = 4096;
+    /// `hidden_size`, `intermediate_size`, `head_dim`.
+    pub const MAX_WIDTH: usize = 1 << 20;
+    /// `num_attention_heads`, `num_key_value_heads`.
+    pub const MAX_HEADS: usize = 4096;
+    /// `vocab_size` (token ids are u32; 16.7M is 60× the largest vocabulary released).
+    pub const MAX_VOCAB: usize = 1 << 24;
+    /// `max_position_embeddings`.
+    pub const MAX_POSITIONS: usize = 1 << 30;
+}
+
 /// The model families attnscope knows. Only used for naming and for weight-name mapping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -166,11 +182,19 @@ impl ModelConfig {
         self.n_heads / self.n_kv_heads
     }
 
-    /// Total parameter count implied by the shapes (embeddings counted once when tied).
+    /// Total parameter count implied by the shapes (embeddings counted once when tied), computed in 128
+    /// bits (the sizes are bounded by [`limits`], so it cannot overflow) and saturated to usize.
     pub fn parameter_count(&self) -> usize {
-        let h = self.hidden_size;
-        let q = self.n_heads * self.head_dim;
-        let kv = self.n_kv_heads * self.head_dim;
+        let [h, q, kv, head_dim, inter, vocab, layers] = [
+            self.hidden_size,
+            self.n_heads * self.head_dim,
+            self.n_kv_heads * self.head_dim,
+            self.head_dim,
+            self.intermediate_size,
+            self.vocab_size,
+            self.n_layers,
+        ]
+        .map(|n| n as u128);
         let norm_params = if self.norm == NormKind::LayerNorm {
             2 * h
         } else {
@@ -184,21 +208,21 @@ impl ModelConfig {
             per_layer += h;
         }
         if self.qk_norm {
-            per_layer += 2 * self.head_dim;
+            per_layer += 2 * head_dim;
         }
         let mlp_mats = if self.gated_mlp { 3 } else { 2 };
-        per_layer += mlp_mats * h * self.intermediate_size;
+        per_layer += mlp_mats * h * inter;
         if self.mlp_bias {
-            per_layer += (mlp_mats - 1) * self.intermediate_size + h;
+            per_layer += (mlp_mats - 1) * inter + h;
         }
-        let mut total = per_layer * self.n_layers + self.vocab_size * h + norm_params;
+        let mut total = per_layer * layers + vocab * h + norm_params;
         if !self.tied_embeddings {
-            total += self.vocab_size * h;
+            total += vocab * h;
         }
         if self.position == PositionEncoding::Learned {
-            total += self.max_positions.unwrap_or(0) * h;
+            total += self.max_positions.unwrap_or(0) as u128 * h;
         }
-        total
+        usize::try_from(total).unwrap_or(usize::MAX)
     }
 }
 

@@ -86,7 +86,11 @@ impl AblationJob {
             max_new_tokens: targets.len(),
             ..GenerateOptions::default()
         };
-        check_fits(model, &prompt, &with_targets, "--prompt")?;
+        let no_capture = CaptureSpec {
+            stats: false,
+            ..CaptureSpec::default()
+        };
+        check_fits(model, &prompt, &with_targets, &no_capture, "--prompt")?;
         let ablation = Ablation {
             slots: slots.clone(),
             layers,
@@ -162,11 +166,11 @@ impl AblationJob {
                     ..GenerateOptions::default()
                 };
                 let model = &session.model;
-                check_fits(model, prompt, &generation, "--prompt")?;
                 let spec = CaptureSpec {
                     stats: false,
                     ..CaptureSpec::default()
                 };
+                check_fits(model, prompt, &generation, &spec, "--prompt")?;
                 let out = run_sequence(model, prompt, &spec, &generation, &mut || {})?;
                 let n = prompt.token_ids.len();
                 Ok(out.slots[n..].iter().map(|s| s.token).collect())

@@ -8,7 +8,7 @@ use attnscope_core::Error;
 use attnscope_core::Result;
 use attnscope_core::capture::{CaptureSpec, WeightsDtype};
 use attnscope_core::input::{InputSpec, SequenceInput};
-use attnscope_core::run::{GenerateOptions, SequenceOutcome, check_fits, run_sequence};
+use attnscope_core::run::{GenerateOptions, SequenceOutcome, budget, check_fits, run_sequence};
 use attnscope_core::slots::Visibility;
 use attnscope_io::manifest::{InputRecord, Manifest};
 use attnscope_io::outputs::write_run_files;
@@ -135,7 +135,7 @@ impl Job {
         let spec = self
             .capture
             .resolve(model.cfg.n_layers, model.cfg.n_heads)?;
-        let (sequences, mut inputs) = self.sequences(session)?;
+        let (sequences, mut inputs) = self.sequences(session, &spec)?;
         let total_steps = sequences.len() as u64 * (1 + self.generation.max_new_tokens as u64);
         progress.start(total_steps);
         let mut outcomes = Vec::with_capacity(sequences.len());
@@ -219,16 +219,24 @@ impl Job {
         Ok((run_dir.commit()?, manifest))
     }
 
-    /// Token sequences from the prompts (through the tokenizer) or the spec, each checked against the model.
-    fn sequences(&self, session: &Session) -> Result<(Vec<SequenceInput>, Vec<InputRecord>)> {
+    /// Token sequences from the prompts (through the tokenizer) or the spec, each checked against the model
+    /// and all of them against the machine's memory (every capture is held until the run is written).
+    fn sequences(
+        &self,
+        session: &Session,
+        spec: &CaptureSpec,
+    ) -> Result<(Vec<SequenceInput>, Vec<InputRecord>)> {
         let model = &session.model;
         let mut seqs = Vec::new();
         let mut records = Vec::new();
+        let (mut captures, mut largest_kv) = (0u128, 0u128);
         let mut add = |mut seq: SequenceInput, source: String, text: Option<String>, at: String| {
             if let Some(v) = self.visibility {
                 seq.visibility = v;
             }
-            check_fits(model, &seq, &self.generation, &at)?;
+            let bytes = check_fits(model, &seq, &self.generation, spec, &at)?;
+            captures += bytes.capture;
+            largest_kv = largest_kv.max(bytes.kv_cache);
             records.push(record(records.len(), source, text, &seq));
             seqs.push(seq);
             Ok::<(), Error>(())
@@ -256,6 +264,15 @@ impl Job {
                     add(seq, "prompt".into(), Some(text.clone()), at)?;
                 }
             }
+        }
+        if seqs.len() > 1 {
+            budget::check_available(
+                captures + largest_kv,
+                &format!(
+                    "capturing {} sequences (each capture is held until the run directory is written)",
+                    seqs.len()
+                ),
+            )?;
         }
         Ok((seqs, records))
     }

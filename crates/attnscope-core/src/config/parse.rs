@@ -1,6 +1,7 @@
 //! Parsing config.json: a [`Reader`] over the JSON object whose every error names the file and the field,
 //! and the steps that turn it into a `ModelConfig` (family, sizes, norm, activation, RoPE, biases, window).
 
+use super::limits::{MAX_HEADS, MAX_LAYERS, MAX_POSITIONS, MAX_VOCAB, MAX_WIDTH};
 use super::{
     Activation, Family, MAX_ROTARY_DIM, ModelConfig, NormKind, PositionEncoding, RopeConfig,
     RopeScaling,
@@ -48,26 +49,39 @@ impl<'a> Reader<'a> {
         names.iter().copied().find(|n| self.get(n).is_some())
     }
 
-    /// A positive integer under any of `names`; required.
-    fn usize_any(&self, names: &[&str]) -> Result<usize> {
+    /// A positive integer of at most `max` under any of `names`; required.
+    fn usize_any(&self, names: &[&str], max: usize) -> Result<usize> {
         let key = self
             .first_key(names)
             .ok_or_else(|| self.err(names[0], "missing"))?;
-        self.usize_at(key)
+        self.usize_at(key, max)
     }
 
-    fn usize_at(&self, key: &str) -> Result<usize> {
+    fn usize_at(&self, key: &str, max: usize) -> Result<usize> {
         match self.get(key).and_then(Value::as_u64) {
+            Some(n) if n > max as u64 => {
+                Err(self.err(key, format!("{n} is above the supported maximum of {max}")))
+            }
             Some(n) if n > 0 => Ok(n as usize),
             _ => Err(self.err(key, "expected a positive integer")),
         }
     }
 
-    fn opt_usize(&self, names: &[&str]) -> Result<Option<usize>> {
+    fn opt_usize(&self, names: &[&str], max: usize) -> Result<Option<usize>> {
         match self.first_key(names) {
-            Some(key) => self.usize_at(key).map(Some),
+            Some(key) => self.usize_at(key, max).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// A number under any of `names` that is finite, positive and still positive once rounded to f32 (the
+    /// precision the engine computes in); `None` when absent.
+    fn opt_positive(&self, names: &[&str]) -> Result<Option<f64>> {
+        let Some(key) = self.first_key(names) else {
+            return Ok(None);
+        };
+        let x = self.opt_f64(&[key])?.unwrap_or(f64::NAN);
+        check_positive(x).map(Some).map_err(|m| self.err(key, m))
     }
 
     fn opt_f64(&self, names: &[&str]) -> Result<Option<f64>> {
@@ -100,21 +114,20 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn token_ids(&self, name: &str) -> Result<Vec<u32>> {
+    /// Token ids under `name` (one or a list), each below `vocab_size` (so within u32).
+    fn token_ids(&self, name: &str, vocab_size: usize) -> Result<Vec<u32>> {
+        let id = |v: &Value| match v.as_u64() {
+            Some(x) if x < vocab_size as u64 => Ok(x as u32),
+            Some(x) => Err(self.err(
+                name,
+                format!("token id {x} is outside the vocabulary (vocab_size {vocab_size})"),
+            )),
+            None => Err(self.err(name, "expected a token id (a non-negative integer)")),
+        };
         match self.get(name) {
             None => Ok(Vec::new()),
-            Some(Value::Number(n)) => n
-                .as_u64()
-                .map(|x| vec![x as u32])
-                .ok_or_else(|| self.err(name, "expected a token id")),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|v| {
-                    v.as_u64()
-                        .map(|x| x as u32)
-                        .ok_or_else(|| self.err(name, "expected token ids"))
-                })
-                .collect(),
+            Some(Value::Array(items)) => items.iter().map(id).collect(),
+            Some(v @ Value::Number(_)) => id(v).map(|x| vec![x]),
             Some(_) => Err(self.err(name, "expected a token id or a list of them")),
         }
     }
@@ -141,8 +154,11 @@ impl<'a> Reader<'a> {
         let scale_attn_by_inverse_layer_idx =
             gpt2 && self.opt_bool("scale_attn_by_inverse_layer_idx")? == Some(true);
         let sliding_window = self.sliding_window(family)?;
-        let eos_token_ids = self.token_ids("eos_token_id")?;
-        let bos_token_id = self.token_ids("bos_token_id")?.first().copied();
+        let eos_token_ids = self.token_ids("eos_token_id", dims.vocab_size)?;
+        let bos_token_id = self
+            .token_ids("bos_token_id", dims.vocab_size)?
+            .first()
+            .copied();
         let layout = if self.get("rope_parameters").is_some() || self.get("dtype").is_some() {
             "5.x"
         } else {
@@ -201,17 +217,19 @@ impl<'a> Reader<'a> {
 
     /// Sizes: hidden, layers, heads (query and key/value), head dim, MLP width, vocabulary, context.
     fn dims(&self, gpt2: bool) -> Result<Dims> {
-        let hidden_size = self.usize_any(&["hidden_size", "n_embd"])?;
-        let n_layers = self.usize_any(&["num_hidden_layers", "n_layer"])?;
-        let n_heads = self.usize_any(&["num_attention_heads", "n_head"])?;
-        let n_kv_heads = self.opt_usize(&["num_key_value_heads"])?.unwrap_or(n_heads);
+        let hidden_size = self.usize_any(&["hidden_size", "n_embd"], MAX_WIDTH)?;
+        let n_layers = self.usize_any(&["num_hidden_layers", "n_layer"], MAX_LAYERS)?;
+        let n_heads = self.usize_any(&["num_attention_heads", "n_head"], MAX_HEADS)?;
+        let n_kv_heads = self
+            .opt_usize(&["num_key_value_heads"], MAX_HEADS)?
+            .unwrap_or(n_heads);
         if n_heads % n_kv_heads != 0 {
             return Err(self.err(
                 "num_key_value_heads",
                 format!("{n_kv_heads} does not divide num_attention_heads {n_heads}"),
             ));
         }
-        let head_dim = match self.opt_usize(&["head_dim"])? {
+        let head_dim = match self.opt_usize(&["head_dim"], MAX_WIDTH)? {
             Some(d) => d,
             None => {
                 if hidden_size % n_heads != 0 {
@@ -224,9 +242,10 @@ impl<'a> Reader<'a> {
             }
         };
         let intermediate_size = if gpt2 {
-            self.opt_usize(&["n_inner"])?.unwrap_or(4 * hidden_size)
+            self.opt_usize(&["n_inner"], MAX_WIDTH)?
+                .unwrap_or(4 * hidden_size)
         } else {
-            self.usize_any(&["intermediate_size"])?
+            self.usize_any(&["intermediate_size"], MAX_WIDTH)?
         };
         Ok(Dims {
             hidden_size,
@@ -235,8 +254,11 @@ impl<'a> Reader<'a> {
             n_kv_heads,
             head_dim,
             intermediate_size,
-            vocab_size: self.usize_any(&["vocab_size"])?,
-            max_positions: self.opt_usize(&["max_position_embeddings", "n_positions", "n_ctx"])?,
+            vocab_size: self.usize_any(&["vocab_size"], MAX_VOCAB)?,
+            max_positions: self.opt_usize(
+                &["max_position_embeddings", "n_positions", "n_ctx"],
+                MAX_POSITIONS,
+            )?,
         })
     }
 
@@ -254,7 +276,7 @@ impl<'a> Reader<'a> {
         };
         Ok((
             norm,
-            self.opt_f64(norm_eps_keys)?.unwrap_or(default_eps) as f32,
+            self.opt_positive(norm_eps_keys)?.unwrap_or(default_eps) as f32,
         ))
     }
 
@@ -298,10 +320,10 @@ impl<'a> Reader<'a> {
 
     fn sliding_window(&self, family: Family) -> Result<Option<usize>> {
         match family {
-            Family::Mistral => self.opt_usize(&["sliding_window"]),
+            Family::Mistral => self.opt_usize(&["sliding_window"], MAX_POSITIONS),
             Family::Qwen2 | Family::Qwen3 => {
                 if self.opt_bool("use_sliding_window")? == Some(true) {
-                    self.opt_usize(&["sliding_window"])
+                    self.opt_usize(&["sliding_window"], MAX_POSITIONS)
                 } else {
                     Ok(None)
                 }
@@ -314,14 +336,13 @@ impl<'a> Reader<'a> {
     fn rope(&self, head_dim: usize) -> Result<RopeConfig> {
         let src = self.rope_source()?;
         let theta = match self.rope_number(&src, "rope_theta")? {
-            Some(t) => t,
+            Some(t) => {
+                check_positive(t).map_err(|m| self.err(&format!("{}.rope_theta", src.field), m))?
+            }
             None => self
-                .opt_f64(&["rope_theta", "rotary_emb_base"])?
+                .opt_positive(&["rope_theta", "rotary_emb_base"])?
                 .unwrap_or(10000.0),
         };
-        if theta <= 0.0 {
-            return Err(self.err("rope_theta", "must be positive"));
-        }
         let rotary_dim = self.rotary_dim(&src, head_dim)?;
         let scaling = self.rope_scaling(&src)?;
         Ok(RopeConfig {
@@ -410,9 +431,13 @@ impl<'a> Reader<'a> {
             },
             None => "default".to_string(),
         };
+        // Every scaling parameter divides or scales a frequency: positive, finite, non-zero in f32.
         let need = |key: &str| -> Result<f64> {
-            self.rope_number(src, key)?
-                .ok_or_else(|| self.err(&format!("{field}.{key}"), "missing"))
+            let at = format!("{field}.{key}");
+            let x = self
+                .rope_number(src, key)?
+                .ok_or_else(|| self.err(&at, "missing"))?;
+            check_positive(x).map_err(|m| self.err(&at, m))
         };
         match rope_type.as_str() {
             "default" => Ok(RopeScaling::None),
@@ -430,6 +455,17 @@ impl<'a> Reader<'a> {
                 format!("unsupported rope type {other:?} (supported: default, linear, llama3)"),
             )),
         }
+    }
+}
+
+/// `x` when it is finite, positive and still positive in f32; else what is wrong with it.
+fn check_positive(x: f64) -> std::result::Result<f64, String> {
+    if !(x.is_finite() && x > 0.0) {
+        Err(format!("must be a positive finite number (got {x})"))
+    } else if x as f32 == 0.0 {
+        Err(format!("{x} is too small: it is 0 in f32"))
+    } else {
+        Ok(x)
     }
 }
 

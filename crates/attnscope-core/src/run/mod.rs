@@ -2,6 +2,7 @@
 //! `run::outputs` for writing. The CLI and the tests drive this module; it owns no I/O but the model's.
 
 pub mod ablation;
+pub mod budget;
 pub mod parallel;
 
 use crate::Error;
@@ -51,15 +52,27 @@ pub struct SequenceOutcome {
     pub stopped_at_eos: bool,
 }
 
-/// Checks that a sequence plus its generated tokens fits the model (vocab, positions, context).
+/// Checks that a sequence plus its generated tokens fits the model (vocab, positions, context), that its
+/// positions and parallel-group counter cannot overflow, and that its KV cache and recorders fit in the
+/// machine's memory; returns what they take on the host.
 pub fn check_fits(
     model: &Model,
     seq: &SequenceInput,
     generation: &GenerateOptions,
+    spec: &CaptureSpec,
     where_: &str,
-) -> Result<()> {
+) -> Result<budget::SequenceBytes> {
     crate::input::validate_sequence(seq, model.cfg.vocab_size, None, where_)?;
-    let last = seq.positions.iter().copied().max().unwrap_or(0) + generation.max_new_tokens as i64;
+    let generate = generation.max_new_tokens;
+    let max_position = seq.positions.iter().copied().max().unwrap_or(0);
+    let last = i64::try_from(generate)
+        .ok()
+        .and_then(|g| max_position.checked_add(g))
+        .ok_or_else(|| {
+            Error::input(format!(
+                "{where_}: position {max_position} + --generate {generate} overflows the position counter (i64)"
+            ))
+        })?;
     if let Some(max) = model.cfg.max_positions
         && last >= max as i64
     {
@@ -67,14 +80,36 @@ pub fn check_fits(
             "{where_}: {} tokens{} reach position {last}, beyond the model's context of {max} positions \
              (max_position_embeddings)",
             seq.token_ids.len(),
-            if generation.max_new_tokens > 0 {
-                format!(" + {} generated", generation.max_new_tokens)
+            if generate > 0 {
+                format!(" + {generate} generated")
             } else {
                 String::new()
             },
         )));
     }
-    Ok(())
+    if generation.parallel.is_some() {
+        // Each step opens at most one new group after the largest given one.
+        let max_group = seq.groups.iter().copied().max().unwrap_or(-1).max(-1);
+        if max_group as i128 + 1 + generate as i128 > i32::MAX as i128 {
+            return Err(Error::input(format!(
+                "{where_}: group {max_group} + --generate {generate} parallel sets overflow the group counter (i32)"
+            )));
+        }
+    }
+    let capacity = budget::sequence_capacity(seq.token_ids.len(), generation)?;
+    let kv_on_host = model.device().device == "cpu";
+    let bytes = budget::SequenceBytes::new(&model.cfg, spec, capacity, kv_on_host);
+    let per_step = generation.parallel.map_or(String::new(), |p| {
+        format!(" × --parallel-max {}", p.max_set)
+    });
+    budget::check_available(
+        bytes.kv_cache + bytes.capture,
+        &format!(
+            "{where_}: the KV cache and capture of {capacity} slots ({} prompt tokens + --generate {generate}{per_step})",
+            seq.token_ids.len()
+        ),
+    )?;
+    Ok(bytes)
 }
 
 /// Prefills `seq` in one forward pass, then generates up to `generation.max_new_tokens` tokens one step at a
@@ -88,8 +123,7 @@ pub fn run_sequence(
     on_step: &mut dyn FnMut(),
 ) -> Result<SequenceOutcome> {
     let n_prompt = seq.token_ids.len();
-    let per_step = generation.parallel.map_or(1, |p| p.max_set.max(1));
-    let capacity = n_prompt + generation.max_new_tokens * per_step;
+    let capacity = budget::sequence_capacity(n_prompt, generation)?;
     let mut cache = model.new_cache(capacity, seq.visibility)?;
     let mut capture = spec
         .any()
@@ -112,7 +146,7 @@ pub fn run_sequence(
     let mut sampler = Sampler::new(generation.sampler);
     let first_position = seq.positions.iter().copied().max().unwrap_or(-1) + 1;
     let mut next_group = seq.groups.iter().copied().max().unwrap_or(-1).max(-1) + 1;
-    let mut decode_seconds = Vec::with_capacity(generation.max_new_tokens);
+    let mut decode_seconds = Vec::new();
     let mut stopped_at_eos = false;
     for step in 1..=generation.max_new_tokens {
         let started = Instant::now();
