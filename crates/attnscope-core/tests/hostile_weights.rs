@@ -345,3 +345,24 @@ fn many_unused_tensors_are_counted() {
         "{msg}"
     );
 }
+
+/// The Hugging Face hub cache stores a snapshot's files as symlinks to `../../blobs/<hash>`: a model
+/// directory that is such a snapshot may read its shards from there, but nothing else outside.
+#[cfg(unix)]
+#[test]
+fn hf_cache_snapshot_symlinks_into_blobs_are_allowed() {
+    let repo = tempfile::tempdir().unwrap();
+    let blobs = repo.path().join("blobs");
+    let snap = repo.path().join("snapshots").join("abc123");
+    std::fs::create_dir_all(&blobs).unwrap();
+    std::fs::create_dir_all(&snap).unwrap();
+    write_f32(&blobs.join("0f1e"), &[small("a")]);
+    std::os::unix::fs::symlink("../../blobs/0f1e", snap.join("s1.safetensors")).unwrap();
+    write_index(&snap, &[("a", "s1.safetensors")]);
+    inspect_weights(&snap).unwrap();
+    // A sibling of blobs/ is still outside.
+    write_f32(&repo.path().join("other.safetensors"), &[small("a")]);
+    std::fs::remove_file(snap.join("s1.safetensors")).unwrap();
+    std::os::unix::fs::symlink("../../other.safetensors", snap.join("s1.safetensors")).unwrap();
+    assert!(inspect_err(&snap).contains("outside the model directory"));
+}

@@ -166,7 +166,11 @@ fn read_layout(dir: &Path) -> Result<Layout> {
         let mut files: Vec<PathBuf> = named.values().map(|f| dir.join(f)).collect();
         files.sort();
         files.dedup();
+        let mut checked: HashSet<&str> = HashSet::new();
         for (name, file) in &named {
+            if !checked.insert(file) {
+                continue;
+            }
             let path = dir.join(file);
             if let Err(why) = check_regular(dir, &path, true) {
                 return Err(Error::field(
@@ -291,6 +295,8 @@ struct Tensors<'a> {
     files: &'a [PathBuf],
     tables: Vec<SafeTensors<'a>>,
     by_name: HashMap<String, usize>,
+    /// The shard index, when sharded (named by errors about tensors that are in no file).
+    index_path: Option<&'a Path>,
     /// Names read so far (not merely probed with `has`), for the unused-tensor report.
     requested: Mutex<HashSet<String>>,
 }
@@ -365,6 +371,7 @@ impl Checkpoint {
             files: &self.files,
             tables,
             by_name,
+            index_path: self.index.as_ref().map(|i| i.path.as_path()),
             requested: Mutex::new(HashSet::new()),
         })
     }
@@ -376,6 +383,9 @@ impl Tensors<'_> {
     }
 
     fn file_for_errors(&self) -> &Path {
+        if let Some(index) = self.index_path {
+            return index;
+        }
         self.files
             .first()
             .map(PathBuf::as_path)
