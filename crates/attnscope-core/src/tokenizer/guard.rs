@@ -26,9 +26,12 @@ fn install_hook() {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             if GUARDED.with(Cell::get) > 0 {
-                let at = info
-                    .location()
-                    .map(|l| format!("{}:{}", l.file(), l.line()));
+                // `.../registry/src/<index>/tokenizers-0.23.2/src/x.rs` → `tokenizers-0.23.2/src/x.rs`.
+                let at = info.location().map(|l| {
+                    let file = l.file();
+                    let short = file.rfind("/tokenizers-").map_or(file, |i| &file[i + 1..]);
+                    format!("{short}:{}", l.line())
+                });
                 LOCATION.with(|c| c.set(at));
             } else {
                 previous(info);
