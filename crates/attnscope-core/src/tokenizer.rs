@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
+use tokenizers::models::ModelWrapper;
 use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, Tokenizer};
@@ -22,6 +23,7 @@ pub struct TextTokenizer {
     eos_ids: Vec<u32>,
     add_bos: bool,
     warnings: Vec<String>,
+    disabled: Vec<&'static str>,
 }
 
 /// The fields of `tokenizer_config.json` (and `special_tokens_map.json`) that matter here.
@@ -104,9 +106,41 @@ fn read_special_config(dir: &Path) -> Result<SpecialConfig> {
     Ok(cfg)
 }
 
+/// Parses a `tokenizer.json` (under [`guard::guarded`]: a panic in `tokenizers` becomes an error naming
+/// the file).
+fn parse_tokenizer_json(path: &Path) -> Result<(Tokenizer, Vec<String>)> {
+    guard::guarded(path, "loading", || parse_tokenizer_json_unguarded(path))?
+}
+
+/// Switches off what would silently change the prompt: `padding`, `truncation` and BPE `dropout` (which
+/// also makes runs nondeterministic). Returns the names of the settings that were on.
+fn disable_prompt_changers(tok: &mut Tokenizer, path: &Path) -> Result<Vec<&'static str>> {
+    let mut disabled = Vec::new();
+    if tok.get_padding().is_some() {
+        tok.with_padding(None);
+        disabled.push("padding");
+    }
+    if tok.get_truncation().is_some() {
+        tok.with_truncation(None)
+            .map_err(|e| Error::tokenizer(path, format!("truncation: {}", one_line(e))))?;
+        disabled.push("truncation");
+    }
+    if let ModelWrapper::BPE(bpe) = tok.get_model()
+        && let Some(p) = bpe.dropout
+    {
+        let mut bpe = bpe.clone();
+        bpe.dropout = None;
+        tok.with_model(bpe);
+        if p > 0.0 {
+            disabled.push("dropout");
+        }
+    }
+    Ok(disabled)
+}
+
 /// Parses a `tokenizer.json`. When the plain parse fails and the model is BPE, repairs it (see
 /// [`repair`]) and parses again; returns the tokenizer and the repairs made.
-fn parse_tokenizer_json(path: &Path) -> Result<(Tokenizer, Vec<String>)> {
+fn parse_tokenizer_json_unguarded(path: &Path) -> Result<(Tokenizer, Vec<String>)> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let first_err = match text.parse::<Tokenizer>() {
         Ok(t) => return Ok((t, Vec::new())),
@@ -166,7 +200,7 @@ impl TextTokenizer {
         let tj = dir.join("tokenizer.json");
         let vocab = dir.join("vocab.json");
         let merges = dir.join("merges.txt");
-        let ((mut inner, warnings), source, kind) = if tj.is_file() {
+        let ((mut inner, mut warnings), source, kind) = if tj.is_file() {
             (parse_tokenizer_json(&tj)?, tj, "tokenizer.json")
         } else if vocab.is_file() {
             let t = build_vocab_merges(&vocab, &merges)?;
@@ -177,6 +211,20 @@ impl TextTokenizer {
         } else {
             return Ok(None);
         };
+        let disabled = guard::guarded(&source, "loading", || {
+            disable_prompt_changers(&mut inner, &source)
+        })??;
+        for d in &disabled {
+            warnings.push(format!(
+                "{}: `{d}` switched off (it would change the prompt{})",
+                source.display(),
+                if *d == "dropout" {
+                    " and make runs nondeterministic"
+                } else {
+                    ""
+                }
+            ));
+        }
         let mut cfg = read_special_config(dir)?;
         if kind == "vocab.json+merges.txt" {
             // GPT-2 defaults: <|endoftext|> is BOS, EOS and a special token.
@@ -220,6 +268,7 @@ impl TextTokenizer {
             eos_ids,
             add_bos: cfg.add_bos,
             warnings,
+            disabled,
         }))
     }
 
@@ -229,9 +278,10 @@ impl TextTokenizer {
         if text.is_empty() {
             return Err(Error::input("empty prompt"));
         }
-        let enc = self.inner.encode(text, true).map_err(|e| {
-            Error::tokenizer(&self.source, format!("encode failed: {}", one_line(e)))
-        })?;
+        let enc = guard::guarded(&self.source, "encoding", || self.inner.encode(text, true))?
+            .map_err(|e| {
+                Error::tokenizer(&self.source, format!("encode failed: {}", one_line(e)))
+            })?;
         let mut ids = enc.get_ids().to_vec();
         if let (true, Some((bos, _))) = (self.add_bos, &self.bos)
             && ids.first() != Some(bos)
@@ -246,14 +296,18 @@ impl TextTokenizer {
 
     /// Decodes ids to text, keeping special tokens.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner
-            .decode(ids, false)
+        guard::guarded(&self.source, "decoding", || self.inner.decode(ids, false))?
             .map_err(|e| Error::tokenizer(&self.source, format!("decode failed: {}", one_line(e))))
     }
 
     /// The vocabulary string of one id, or `""` when the id is unknown.
     pub fn token_str(&self, id: u32) -> String {
-        self.inner.id_to_token(id).unwrap_or_default()
+        guard::guarded(&self.source, "looking up a token", || {
+            self.inner.id_to_token(id)
+        })
+        .ok()
+        .flatten()
+        .unwrap_or_default()
     }
 
     /// Vocabulary size including added tokens.
@@ -301,8 +355,16 @@ impl TextTokenizer {
     pub fn warnings(&self) -> &[String] {
         &self.warnings
     }
+
+    /// The `tokenizer.json` settings switched off on load because they would silently change the prompt:
+    /// any of `"padding"`, `"truncation"` and `"dropout"` (BPE merge dropout), in that order. Each also has
+    /// a line in [`TextTokenizer::warnings`]; the manifest can record this list.
+    pub fn disabled(&self) -> &[&'static str] {
+        &self.disabled
+    }
 }
 
+mod guard;
 mod repair;
 
 #[cfg(test)]

@@ -205,3 +205,157 @@ fn old_layout_and_bad_merges_parse() {
     assert_eq!(tok.encode("ab").unwrap(), vec![0, 1]);
     assert!(tok.warnings()[0].contains("`ba` is not in the vocabulary"));
 }
+
+/// stories260K's tokenizer.json (and tokenizer_config.json) copied into a tempdir, with `edit` applied to
+/// the parsed JSON; `None` (after SKIP) without the shared data.
+fn edited_stories(edit: impl FnOnce(&mut Value)) -> Option<tempfile::TempDir> {
+    let dir = shared_dir("models/stories260K")?;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        dir.join("tokenizer_config.json"),
+        tmp.path().join("tokenizer_config.json"),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(dir.join("tokenizer.json")).unwrap();
+    let mut v: Value = serde_json::from_str(&text).unwrap();
+    edit(&mut v);
+    std::fs::write(
+        tmp.path().join("tokenizer.json"),
+        serde_json::to_string_pretty(&v).unwrap(),
+    )
+    .unwrap();
+    Some(tmp)
+}
+
+const STORY: &str = "Once upon a time, there was a little dog named Max.";
+
+/// Asserts a one-line tokenizer error naming tokenizer.json.
+fn assert_tokenizer_error(e: &Error) {
+    let msg = e.to_string();
+    assert!(matches!(e, Error::Tokenizer { .. }), "{msg}");
+    assert!(msg.contains("tokenizer.json"), "{msg}");
+    assert!(!msg.contains('\n'), "{msg}");
+}
+
+/// Loads and encodes/decodes; returns the first error. Panics only if the guard let a panic through.
+fn load_encode_decode(dir: &Path) -> Result<()> {
+    let tok = TextTokenizer::from_dir(dir)?.expect("a tokenizer");
+    let ids = tok.encode(STORY)?;
+    tok.decode(&ids)?;
+    Ok(())
+}
+
+/// Issue #12's first reproducer. With this build of `tokenizers` (fancy-regex) an empty `Replace` pattern
+/// does not panic; whatever it does, no panic may escape and any error must name tokenizer.json. Every
+/// vocabulary id is decoded, alone and together, in the regex variant too.
+#[test]
+fn replace_decoder_with_empty_pattern_never_panics() {
+    for pattern in [
+        serde_json::json!({"String": ""}),
+        serde_json::json!({"Regex": ""}),
+    ] {
+        let Some(tmp) = edited_stories(|v| {
+            v["decoder"]["decoders"][0]["pattern"] = pattern.clone();
+        }) else {
+            return;
+        };
+        let run = || -> Result<()> {
+            let tok = TextTokenizer::from_dir(tmp.path())?.expect("a tokenizer");
+            let ids = tok.encode(STORY)?;
+            tok.decode(&ids)?;
+            let all: Vec<u32> = (0..tok.vocab_size() as u32).collect();
+            for id in &all {
+                tok.decode(&[*id])?;
+            }
+            tok.decode(&all)?;
+            Ok(())
+        };
+        let outcome = std::panic::catch_unwind(run).expect("a panic escaped the tokenizer guard");
+        if let Err(e) = outcome {
+            assert_tokenizer_error(&e);
+        }
+    }
+}
+
+/// A guarded panic leaves the panic hook working for everyone else (the test harness reports panics
+/// through it) and is reported once, as the error.
+#[test]
+fn guard_turns_a_panic_into_one_error_line() {
+    let path = Path::new("/m/tokenizer.json");
+    let e = guard::guarded(path, "encoding", || -> u32 { panic!("boom\nsecond line") })
+        .expect_err("panic not caught");
+    let msg = e.to_string();
+    assert!(msg.starts_with("/m/tokenizer.json: "), "{msg}");
+    assert!(
+        msg.contains("panicked while encoding") && msg.contains("boom second line"),
+        "{msg}"
+    );
+    assert!(!msg.contains('\n'), "{msg}");
+    assert_eq!(guard::guarded(path, "x", || 7).unwrap(), 7);
+}
+
+#[test]
+fn template_processing_missing_special_token_is_an_error() {
+    let Some(tmp) = edited_stories(|v| {
+        v["post_processor"]["special_tokens"] = serde_json::json!({});
+    }) else {
+        return;
+    };
+    let e = load_encode_decode(tmp.path()).expect_err("missing special token accepted");
+    assert_tokenizer_error(&e);
+}
+
+#[test]
+fn truncated_tokenizer_json_is_an_error_not_a_panic() {
+    let Some(dir) = shared_dir("models/stories260K") else {
+        return;
+    };
+    let bytes = std::fs::read(dir.join("tokenizer.json")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut panicked_somewhere = false;
+    for cut in (1440..1710).step_by(5) {
+        std::fs::write(tmp.path().join("tokenizer.json"), &bytes[..cut]).unwrap();
+        let e = load_encode_decode(tmp.path()).expect_err("truncated file accepted");
+        // A cut inside a multi-byte character is an I/O error (not UTF-8); the rest tokenizer errors.
+        let msg = e.to_string();
+        assert!(
+            msg.contains("tokenizer.json") && !msg.contains('\n'),
+            "{msg}"
+        );
+        panicked_somewhere |= e.to_string().contains("panicked");
+    }
+    // The reproducer of issue #12: some of these cuts make `tokenizers` panic; the guard must be what
+    // turned them into errors.
+    assert!(panicked_somewhere, "no cut reached the panic path");
+}
+
+#[test]
+fn padding_truncation_and_dropout_are_switched_off_and_reported() {
+    let Some(plain) = shared_dir("models/stories260K") else {
+        return;
+    };
+    let want = load(&plain).encode(STORY).unwrap();
+    let Some(tmp) = edited_stories(|v| {
+        v["padding"] = serde_json::json!({
+            "strategy": {"Fixed": 64}, "direction": "Right", "pad_to_multiple_of": null,
+            "pad_id": 0, "pad_type_id": 0, "pad_token": "<unk>"
+        });
+        v["truncation"] = serde_json::json!({
+            "direction": "Right", "max_length": 4, "strategy": "LongestFirst", "stride": 0
+        });
+        v["model"]["dropout"] = serde_json::json!(1.0);
+    }) else {
+        return;
+    };
+    let tok = load(tmp.path());
+    assert_eq!(tok.disabled(), &["padding", "truncation", "dropout"]);
+    let w = tok.warnings().join("\n");
+    for d in ["padding", "truncation", "dropout"] {
+        assert!(w.contains(&format!("`{d}` switched off")), "{w}");
+    }
+    // Deterministic and unchanged: dropout 1.0 would undo every merge, padding/truncation change length.
+    for _ in 0..3 {
+        assert_eq!(tok.encode(STORY).unwrap(), want);
+    }
+    assert!(load(&plain).disabled().is_empty());
+}

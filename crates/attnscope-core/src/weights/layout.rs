@@ -6,20 +6,99 @@ use crate::config::Family;
 use crate::config::{ModelConfig, NormKind};
 use crate::weights::checkpoint::{TensorLoader, with_tensors};
 use crate::weights::{LayerWeights, Linear, ModelWeights, StorageDtype, WeightMatrix, WeightsInfo};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Options of [`load_weights_with`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadOptions {
+    /// Accept checkpoint tensors that the config does not use (reported as warnings instead of failing
+    /// the load).
+    pub allow_unused: bool,
+}
+
+/// How many unused tensor names an error or warning lists.
+const UNUSED_SHOWN: usize = 5;
+
+/// Checkpoint tensors that are legitimately never read: buffers older transformers versions saved (causal
+/// masks, rotary inverse frequencies) and, for a tied config, a stored output head (the config wins, as in
+/// transformers, which re-ties).
+fn benign_unused(name: &str, cfg: &ModelConfig) -> bool {
+    const BUFFERS: [&str; 5] = [
+        "rotary_emb.inv_freq",
+        ".attn.bias",
+        ".attn.masked_bias",
+        ".attention.bias",
+        ".attention.masked_bias",
+    ];
+    if BUFFERS.iter().any(|b| name.ends_with(b)) {
+        return true;
+    }
+    cfg.tied_embeddings && matches!(name, "lm_head.weight" | "embed_out.weight")
+}
+
+/// One line describing `unused` (non-empty): the count, the first few names and the file of the first.
+fn describe_unused(unused: &[(String, PathBuf)], cfg: &ModelConfig) -> (PathBuf, String) {
+    let names: Vec<String> = unused
+        .iter()
+        .take(UNUSED_SHOWN)
+        .map(|(n, _)| format!("`{n}`"))
+        .collect();
+    let more = unused.len().saturating_sub(UNUSED_SHOWN);
+    let more = if more > 0 {
+        format!(" (and {more} more)")
+    } else {
+        String::new()
+    };
+    let msg = format!(
+        "{} tensor(s) in the checkpoint are not used by config.json (family {:?}, {} layers): {}{more}",
+        unused.len(),
+        cfg.family,
+        cfg.n_layers,
+        names.join(", "),
+    );
+    (unused[0].1.clone(), msg)
+}
 
 /// Loads every weight the config calls for: the linear layers and embedding table as `storage`, one tensor
-/// at a time from the mapped files, everything else as f32.
+/// at a time from the mapped files, everything else as f32. With the default [`LoadOptions`]: checkpoint
+/// tensors the config does not use are an error.
 pub fn load_weights(
     dir: &Path,
     cfg: &ModelConfig,
     storage: StorageDtype,
 ) -> Result<(ModelWeights, WeightsInfo)> {
-    with_tensors(dir, storage, |t| match cfg.family {
+    load_weights_with(dir, cfg, storage, LoadOptions::default()).map(|(w, i, _)| (w, i))
+}
+
+/// [`load_weights`] with options; also returns warnings (one line each, naming the file), e.g. the unused
+/// tensors accepted by `allow_unused`.
+pub fn load_weights_with(
+    dir: &Path,
+    cfg: &ModelConfig,
+    storage: StorageDtype,
+    opts: LoadOptions,
+) -> Result<(ModelWeights, WeightsInfo, Vec<String>)> {
+    let (weights, info, unused) = with_tensors(dir, storage, |t| match cfg.family {
         Family::Gpt2 => load_gpt2(t, cfg),
         Family::GptNeox => load_neox(t, cfg),
         _ => load_llama_like(t, cfg),
-    })
+    })?;
+    let unused: Vec<(String, PathBuf)> = unused
+        .into_iter()
+        .filter(|(n, _)| !benign_unused(n, cfg))
+        .collect();
+    let mut warnings = Vec::new();
+    if !unused.is_empty() {
+        let (file, msg) = describe_unused(&unused, cfg);
+        if !opts.allow_unused {
+            return Err(Error::weights(
+                file,
+                format!("{msg}; is config.json right? (allow_unused accepts them)"),
+            ));
+        }
+        warnings.push(format!("{}: {msg}", file.display()));
+    }
+    Ok((weights, info, warnings))
 }
 
 /// Llama, Mistral, Qwen2, Qwen3: `model.layers.{i}.self_attn.{q,k,v,o}_proj`, `mlp.{gate,up,down}_proj`.

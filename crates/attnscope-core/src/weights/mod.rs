@@ -12,7 +12,7 @@ mod matrix;
 mod panels;
 
 pub use checkpoint::{TensorLoader, hex, inspect_weights, weight_files};
-pub use layout::load_weights;
+pub use layout::{LoadOptions, load_weights, load_weights_with};
 pub use matrix::{StorageDtype, WeightMatrix};
 pub use panels::{PANEL_ROWS, Panel, PanelMatrix};
 
