@@ -3,7 +3,8 @@
 //! Paths and command-line arguments are OS strings, which need not be UTF-8. One that is valid UTF-8 is
 //! recorded as it is; one that is not is recorded escaped ([`escape_os`]: each backslash doubled, each byte
 //! that is not part of valid UTF-8 written `\xNN` with two lowercase hex digits) and listed as escaped
-//! (`command_escaped`: indices into `command`; `model.path_escaped`: true), so the original bytes can be
+//! (`command_escaped`: indices into `command`; `model.path_escaped`: true; `model.weights.files_escaped`:
+//! indices into `model.weights.files`), so the original bytes can be
 //! recovered exactly. Both markers are omitted when nothing was escaped.
 
 use attnscope_core::capture::CaptureSpec;
@@ -63,7 +64,36 @@ pub struct ModelRecord {
     pub architecture: ModelConfig,
     pub parameters: usize,
     pub config_sha256: String,
+    /// The weight files escaped when not UTF-8, listed in `files_escaped` (module docs).
+    #[serde(serialize_with = "serialize_weights")]
     pub weights: WeightsInfo,
+}
+
+/// [`WeightsInfo`] with its file paths through [`escape_os`].
+fn serialize_weights<S: serde::Serializer>(w: &WeightsInfo, s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Escaped<'a> {
+        files: Vec<String>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        files_escaped: Vec<usize>,
+        dtypes: &'a BTreeMap<String, usize>,
+        stored_parameters: usize,
+        index_sha256: &'a str,
+    }
+    let paths: Vec<OsString> = w
+        .files
+        .iter()
+        .map(|f| f.as_os_str().to_os_string())
+        .collect();
+    let (files, files_escaped) = escape_args(&paths);
+    Escaped {
+        files,
+        files_escaped,
+        dtypes: &w.dtypes,
+        stored_parameters: w.stored_parameters,
+        index_sha256: &w.index_sha256,
+    }
+    .serialize(s)
 }
 
 /// One input sequence.
