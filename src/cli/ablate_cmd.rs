@@ -72,7 +72,7 @@ pub fn ablate(args: AblateArgs) -> Result<()> {
     );
 
     if let Some(out) = &args.out {
-        let command: Vec<String> = std::env::args().collect();
+        let command: Vec<std::ffi::OsString> = std::env::args_os().collect();
         let path = result.write(out, args.overwrite, &session, &command)?;
         println!("wrote {}", path.display());
     }

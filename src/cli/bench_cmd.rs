@@ -192,10 +192,12 @@ fn model_sources(args: &BenchArgs) -> Vec<ModelSource> {
         .collect()
 }
 
-/// The command line as one string, arguments with spaces or quotes quoted.
+/// The command line as one string, arguments with spaces or quotes quoted (non-UTF-8 ones escaped as in
+/// a run's manifest, `attnscope_io::manifest::escape_os`).
 fn command_line() -> String {
     let mut parts = vec!["attnscope".to_string()];
-    parts.extend(std::env::args().skip(1).map(|a| {
+    parts.extend(std::env::args_os().skip(1).map(|a| {
+        let a = attnscope_io::manifest::escape_os(&a).0;
         if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '\'' || c == '"') {
             format!("'{}'", a.replace('\'', "'\\''"))
         } else {

@@ -7,6 +7,7 @@ mod bench_cmd;
 mod bench_serve_cmd;
 mod doctor_cmd;
 mod inspect;
+mod interrupt;
 mod run_cmd;
 mod threads;
 
@@ -427,6 +428,7 @@ pub struct BenchServeArgs {
 
 /// Entry point of the binary: parses arguments, runs, prints one-line errors, returns the exit code.
 pub fn main() -> std::process::ExitCode {
+    interrupt::install();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run_cmd::run(*args),

@@ -1,4 +1,11 @@
 //! `manifest.json`: what was run, on what, with which settings, how long it took, and what each file holds.
+//!
+//! Paths and command-line arguments are OS strings, which need not be UTF-8. One that is valid UTF-8 is
+//! recorded as it is; one that is not is recorded escaped ([`escape_os`]: each backslash doubled, each byte
+//! that is not part of valid UTF-8 written `\xNN` with two lowercase hex digits) and listed as escaped
+//! (`command_escaped`: indices into `command`; `model.path_escaped`: true; `model.weights.files_escaped`:
+//! indices into `model.weights.files`), so the original bytes can be
+//! recovered exactly. Both markers are omitted when nothing was escaped.
 
 use attnscope_core::capture::CaptureSpec;
 use attnscope_core::config::ModelConfig;
@@ -6,6 +13,41 @@ use attnscope_core::run::GenerateOptions;
 use attnscope_core::weights::WeightsInfo;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+
+/// `s` as manifest text, and whether it had to be escaped (module docs): unchanged when valid UTF-8,
+/// else backslashes doubled and invalid bytes as `\xNN`. (On Windows the bytes are the WTF-8 encoding.)
+pub fn escape_os(s: &OsStr) -> (String, bool) {
+    if let Some(text) = s.to_str() {
+        return (text.to_string(), false);
+    }
+    let mut out = String::new();
+    for chunk in s.as_encoded_bytes().utf8_chunks() {
+        out.push_str(&chunk.valid().replace('\\', "\\\\"));
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    (out, true)
+}
+
+/// The command line as the manifest records it: each argument through [`escape_os`], and the indices of
+/// those escaped.
+pub fn escape_args(args: &[OsString]) -> (Vec<String>, Vec<usize>) {
+    let mut escaped = Vec::new();
+    let text = args
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let (t, e) = escape_os(a);
+            if e {
+                escaped.push(i);
+            }
+            t
+        })
+        .collect();
+    (text, escaped)
+}
 
 /// Version of the run-directory layout; bumped when files or columns change meaning.
 pub const LAYOUT_VERSION: u32 = 1;
@@ -13,12 +55,45 @@ pub const LAYOUT_VERSION: u32 = 1;
 /// The model as the manifest records it.
 #[derive(Serialize)]
 pub struct ModelRecord {
+    /// The model directory, escaped when not UTF-8 (module docs).
     pub path: String,
+    /// Whether `path` is escaped.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub path_escaped: bool,
     pub family: &'static str,
     pub architecture: ModelConfig,
     pub parameters: usize,
     pub config_sha256: String,
+    /// The weight files escaped when not UTF-8, listed in `files_escaped` (module docs).
+    #[serde(serialize_with = "serialize_weights")]
     pub weights: WeightsInfo,
+}
+
+/// [`WeightsInfo`] with its file paths through [`escape_os`].
+fn serialize_weights<S: serde::Serializer>(w: &WeightsInfo, s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Escaped<'a> {
+        files: Vec<String>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        files_escaped: Vec<usize>,
+        dtypes: &'a BTreeMap<String, usize>,
+        stored_parameters: usize,
+        index_sha256: &'a str,
+    }
+    let paths: Vec<OsString> = w
+        .files
+        .iter()
+        .map(|f| f.as_os_str().to_os_string())
+        .collect();
+    let (files, files_escaped) = escape_args(&paths);
+    Escaped {
+        files,
+        files_escaped,
+        dtypes: &w.dtypes,
+        stored_parameters: w.stored_parameters,
+        index_sha256: &w.index_sha256,
+    }
+    .serialize(s)
 }
 
 /// One input sequence.
@@ -58,7 +133,11 @@ pub struct Manifest {
     pub attnscope_version: &'static str,
     pub layout_version: u32,
     pub created_unix_seconds: u64,
+    /// The command line, each argument escaped when not UTF-8 (module docs).
     pub command: Vec<String>,
+    /// Indices of the escaped arguments of `command`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub command_escaped: Vec<usize>,
     pub model: ModelRecord,
     /// "cpu" or "cuda:N".
     pub device: String,
@@ -131,4 +210,27 @@ pub fn file_descriptions(weights: bool, stats: bool, generated: bool) -> BTreeMa
         );
     }
     files
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utf8_is_kept_and_other_bytes_escaped() {
+        assert_eq!(
+            escape_os(OsStr::new("a\\b é")),
+            ("a\\b é".to_string(), false)
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            let raw = OsStr::from_bytes(b"run\\\xff\xc3\xa9\xc3");
+            assert_eq!(escape_os(raw), ("run\\\\\\xffé\\xc3".to_string(), true));
+            let args = [OsString::from("attnscope"), raw.to_os_string()];
+            let (text, escaped) = escape_args(&args);
+            assert_eq!(text[0], "attnscope");
+            assert_eq!(escaped, vec![1]);
+        }
+    }
 }

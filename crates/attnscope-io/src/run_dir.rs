@@ -1,15 +1,73 @@
 //! Atomic output directories and JSON files.
 //!
-//! A [`RunDir`] is written in a hidden sibling temp directory and renamed onto its final path by
-//! [`RunDir::commit`], so readers never see a half-written run. A run that is dropped without committing
-//! (error, panic unwinding) removes its temp directory.
+//! A [`RunDir`] is written in a hidden sibling temp directory `.NAME.tmp-PID-NANOS` and renamed onto its
+//! final path by [`RunDir::commit`], so readers never see a half-written run. Before the rename every file
+//! in it is fsynced, then the directory itself; after it, the parent directory. A run that is dropped
+//! without committing (error, panic unwinding) removes its temp directory.
+//!
+//! Interrupted runs: every live temp directory is listed in a process-wide registry
+//! ([`remove_live_temp_dirs`]) that the binary's SIGINT/SIGTERM handler empties before it exits, and
+//! [`RunDir::create`] removes *stale* siblings left by a process that was killed outright (`SIGKILL`,
+//! power loss): any `.NAME.tmp-PID-NANOS` or `.NAME.old-PID-NANOS` in the parent whose PID is not a live
+//! process (on Linux: `/proc/PID` is absent while `/proc/self` exists; elsewhere, or when unsure, they are
+//! left). A stale `.old` whose final path is missing is the old run of a half-done `--overwrite`: it is
+//! renamed back instead of deleted. One `note:` line on stderr tells of each removal or restore.
+//!
+//! Overwriting: on Linux the finished temp directory is exchanged with the existing run in one
+//! `renameat2(RENAME_EXCHANGE)`, so the final path always holds a complete run; the old run, now at the
+//! temp name, is then removed. Where that call is unavailable the old run is first renamed aside to
+//! `.NAME.old-PID-NANOS` (see [`RunDir::commit`]).
+//!
+//! Names: `NAME` is the final path's file name as OS bytes (non-UTF-8 is fine). When the sibling's name
+//! would exceed 255 bytes (NAME_MAX), `NAME` in it is shortened to a prefix plus `~` and a 16-digit hex
+//! hash of the whole name ([`sibling_stem`]).
 
-use std::fs;
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use attnscope_core::Error;
 use attnscope_core::Result;
+
+/// Temp directories of the runs in progress in this process (see the module docs). Whoever renames or
+/// removes one holds the lock meanwhile, so the signal handler never races a commit.
+static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn live() -> MutexGuard<'static, Vec<PathBuf>> {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The temp directories of the runs in progress in this process.
+pub fn live_temp_dirs() -> Vec<PathBuf> {
+    live().clone()
+}
+
+/// For a signal handler about to exit the process: removes the temp directory of every run in progress
+/// (and the old run an `--overwrite` commit is discarding) and returns their paths. The registry stays
+/// locked afterwards, so every later [`RunDir`] call of another thread blocks instead of racing the exit.
+pub fn remove_live_temp_dirs_for_exit() -> Vec<PathBuf> {
+    let guard = live();
+    let mut removed = Vec::new();
+    for path in guard.iter() {
+        // Another thread may still be creating files in it: retry a few times.
+        for _ in 0..20 {
+            match remove_any(path) {
+                Ok(()) => removed.push(path.clone()),
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    continue;
+                }
+                Err(_) => {}
+            }
+            break;
+        }
+    }
+    std::mem::forget(guard);
+    removed
+}
 
 /// An output directory under construction; see the module docs.
 #[derive(Debug)]
@@ -20,16 +78,48 @@ pub struct RunDir {
     committed: bool,
 }
 
-/// A unique hidden sibling name `.<name>.<tag>-<pid>-<nanos>` next to `path`.
-fn sibling(parent: &Path, name: &str, tag: &str) -> PathBuf {
+/// Most bytes a file name may have (Linux NAME_MAX; also the limit of most other file systems).
+const NAME_MAX: usize = 255;
+/// Longest `.tag-PID-NANOS` suffix of a sibling: `.tmp-` + a u32 + `-` + 20 digits.
+const SUFFIX_MAX: usize = 5 + 10 + 1 + 20;
+/// Bytes of the name kept in front of the hash when a sibling's name is shortened.
+const SHORT_PREFIX: usize = 160;
+
+/// The `NAME` part of the siblings of a run named `name`: `name` itself, or, when `.NAME.tmp-PID-NANOS`
+/// could exceed NAME_MAX, its first (at most) 160 bytes (lossy UTF-8, cut at a character boundary), `~`
+/// and the 64-bit FNV-1a hash of all its bytes in 16 hex digits.
+pub fn sibling_stem(name: &OsStr) -> OsString {
+    let bytes = name.as_encoded_bytes();
+    if 1 + bytes.len() + SUFFIX_MAX <= NAME_MAX {
+        return name.to_os_string();
+    }
+    let lossy = name.to_string_lossy();
+    let mut end = SHORT_PREFIX.min(lossy.len());
+    while !lossy.is_char_boundary(end) {
+        end -= 1;
+    }
+    OsString::from(format!("{}~{:016x}", &lossy[..end], fnv1a(bytes)))
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// A unique hidden sibling name `.<stem>.<tag>-<pid>-<nanos>` in `parent`.
+fn sibling(parent: &Path, stem: &OsStr, tag: &str) -> PathBuf {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    parent.join(format!(".{name}.{tag}-{}-{nanos}", std::process::id()))
+    let mut name = OsString::from(".");
+    name.push(stem);
+    name.push(format!(".{tag}-{}-{nanos}", std::process::id()));
+    parent.join(name)
 }
 
 /// Removes a file or directory tree at `path`.
-fn remove_any(path: &Path) -> std::io::Result<()> {
+fn remove_any(path: &Path) -> io::Result<()> {
     if fs::symlink_metadata(path)?.is_dir() {
         fs::remove_dir_all(path)
     } else {
@@ -37,20 +127,25 @@ fn remove_any(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// The parent directory of `path` as [`RunDir`] uses it (`.` for a bare name).
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
 impl RunDir {
-    /// Creates the temp directory for a run that will end up at `final_path`.
+    /// Creates the temp directory for a run that will end up at `final_path`, after removing stale
+    /// siblings of dead processes from its parent (module docs).
     ///
     /// Errors (naming `final_path`) when it already exists and `overwrite` is false, or when its parent
     /// does not exist, is not a directory, or is not writable.
     pub fn create(final_path: &Path, overwrite: bool) -> Result<RunDir> {
         let name = final_path
             .file_name()
-            .and_then(|n| n.to_str())
             .ok_or_else(|| Error::output(final_path, "not a usable directory name"))?;
-        let parent = match final_path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
+        let parent = parent_of(final_path);
         match fs::metadata(parent) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
@@ -62,17 +157,22 @@ impl RunDir {
                 return Err(Error::output(final_path, msg));
             }
         }
+        for note in stale::clean(parent) {
+            eprintln!("{note}");
+        }
         if fs::symlink_metadata(final_path).is_ok() && !overwrite {
             return Err(Error::output(
                 final_path,
                 "already exists (pass --overwrite to replace it)",
             ));
         }
-        let tmp_path = sibling(parent, name, "tmp");
+        let tmp_path = sibling(parent, &sibling_stem(name), "tmp");
+        let mut live = live();
         fs::create_dir(&tmp_path).map_err(|e| {
             let msg = format!("cannot create {}: {e}", tmp_path.display());
             Error::output(final_path, msg)
         })?;
+        live.push(tmp_path.clone());
         Ok(RunDir {
             final_path: final_path.to_path_buf(),
             tmp_path,
@@ -96,56 +196,306 @@ impl RunDir {
         &self.final_path
     }
 
-    /// Renames the temp directory onto the final path, replacing an existing one when `overwrite` was
-    /// given, and returns the final path.
-    pub fn commit(mut self) -> Result<PathBuf> {
+    /// Fsyncs every file and directory of the temp directory, renames it onto the final path (replacing
+    /// an existing one when `overwrite` was given), fsyncs the parent directory and returns the final path.
+    pub fn commit(self) -> Result<PathBuf> {
+        self.commit_with(true)
+    }
+
+    /// [`RunDir::commit`]; `exchange: false` skips the atomic exchange (tests of the fallback).
+    fn commit_with(mut self, exchange: bool) -> Result<PathBuf> {
+        sync_tree(&self.tmp_path)?;
         let final_path = self.final_path.clone();
-        let mut old = None;
-        if fs::symlink_metadata(&final_path).is_ok() {
-            if !self.overwrite {
-                return Err(Error::output(
-                    &final_path,
-                    "appeared while the run was written",
-                ));
+        let parent = parent_of(&final_path).to_path_buf();
+        let discard = {
+            let mut live = live();
+            let discard = self.swap_in(exchange)?;
+            live.retain(|p| p != &self.tmp_path);
+            if let Some(old) = &discard {
+                live.push(old.clone());
             }
-            // Move the old run aside first so the final path is never missing a complete run for long.
-            let parent = self.tmp_path.parent().unwrap_or(Path::new("."));
-            let name = final_path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("run");
-            let aside = sibling(parent, name, "old");
-            fs::rename(&final_path, &aside).map_err(|e| Error::io(&final_path, e))?;
-            old = Some(aside);
-        }
-        if let Err(e) = fs::rename(&self.tmp_path, &final_path) {
-            if let Some(aside) = &old {
-                let _ = fs::rename(aside, &final_path);
-            }
-            return Err(Error::io(&final_path, e));
-        }
-        self.committed = true;
-        if let Some(aside) = old {
-            remove_any(&aside).map_err(|e| Error::io(&aside, e))?;
+            discard
+        };
+        sync_dir(&parent)?;
+        if let Some(old) = discard {
+            let removed = remove_any(&old).map_err(|e| Error::io(&old, e));
+            live().retain(|p| p != &old);
+            removed?;
         }
         Ok(final_path)
+    }
+
+    /// Puts the temp directory at the final path (the registry is locked by the caller) and returns where
+    /// the old run now is, when there was one.
+    fn swap_in(&mut self, exchange: bool) -> Result<Option<PathBuf>> {
+        let final_path = &self.final_path;
+        if fs::symlink_metadata(final_path).is_err() {
+            fs::rename(&self.tmp_path, final_path).map_err(|e| Error::io(final_path, e))?;
+            self.committed = true;
+            return Ok(None);
+        }
+        if !self.overwrite {
+            return Err(Error::output(
+                final_path,
+                "appeared while the run was written",
+            ));
+        }
+        if exchange
+            && exchange_paths(&self.tmp_path, final_path).map_err(|e| Error::io(final_path, e))?
+        {
+            // One step: the final path went from the old complete run to the new one; the old run is now
+            // at the temp name.
+            self.committed = true;
+            return Ok(Some(self.tmp_path.clone()));
+        }
+        // Two steps, where an atomic exchange is unavailable: the old run is renamed aside, intact, to
+        // `.NAME.old-PID-NANOS`, then the new one into place. The final path is missing in between; should
+        // the process die there (SIGKILL, power loss), the next `RunDir::create` in this parent finds the
+        // stale `.old` with no final path and renames it back (module docs).
+        let name = final_path.file_name().unwrap_or(OsStr::new("run"));
+        let aside = sibling(parent_of(final_path), &sibling_stem(name), "old");
+        fs::rename(final_path, &aside).map_err(|e| Error::io(final_path, e))?;
+        if let Err(e) = fs::rename(&self.tmp_path, final_path) {
+            let _ = fs::rename(&aside, final_path);
+            return Err(Error::io(final_path, e));
+        }
+        self.committed = true;
+        Ok(Some(aside))
     }
 }
 
 impl Drop for RunDir {
     fn drop(&mut self) {
         if !self.committed {
+            let mut live = live();
             let _ = fs::remove_dir_all(&self.tmp_path);
+            live.retain(|p| p != &self.tmp_path);
         }
     }
 }
 
-/// Writes `value` as pretty-printed JSON with a trailing newline.
+/// Exchanges the directory entries `a` and `b` atomically (`renameat2(RENAME_EXCHANGE)`). `Ok(false)`
+/// where the system or the file system cannot (EINVAL, ENOSYS, EOPNOTSUPP; any OS but Linux).
+#[cfg(target_os = "linux")]
+fn exchange_paths(a: &Path, b: &Path) -> io::Result<bool> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    };
+    let (ca, cb) = (c(a)?, c(b)?);
+    // SAFETY: FFI call; both pointers are NUL-terminated strings alive for the whole call, which only
+    // reads them; the other arguments are plain integers.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) => Ok(false),
+        _ => Err(err),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn exchange_paths(_a: &Path, _b: &Path) -> io::Result<bool> {
+    Ok(false)
+}
+
+/// Fsyncs every regular file under `dir`, then each directory (innermost first).
+fn sync_tree(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let path = entry.path();
+        let kind = entry.file_type().map_err(|e| Error::io(&path, e))?;
+        if kind.is_dir() {
+            sync_tree(&path)?;
+        } else if kind.is_file() {
+            let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+            sync_and_close(file, &path)?;
+        }
+    }
+    sync_dir(dir)
+}
+
+/// Fsyncs a directory (its entries); a no-op where directories cannot be opened as files.
+fn sync_dir(dir: &Path) -> Result<()> {
+    if cfg!(unix) {
+        let file = File::open(dir).map_err(|e| Error::io(dir, e))?;
+        sync_and_close(file, dir)?;
+    }
+    Ok(())
+}
+
+/// `fsync` then `close`, either failure an error naming `path` (dropping a `File` ignores close errors).
+fn sync_and_close(file: File, path: &Path) -> Result<()> {
+    file.sync_all()
+        .map_err(|e| Error::output(path, format!("cannot sync to disk: {e}")))?;
+    close(file).map_err(|e| Error::output(path, format!("cannot close: {e}")))
+}
+
+#[cfg(unix)]
+fn close(file: File) -> io::Result<()> {
+    use std::os::fd::IntoRawFd;
+    let fd = file.into_raw_fd();
+    // SAFETY: FFI call; `fd` was just taken out of the `File`, so it is open and owned here, and nothing
+    // else closes or uses it.
+    if unsafe { libc::close(fd) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(unix))]
+fn close(file: File) -> io::Result<()> {
+    drop(file);
+    Ok(())
+}
+
+/// Stale siblings of dead processes (module docs).
+mod stale {
+    use super::*;
+
+    /// Splits `.STEM.TAG-PID-NANOS` (TAG `tmp` or `old`, PID and NANOS decimal, STEM non-empty) into
+    /// (STEM bytes, TAG, PID).
+    pub(super) fn parse(name: &OsStr) -> Option<(&[u8], &'static str, u32)> {
+        let rest = name.as_encoded_bytes().strip_prefix(b".")?;
+        let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
+        let dash = rest.iter().rposition(|&b| b == b'-')?;
+        let (rest, nanos) = (&rest[..dash], &rest[dash + 1..]);
+        let dash = rest.iter().rposition(|&b| b == b'-')?;
+        let (rest, pid) = (&rest[..dash], &rest[dash + 1..]);
+        if !digits(nanos) || !digits(pid) {
+            return None;
+        }
+        let pid: u32 = std::str::from_utf8(pid).ok()?.parse().ok()?;
+        let (stem, tag) = if let Some(s) = rest.strip_suffix(b".tmp") {
+            (s, "tmp")
+        } else {
+            (rest.strip_suffix(b".old")?, "old")
+        };
+        (!stem.is_empty()).then_some((stem, tag, pid))
+    }
+
+    /// Whether `pid` is surely not a live process: `/proc/PID` is absent while `/proc/self` exists.
+    #[cfg(target_os = "linux")]
+    pub(super) fn is_dead(pid: u32) -> bool {
+        if pid == std::process::id() || !Path::new("/proc/self").exists() {
+            return false;
+        }
+        matches!(
+            fs::symlink_metadata(format!("/proc/{pid}")),
+            Err(e) if e.kind() == io::ErrorKind::NotFound
+        )
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub(super) fn is_dead(_pid: u32) -> bool {
+        false
+    }
+
+    /// Removes the stale siblings in `parent`, restoring a stranded `.old` where its run's path is free,
+    /// and returns one `note:` (or `warning:`) line per action.
+    pub(super) fn clean(parent: &Path) -> Vec<String> {
+        let Ok(dir) = fs::read_dir(parent) else {
+            return Vec::new();
+        };
+        let names: Vec<OsString> = dir.filter_map(|e| e.ok().map(|e| e.file_name())).collect();
+        let mut notes = Vec::new();
+        for name in &names {
+            let Some((stem, tag, pid)) = parse(name) else {
+                continue;
+            };
+            if !is_dead(pid) {
+                continue;
+            }
+            let path = parent.join(name);
+            if tag == "old" {
+                let run_present = names
+                    .iter()
+                    .any(|n| parse(n).is_none() && sibling_stem(n).as_encoded_bytes() == stem);
+                if !run_present {
+                    notes.extend(restore(parent, &path, stem));
+                    continue;
+                }
+            }
+            notes.push(match remove_any(&path) {
+                Ok(()) => format!(
+                    "note: removed stale {} (left by dead process {pid})",
+                    path.display()
+                ),
+                Err(e) => format!("warning: cannot remove stale {}: {e}", path.display()),
+            });
+        }
+        notes
+    }
+
+    /// Whether `stem` has the form of a shortened name ([`sibling_stem`]): a 157–160-byte prefix (cut at a
+    /// character boundary), `~` and 16 lowercase hex digits.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(super) fn is_shortened(stem: &[u8]) -> bool {
+        let Some((prefix, hash)) = stem.len().checked_sub(17).map(|n| stem.split_at(n)) else {
+            return false;
+        };
+        (SHORT_PREFIX - 3..=SHORT_PREFIX).contains(&prefix.len())
+            && hash[0] == b'~'
+            && hash[1..]
+                .iter()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    }
+
+    /// Renames the stranded old run `path` back to `parent/STEM`, unless STEM is a shortened name (the
+    /// full name is then unknown and the directory is left as it is).
+    #[cfg(unix)]
+    fn restore(parent: &Path, path: &Path, stem: &[u8]) -> Option<String> {
+        use std::os::unix::ffi::OsStrExt;
+        if is_shortened(stem) {
+            return None;
+        }
+        let name = OsStr::from_bytes(stem);
+        let target = parent.join(name);
+        if fs::symlink_metadata(&target).is_ok() {
+            return None;
+        }
+        Some(match fs::rename(path, &target) {
+            Ok(()) => format!(
+                "note: restored {} from stale {} (an interrupted --overwrite)",
+                target.display(),
+                path.display()
+            ),
+            Err(e) => format!(
+                "warning: cannot restore {} to {}: {e}",
+                path.display(),
+                target.display()
+            ),
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn restore(_parent: &Path, _path: &Path, _stem: &[u8]) -> Option<String> {
+        None
+    }
+}
+
+/// Writes `value` as pretty-printed JSON with a trailing newline, fsynced.
 pub fn write_json<T: serde::Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
     let mut bytes = serde_json::to_vec_pretty(value)
         .map_err(|e| Error::output(path, format!("cannot serialize JSON: {e}")))?;
     bytes.push(b'\n');
-    fs::write(path, bytes).map_err(|e| Error::io(path, e))
+    let mut file = File::create(path).map_err(|e| Error::io(path, e))?;
+    file.write_all(&bytes).map_err(|e| Error::io(path, e))?;
+    sync_and_close(file, path)
 }
 
 /// Writes `value` as pretty JSON to `path` through a temporary sibling renamed into place, so a reader
@@ -217,6 +567,210 @@ mod tests {
         run.commit().unwrap();
         assert_eq!(entries(&target), vec!["new.txt"]);
         assert_eq!(entries(parent.path()), vec!["run"]);
+    }
+
+    #[test]
+    fn registry_lists_live_temp_dirs() {
+        let parent = tempfile::tempdir().unwrap();
+        let run = RunDir::create(&parent.path().join("run"), false).unwrap();
+        let tmp = run.path().to_path_buf();
+        assert!(live_temp_dirs().contains(&tmp));
+        run.commit().unwrap();
+        assert!(!live_temp_dirs().contains(&tmp));
+        let run = RunDir::create(&parent.path().join("other"), false).unwrap();
+        let tmp = run.path().to_path_buf();
+        assert!(live_temp_dirs().contains(&tmp));
+        drop(run);
+        assert!(!live_temp_dirs().contains(&tmp));
+        assert!(!tmp.exists());
+    }
+
+    #[test]
+    fn sibling_names_parse() {
+        let ok = |s: &str| stale::parse(OsStr::new(s)).map(|(st, t, p)| (st.to_vec(), t, p));
+        assert_eq!(ok(".run.tmp-12-345"), Some((b"run".to_vec(), "tmp", 12)));
+        assert_eq!(ok(".a.b.old-1-2"), Some((b"a.b".to_vec(), "old", 1)));
+        for long in ["x".repeat(250), "é".repeat(120)] {
+            let stem = sibling_stem(OsStr::new(&long));
+            assert!(stale::is_shortened(stem.as_encoded_bytes()), "{stem:?}");
+        }
+        assert!(!stale::is_shortened(b"run~0123456789abcdef"));
+        for bad in [
+            "run.tmp-12-345",
+            "..tmp-1-2",
+            ".run.tmp-x-345",
+            ".run.tmp-12-",
+            ".run.new-12-345",
+            ".run.tmp-12",
+            ".run.tmp-99999999999-1",
+        ] {
+            assert_eq!(ok(bad), None, "{bad}");
+        }
+    }
+
+    /// A PID above Linux's pid_max (2^22), so never a live process.
+    #[cfg(target_os = "linux")]
+    const DEAD: u32 = 999_999_999;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn stale_siblings_of_dead_processes_are_removed() {
+        let parent = tempfile::tempdir().unwrap();
+        let p = parent.path();
+        let me = std::process::id();
+        let dirs = [
+            format!(".x.tmp-{DEAD}-1"),     // dead: removed
+            format!(".y.old-{DEAD}-2"),     // dead, y exists: removed
+            format!(".x.tmp-{me}-3"),       // this process: kept
+            format!(".x.tmp-{DEAD}-"),      // not the pattern: kept
+            format!("x.tmp-{DEAD}-4"),      // not hidden: kept
+            format!(".x.tmp-{DEAD}-5.bak"), // not the pattern: kept
+        ];
+        for d in &dirs {
+            fs::create_dir(p.join(d)).unwrap();
+            fs::write(p.join(d).join("f"), b"data").unwrap();
+        }
+        fs::create_dir(p.join("y")).unwrap();
+        fs::write(p.join(format!(".z.tmp-{DEAD}-6")), b"a file").unwrap(); // dead: removed
+        let run = RunDir::create(&p.join("run"), false).unwrap();
+        let tmp = run
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let mut want = vec![
+            format!(".x.tmp-{DEAD}-"),
+            format!(".x.tmp-{DEAD}-5.bak"),
+            format!(".x.tmp-{me}-3"),
+            tmp,
+            format!("x.tmp-{DEAD}-4"),
+            "y".to_string(),
+        ];
+        want.sort();
+        assert_eq!(entries(p), want);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn stranded_old_run_is_restored() {
+        let parent = tempfile::tempdir().unwrap();
+        let p = parent.path();
+        // A two-step overwrite killed between its renames: the new run complete in .tmp, the old in .old.
+        let old = p.join(format!(".run.old-{DEAD}-7"));
+        fs::create_dir(&old).unwrap();
+        fs::write(old.join("old.txt"), b"old").unwrap();
+        fs::create_dir(p.join(format!(".run.tmp-{DEAD}-8"))).unwrap();
+        let err = RunDir::create(&p.join("run"), false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("already exists"), "{err}");
+        assert_eq!(entries(p), vec!["run"]);
+        assert_eq!(entries(&p.join("run")), vec!["old.txt"]);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn exchange_swaps_two_directories() {
+        let parent = tempfile::tempdir().unwrap();
+        let (a, b) = (parent.path().join("a"), parent.path().join("b"));
+        fs::create_dir(&a).unwrap();
+        fs::write(a.join("in_a"), b"").unwrap();
+        fs::create_dir(&b).unwrap();
+        fs::write(b.join("in_b"), b"").unwrap();
+        assert!(
+            exchange_paths(&a, &b).unwrap(),
+            "RENAME_EXCHANGE unsupported here"
+        );
+        assert_eq!(entries(&a), vec!["in_b"]);
+        assert_eq!(entries(&b), vec!["in_a"]);
+        let missing = parent.path().join("missing");
+        assert!(exchange_paths(&a, &missing).is_err());
+    }
+
+    #[test]
+    fn overwrite_with_and_without_exchange() {
+        for exchange in [true, false] {
+            let parent = tempfile::tempdir().unwrap();
+            let target = parent.path().join("run");
+            fs::create_dir(&target).unwrap();
+            fs::write(target.join("old.txt"), b"old").unwrap();
+            let run = RunDir::create(&target, true).unwrap();
+            let tmp = run.path().to_path_buf();
+            fs::write(run.file("new.txt"), b"new").unwrap();
+            assert_eq!(run.commit_with(exchange).unwrap(), target);
+            assert_eq!(entries(&target), vec!["new.txt"], "exchange: {exchange}");
+            assert_eq!(entries(parent.path()), vec!["run"], "exchange: {exchange}");
+            assert!(
+                !live_temp_dirs()
+                    .iter()
+                    .any(|p| p.starts_with(parent.path()))
+            );
+            assert!(!tmp.exists());
+        }
+    }
+
+    #[test]
+    fn long_names_get_short_siblings() {
+        let parent = tempfile::tempdir().unwrap();
+        let long = "r".repeat(250);
+        let target = parent.path().join(&long);
+        let run = RunDir::create(&target, false).unwrap();
+        let tmp_name = run.path().file_name().unwrap().len();
+        assert!(tmp_name <= NAME_MAX, "{tmp_name}");
+        let stem = sibling_stem(OsStr::new(&long));
+        assert!(
+            run.path()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!(".{}.tmp-", stem.to_string_lossy()))
+        );
+        assert_ne!(stem, sibling_stem(OsStr::new(&"r".repeat(251))));
+        assert_eq!(sibling_stem(OsStr::new("run")), OsStr::new("run"));
+        run.commit().unwrap();
+        assert_eq!(entries(parent.path()), vec![long.clone()]);
+        // Overwrite: the .old sibling (two-step) is shortened too.
+        let run = RunDir::create(&target, true).unwrap();
+        run.commit_with(false).unwrap();
+        assert_eq!(entries(parent.path()), vec![long.clone()]);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn stale_long_name_siblings() {
+        let parent = tempfile::tempdir().unwrap();
+        let p = parent.path();
+        let long = "q".repeat(240);
+        let stem = sibling_stem(OsStr::new(&long)).into_string().unwrap();
+        fs::create_dir(p.join(&long)).unwrap();
+        fs::create_dir(p.join(format!(".{stem}.old-{DEAD}-1"))).unwrap(); // its run exists: removed
+        fs::create_dir(p.join(format!(".{stem}.tmp-{DEAD}-2"))).unwrap(); // removed
+        let other = sibling_stem(OsStr::new(&"s".repeat(240)))
+            .into_string()
+            .unwrap();
+        let stranded = format!(".{other}.old-{DEAD}-3"); // full name unknown: left alone
+        fs::create_dir(p.join(&stranded)).unwrap();
+        drop(RunDir::create(&p.join("run"), false).unwrap());
+        let mut want = vec![long, stranded];
+        want.sort();
+        assert_eq!(entries(p), want);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn non_utf8_names() {
+        use std::os::unix::ffi::OsStrExt;
+        let parent = tempfile::tempdir().unwrap();
+        let name = OsStr::from_bytes(b"run-\xff-\xfe");
+        let target = parent.path().join(name);
+        let run = RunDir::create(&target, false).unwrap();
+        write_json(&run.file("meta.json"), &1).unwrap();
+        run.commit().unwrap();
+        assert!(target.join("meta.json").is_file());
+        let run = RunDir::create(&target, true).unwrap();
+        run.commit().unwrap();
+        assert_eq!(fs::read_dir(parent.path()).unwrap().count(), 1);
     }
 
     #[test]

@@ -191,7 +191,7 @@ impl AblationResult {
         out: &Path,
         overwrite: bool,
         session: &Session,
-        command: &[String],
+        command: &[std::ffi::OsString],
     ) -> Result<PathBuf> {
         let run = RunDir::create(out, overwrite)?;
         let targets = &self.targets;
@@ -223,10 +223,13 @@ impl AblationResult {
         write_parquet(&run.file("ablation.parquet"), &t)?;
         let (sb, sa) = self.totals();
         let p = &self.prompt;
-        let manifest = serde_json::json!({
+        let (command, command_escaped) = attnscope_io::manifest::escape_args(command);
+        let (model, model_escaped) =
+            attnscope_io::manifest::escape_os(session.model.dir.as_os_str());
+        let mut manifest = serde_json::json!({
             "attnscope_version": env!("CARGO_PKG_VERSION"),
             "command": command,
-            "model": session.model.dir.display().to_string(),
+            "model": model,
             "device": session.placement,
             "prompt_token_ids": p.token_ids,
             "positions": p.positions,
@@ -237,6 +240,13 @@ impl AblationResult {
             "total_logp_base": sb,
             "total_logp_ablated": sa,
         });
+        // Escaped strings are listed as in a run's manifest (attnscope_io::manifest docs).
+        if !command_escaped.is_empty() {
+            manifest["command_escaped"] = serde_json::json!(command_escaped);
+        }
+        if model_escaped {
+            manifest["model_escaped"] = serde_json::json!(true);
+        }
         write_json(&run.file("manifest.json"), &manifest)?;
         run.commit()
     }

@@ -106,8 +106,8 @@ pub struct Job {
     pub generation: GenerateOptions,
     /// Overrides the visibility of every sequence.
     pub visibility: Option<Visibility>,
-    /// The command line recorded in the manifest.
-    pub command: Vec<String>,
+    /// The command line recorded in the manifest (OS strings: non-UTF-8 is recorded escaped).
+    pub command: Vec<std::ffi::OsString>,
 }
 
 /// What a job produced, in memory.
@@ -125,7 +125,7 @@ impl Job {
             capture: CaptureRequest::default(),
             generation: GenerateOptions::default(),
             visibility: None,
-            command: std::env::args().collect(),
+            command: std::env::args_os().collect(),
         }
     }
 

@@ -8,9 +8,11 @@ use attnscope_core::model::Model;
 use attnscope_core::run::{GenerateOptions, SequenceOutcome};
 use attnscope_core::weights::hex;
 use attnscope_io::manifest::{
-    InputRecord, LAYOUT_VERSION, Manifest, ModelRecord, Timings, file_descriptions,
+    InputRecord, LAYOUT_VERSION, Manifest, ModelRecord, Timings, escape_args, escape_os,
+    file_descriptions,
 };
 use sha2::{Digest, Sha256};
+use std::ffi::OsString;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
@@ -23,7 +25,7 @@ pub fn unix_seconds() -> u64 {
 
 /// What a finished job hands to [`build_manifest`].
 pub struct RunRecord<'a> {
-    pub command: &'a [String],
+    pub command: &'a [OsString],
     pub generation: &'a GenerateOptions,
     pub spec: &'a CaptureSpec,
     pub inputs: &'a [InputRecord],
@@ -39,11 +41,13 @@ pub fn build_manifest(
 ) -> Result<Manifest> {
     let outcomes = run.outcomes;
     let p = &session.placement;
+    let (command, command_escaped) = escape_args(run.command);
     Ok(Manifest {
         attnscope_version: env!("CARGO_PKG_VERSION"),
         layout_version: LAYOUT_VERSION,
         created_unix_seconds: unix_seconds(),
-        command: run.command.to_vec(),
+        command,
+        command_escaped,
         model: model_record(&session.model)?,
         device: p.device.clone(),
         device_name: p.gpu_name.clone(),
@@ -66,8 +70,10 @@ pub fn build_manifest(
 pub fn model_record(model: &Model) -> Result<ModelRecord> {
     let config_path = model.dir.join("config.json");
     let bytes = std::fs::read(&config_path).map_err(|e| Error::io(&config_path, e))?;
+    let (path, path_escaped) = escape_os(model.dir.as_os_str());
     Ok(ModelRecord {
-        path: model.dir.display().to_string(),
+        path,
+        path_escaped,
         family: model.cfg.family.model_type(),
         architecture: model.cfg.clone(),
         parameters: model.cfg.parameter_count(),
