@@ -126,6 +126,43 @@ fn missing_tensor() {
     expect_error(cmd, &s.outs(), &["model.safetensors", name]);
 }
 
+/// A checkpoint tensor config.json does not use (here: a fifth layer of a 4-layer config) is refused by
+/// name, and accepted with `--allow-unused`, which lists it as a warning.
+#[test]
+fn unused_tensor_is_refused_unless_allowed() {
+    let s = Scratch::new();
+    let model = s.model_copy(&default_model());
+    let extra = "model.layers.4.mlp.up_proj.weight";
+    rewrite_safetensors(&model.join("model.safetensors"), |ts| {
+        ts.push(OwnedTensor {
+            name: extra.to_string(),
+            dtype: Dtype::F32,
+            shape: vec![2, 2],
+            data: vec![0; 16],
+        });
+    });
+    let mut cmd = s.run_cmd();
+    cmd.arg("--model").arg(&model).args(["--prompt", "hello"]);
+    expect_error(
+        cmd,
+        &s.outs(),
+        &["model.safetensors", extra, "--allow-unused"],
+    );
+    let mut cmd = s.run_cmd();
+    cmd.arg("--model")
+        .arg(&model)
+        .args(["--prompt", "hello", "--allow-unused"]);
+    let out = cmd.output().expect("cannot start attnscope");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("warning:") && l.contains(extra)),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn mis_shaped_tensor() {
     let s = Scratch::new();

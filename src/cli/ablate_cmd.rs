@@ -5,6 +5,7 @@
 use crate::cli::{AblateArgs, AblationModeArg, model_dir};
 use attnscope_core::Error;
 use attnscope_core::Result;
+use attnscope_core::weights::LoadOptions;
 use attnscope_cuda::DeviceRequest;
 use attnscope_job::{
     AblationJob, AblationModeRequest, AblationPrompt, AblationTargets, DtypeRequest, Session,
@@ -14,7 +15,14 @@ use attnscope_job::{
 pub fn ablate(args: AblateArgs) -> Result<()> {
     let device = DeviceRequest::parse(&args.device)?;
     let dtype = DtypeRequest::parse(&args.dtype)?;
-    let session = Session::open(&model_dir(args.model.clone(), false), device, dtype)?;
+    let session = Session::open_with(
+        &model_dir(args.model.clone(), false),
+        device,
+        dtype,
+        LoadOptions {
+            allow_unused: args.allow_unused,
+        },
+    )?;
     session.notes.iter().for_each(|n| eprintln!("{n}"));
     let prompt = match (&args.prompt, &args.input) {
         (Some(text), None) => AblationPrompt::Text(text.clone()),

@@ -148,6 +148,10 @@ pub struct AblateArgs {
     /// Replace --out if it exists.
     #[arg(long)]
     pub overwrite: bool,
+    /// Load a checkpoint that holds tensors config.json does not use (listed as a warning instead of
+    /// refused).
+    #[arg(long)]
+    pub allow_unused: bool,
     /// Compute backend: auto (a usable GPU, else the CPU), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
@@ -271,6 +275,10 @@ pub struct RunArgs {
     /// Replace --out if it exists.
     #[arg(long)]
     pub overwrite: bool,
+    /// Load a checkpoint that holds tensors config.json does not use (listed as a warning instead of
+    /// refused).
+    #[arg(long)]
+    pub allow_unused: bool,
     /// Compute backend: auto (a usable GPU, else the CPU), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,

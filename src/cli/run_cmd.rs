@@ -9,6 +9,7 @@ use attnscope_core::run::GenerateOptions;
 use attnscope_core::run::parallel::{ParallelOptions, SetDistribution};
 use attnscope_core::sampling::SamplerConfig;
 use attnscope_core::slots::Visibility;
+use attnscope_core::weights::LoadOptions;
 use attnscope_cuda::DeviceRequest;
 use attnscope_io::manifest::Manifest;
 use attnscope_job::manifest::unix_seconds;
@@ -30,7 +31,14 @@ pub fn run(args: RunArgs) -> Result<()> {
         DtypeRequest::parse(&args.dtype)?,
     );
     let open = || {
-        let session = Session::open(&model_dir(args.model.clone(), args.quiet), device, dtype)?;
+        let session = Session::open_with(
+            &model_dir(args.model.clone(), args.quiet),
+            device,
+            dtype,
+            LoadOptions {
+                allow_unused: args.allow_unused,
+            },
+        )?;
         if !args.quiet {
             session.notes.iter().for_each(|n| eprintln!("{n}"));
         }

@@ -7,7 +7,7 @@ use attnscope_core::Error;
 use attnscope_core::Result;
 use attnscope_core::model::Model;
 use attnscope_core::tokenizer::TextTokenizer;
-use attnscope_core::weights::StorageDtype;
+use attnscope_core::weights::{LoadOptions, StorageDtype};
 use attnscope_cuda::{DeviceRequest, GpuDtype};
 use std::path::Path;
 use std::time::Instant;
@@ -29,16 +29,30 @@ impl Session {
     /// tensor by tensor; for a GPU the host copy is f32, as before. (`auto` falling back to the CPU after a
     /// GPU failed keeps f32.)
     pub fn open(dir: &Path, device: DeviceRequest, dtype: DtypeRequest) -> Result<Session> {
+        Session::open_with(dir, device, dtype, LoadOptions::default())
+    }
+
+    /// [`Session::open`] with load options (`--allow-unused`); the loader's warnings become notes.
+    pub fn open_with(
+        dir: &Path,
+        device: DeviceRequest,
+        dtype: DtypeRequest,
+        opts: LoadOptions,
+    ) -> Result<Session> {
         let started = Instant::now();
         let storage = if runs_on_cpu(device) {
             dtype.cpu_weights()
         } else {
             StorageDtype::F32
         };
-        let mut model = Model::load_as(dir, storage)?;
+        let (mut model, warnings) = Model::load_with(dir, storage, opts)?;
         let placement = place(&mut model, device, dtype.gpu())?;
         let tokenizer = TextTokenizer::from_dir(dir)?;
-        Session::assemble(model, tokenizer, placement, started)
+        let mut session = Session::assemble(model, tokenizer, placement, started)?;
+        session
+            .notes
+            .extend(warnings.iter().map(|w| format!("warning: {w}")));
+        Ok(session)
     }
 
     /// Places an already-built model (a random model of a named shape, for benchmarks).

@@ -21,7 +21,7 @@ use crate::config::{ModelConfig, PositionEncoding};
 use crate::model::backend::{Backend, DeviceInfo};
 use crate::model::engine::{Engine, Executor};
 use crate::slots::{SlotInfo, Visibility};
-use crate::weights::{ModelWeights, StorageDtype, WeightsInfo, load_weights};
+use crate::weights::{LoadOptions, ModelWeights, StorageDtype, WeightsInfo, load_weights_with};
 use rope::Rope;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -47,9 +47,18 @@ impl Model {
     /// [`Model::load`] with the linear layers and the embedding table stored as `storage` (computed in
     /// f32), converted tensor by tensor from the mapped checkpoint.
     pub fn load_as(dir: &Path, storage: StorageDtype) -> Result<Model> {
+        Model::load_with(dir, storage, LoadOptions::default()).map(|(model, _)| model)
+    }
+
+    /// [`Model::load_as`] with load options; also returns the loader's warnings (one line each).
+    pub fn load_with(
+        dir: &Path,
+        storage: StorageDtype,
+        opts: LoadOptions,
+    ) -> Result<(Model, Vec<String>)> {
         let cfg = ModelConfig::from_dir(dir)?;
-        let (weights, info) = load_weights(dir, &cfg, storage)?;
-        Ok(Model::from_parts(dir, cfg, weights, info))
+        let (weights, info, warnings) = load_weights_with(dir, &cfg, storage, opts)?;
+        Ok((Model::from_parts(dir, cfg, weights, info), warnings))
     }
 
     /// Assembles a model on the CPU from already-loaded parts (used by benchmarks with random weights).

@@ -93,7 +93,7 @@ pub fn load_weights_with(
         if !opts.allow_unused {
             return Err(Error::weights(
                 file,
-                format!("{msg}; is config.json right? (allow_unused accepts them)"),
+                format!("{msg}; is config.json right? (--allow-unused accepts them)"),
             ));
         }
         warnings.push(format!("{}: {msg}", file.display()));
