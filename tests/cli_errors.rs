@@ -163,6 +163,27 @@ fn unused_tensor_is_refused_unless_allowed() {
     );
 }
 
+/// Finite weights so large that the forward pass overflows (a query projection of 3e38) give NaN logits:
+/// an error, not a run directory of NaN.
+#[test]
+fn overflowing_forward_pass_is_an_error() {
+    let s = Scratch::new();
+    let model = s.model_copy(&default_model());
+    let name = "model.layers.0.self_attn.q_proj.weight";
+    rewrite_safetensors(&model.join("model.safetensors"), |ts| {
+        let t = ts.iter_mut().find(|t| t.name == name).expect("q_proj");
+        assert_eq!(t.dtype, Dtype::F32);
+        for chunk in t.data.chunks_exact_mut(4) {
+            chunk.copy_from_slice(&3e38f32.to_le_bytes());
+        }
+    });
+    let mut cmd = s.run_cmd();
+    cmd.arg("--model")
+        .arg(&model)
+        .args(["--prompt", "hello", "--generate", "2"]);
+    expect_error(cmd, &s.outs(), &["prefill", "logits", "non-finite"]);
+}
+
 #[test]
 fn mis_shaped_tensor() {
     let s = Scratch::new();

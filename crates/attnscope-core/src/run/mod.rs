@@ -140,6 +140,7 @@ pub fn run_sequence(
     };
     let mut logits = Vec::new();
     model.forward_into(&mut cache, &prompt, capture.as_mut(), rows, &mut logits)?;
+    check_finite(&logits, "the prefill")?;
     let prefill_seconds = started.elapsed().as_secs_f64();
     on_step();
 
@@ -167,6 +168,7 @@ pub fn run_sequence(
         let (rows, how) = logit_rows_after(step, generation, is_set);
         // The logits buffer is reused from step to step.
         model.forward_into(&mut cache, &new, capture.as_mut(), rows, &mut logits)?;
+        check_finite(&logits, &format!("generation step {step}"))?;
         if rows == LogitRows::All {
             logits = parallel::next_logits(&logits, model.cfg.vocab_size, how);
         }
@@ -187,6 +189,20 @@ pub fn run_sequence(
         decode_seconds,
         stopped_at_eos,
     })
+}
+
+/// Refuses logits that hold NaN or ±∞: the forward pass overflowed (weights or inputs far outside what the
+/// model was trained on), and every probability and statistic after it would be NaN too. An error, not a
+/// warning: a run directory of NaN is never what was asked for.
+fn check_finite(logits: &[f32], at: &str) -> Result<()> {
+    match logits.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(Error::input(format!(
+            "{at}: the logits hold non-finite values (first: {} at index {i}); the forward pass overflowed \
+             (check the weights and config.json)",
+            logits[i]
+        ))),
+    }
 }
 
 /// Which logits step `step` must return, and how a parallel set's rows make the next distribution: none
