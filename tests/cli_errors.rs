@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::cli::{Scratch, default_model, entries, expect_error, fixture, input_file};
+use common::cli::{Scratch, default_model, edit_json, entries, expect_error, fixture, input_file};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
@@ -44,14 +44,6 @@ fn rewrite_safetensors(path: &Path, edit: impl FnOnce(&mut Vec<OwnedTensor>)) {
         .collect();
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
     fs::write(path, safetensors::serialize(views, Some(metadata)).unwrap()).unwrap();
-}
-
-/// Edits a JSON file in place.
-fn edit_json(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
-    let mut v: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
-    edit(&mut v);
-    fs::write(path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
 }
 
 /// Writes an `--input` spec with the given sequences and returns its path.

@@ -4,17 +4,8 @@
 
 mod common;
 
-use common::cli::{Scratch, default_model, expect_error, input_file, run_ok};
-use std::fs;
+use common::cli::{Scratch, default_model, edit_json, expect_error, input_file, run_ok};
 use std::path::Path;
-
-/// Edits a JSON file in place.
-fn edit_json(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
-    let mut v: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
-    edit(&mut v);
-    fs::write(path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
-}
 
 /// `attnscope run` on a copy of the default model whose config.json `edit` changed; expects one error
 /// line holding every needle.

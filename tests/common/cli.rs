@@ -65,6 +65,14 @@ pub fn copy_dir(src: &Path, dst: &Path) {
     }
 }
 
+/// Edits a JSON file (a config.json, say) in place.
+pub fn edit_json(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
+    edit(&mut v);
+    fs::write(path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+}
+
 /// `manifest.json` of a run directory.
 pub fn manifest(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap()
