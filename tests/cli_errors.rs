@@ -157,9 +157,9 @@ fn unused_tensor_is_refused_unless_allowed() {
 
 /// Finite weights so large that the forward pass overflows (a query projection of 3e38) give NaN logits:
 /// an error, not a run directory of NaN.
-#[test]
-fn overflowing_forward_pass_is_an_error() {
-    let s = Scratch::new();
+/// A copy of the default model whose layer-0 query weights are all 3e38: finite, but the attention scores
+/// overflow, so the forward pass turns to NaN.
+fn overflowing_model(s: &Scratch) -> std::path::PathBuf {
     let model = s.model_copy(&default_model());
     let name = "model.layers.0.self_attn.q_proj.weight";
     rewrite_safetensors(&model.join("model.safetensors"), |ts| {
@@ -169,11 +169,37 @@ fn overflowing_forward_pass_is_an_error() {
             chunk.copy_from_slice(&3e38f32.to_le_bytes());
         }
     });
+    model
+}
+
+#[test]
+fn overflowing_forward_pass_is_an_error() {
+    let s = Scratch::new();
+    let model = overflowing_model(&s);
     let mut cmd = s.run_cmd();
     cmd.arg("--model")
         .arg(&model)
         .args(["--prompt", "hello", "--generate", "2"]);
     expect_error(cmd, &s.outs(), &["prefill", "logits", "non-finite"]);
+}
+
+/// A prefill-only run computes no logits: the captured statistics (or weights) are what is checked, and
+/// the error names the layer and head.
+#[test]
+fn overflowing_prefill_without_logits_is_an_error_naming_the_layer() {
+    for capture in ["stats", "weights"] {
+        let s = Scratch::new();
+        let model = overflowing_model(&s);
+        let mut cmd = s.run_cmd();
+        cmd.arg("--model")
+            .arg(&model)
+            .args(["--prompt", "hello there", "--capture", capture]);
+        expect_error(
+            cmd,
+            &s.outs(),
+            &["layer 0, head 0", "captured", "overflowed"],
+        );
+    }
 }
 
 #[test]

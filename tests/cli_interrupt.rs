@@ -151,3 +151,25 @@ fn long_out_name() {
         assert!(out.join("manifest.json").is_file());
     }
 }
+
+/// Under `ulimit -f`, a write past the limit fails with EFBIG (SIGXFSZ is caught) instead of killing the
+/// run: one `error:` line naming the file, a non-zero exit, and no temporary directory left behind.
+#[test]
+fn file_size_limit_is_an_error_naming_the_file_not_a_kill() {
+    let s = Scratch::new();
+    let model = default_model();
+    // 16 KiB: the manifest and tokens fit, 8 heads × 4 layers × T² f32 weights of a long prompt do not.
+    let script = format!(
+        "ulimit -f 16 && exec \"{}\" run --model \"{}\" --out \"{}\" --capture all --generate 40 --ignore-eos --prompt 'Once upon a time there was a cat'",
+        env!("CARGO_BIN_EXE_attnscope"),
+        model.display(),
+        s.out().display()
+    );
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(script).current_dir(s.root());
+    let line = common::cli::expect_error(cmd, &s.outs(), &["File too large"]);
+    assert!(
+        line.contains(".run.tmp-"),
+        "the error names the file: {line}"
+    );
+}

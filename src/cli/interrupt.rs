@@ -1,13 +1,21 @@
 //! SIGINT and SIGTERM: remove the temporary directory of every run in progress
 //! (`attnscope_io::run_dir::remove_live_temp_dirs_for_exit`), say so on one `error:` line and exit with
-//! 128 + the signal number (130, 143), as a shell reports a process killed by it.
+//! 128 + the signal number (130, 143), as a shell reports a process killed by it. SIGXFSZ (a write past
+//! `ulimit -f`) is caught and ignored, so that the write fails with EFBIG and the run reports the file and
+//! cleans up like any other write error, instead of being killed with its temporary directory left behind.
 
 /// Starts the thread that waits for SIGINT/SIGTERM; called once, first thing in `main`. Should that fail,
 /// a warning says so and the signals keep their default action (no cleanup).
 #[cfg(unix)]
 pub fn install() {
-    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::consts::{SIGINT, SIGTERM, SIGXFSZ};
     use signal_hook::iterator::Signals;
+    let ignored = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Err(e) = signal_hook::flag::register(SIGXFSZ, ignored) {
+        eprintln!(
+            "warning: cannot handle SIGXFSZ ({e}); a write past `ulimit -f` would kill the run and leave its temporary directory"
+        );
+    }
     let mut signals = match Signals::new([SIGINT, SIGTERM]) {
         Ok(s) => s,
         Err(e) => {

@@ -111,6 +111,20 @@ pub struct InputRecord {
     pub generated_text: Option<String>,
 }
 
+/// The tokenizer a run used, and what was changed in it on load.
+#[derive(Clone, Debug, Serialize)]
+pub struct TokenizerRecord {
+    /// The file it was read from (escaped when not UTF-8, as the module docs say).
+    pub path: String,
+    /// "tokenizer.json" or "vocab.json+merges.txt".
+    pub kind: &'static str,
+    /// Settings of tokenizer.json switched off because they would change the prompt: any of "padding",
+    /// "truncation" and "dropout". Empty when the file has none.
+    pub disabled: Vec<&'static str>,
+    /// Every warning printed while loading it (disabled settings, repaired merges).
+    pub warnings: Vec<String>,
+}
+
 /// Wall-clock timings in seconds.
 #[derive(Serialize)]
 pub struct Timings {
@@ -150,6 +164,8 @@ pub struct Manifest {
     pub generation: GenerateOptions,
     pub seed: u64,
     pub inputs: Vec<InputRecord>,
+    /// The tokenizer, when the model directory has one.
+    pub tokenizer: Option<TokenizerRecord>,
     pub timings: Timings,
     /// File name → what it holds and how to load it.
     pub files: BTreeMap<String, String>,

@@ -8,8 +8,8 @@ use attnscope_core::model::Model;
 use attnscope_core::run::{GenerateOptions, SequenceOutcome};
 use attnscope_core::weights::hex;
 use attnscope_io::manifest::{
-    InputRecord, LAYOUT_VERSION, Manifest, ModelRecord, Timings, escape_args, escape_os,
-    file_descriptions,
+    InputRecord, LAYOUT_VERSION, Manifest, ModelRecord, Timings, TokenizerRecord, escape_args,
+    escape_os, file_descriptions,
 };
 use sha2::{Digest, Sha256};
 use std::ffi::OsString;
@@ -57,6 +57,12 @@ pub fn build_manifest(
         seed: run.generation.sampler.seed,
         generation: run.generation.clone(),
         inputs: run.inputs.to_vec(),
+        tokenizer: session.tokenizer.as_ref().map(|t| TokenizerRecord {
+            path: escape_os(t.source().as_os_str()).0,
+            kind: t.kind(),
+            disabled: t.disabled().to_vec(),
+            warnings: t.warnings().to_vec(),
+        }),
         timings: timings(outcomes, session.load_seconds, write_seconds, started),
         files: file_descriptions(
             run.spec.weights,

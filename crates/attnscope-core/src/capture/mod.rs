@@ -1,10 +1,12 @@
 //! What to capture from attention (`--capture`, `--layers`, `--heads`) and the recorders that collect it
 //! during the forward pass. Recorders see each probability row once, as the attention computes it.
 
+pub mod finite;
 pub mod recorder;
 pub mod stats;
 pub mod tile_stats;
 
+pub use finite::NonFinite;
 pub use recorder::{HeadRecorder, RowView, WeightRows};
 pub use stats::{HeadStats, RowStats, StepGroupMass, StepRow};
 pub use tile_stats::TileView;

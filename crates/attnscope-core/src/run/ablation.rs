@@ -125,6 +125,7 @@ pub fn score_targets(
     if !rest.is_empty() {
         rows.extend(model.forward(&mut cache, &rest, None, LogitRows::All)?);
     }
+    super::check_finite(&rows, "ablation")?;
     // Row i predicts slot split_after + 1 + i; target j sits at slot n + j.
     let offset = n - 1 - split_after;
     targets

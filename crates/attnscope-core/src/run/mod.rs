@@ -180,8 +180,12 @@ pub fn run_sequence(
         }
     }
     let slots = cache.slots().to_vec();
+    let capture = capture.map(|c| c.finish(&slots));
+    if let Some(c) = &capture {
+        c.check_finite("the capture")?;
+    }
     Ok(SequenceOutcome {
-        capture: capture.map(|c| c.finish(&slots)),
+        capture,
         slots,
         visibility: seq.visibility,
         n_prompt,
@@ -194,7 +198,7 @@ pub fn run_sequence(
 /// Refuses logits that hold NaN or ±∞: the forward pass overflowed (weights or inputs far outside what the
 /// model was trained on), and every probability and statistic after it would be NaN too. An error, not a
 /// warning: a run directory of NaN is never what was asked for.
-fn check_finite(logits: &[f32], at: &str) -> Result<()> {
+pub(crate) fn check_finite(logits: &[f32], at: &str) -> Result<()> {
     match logits.iter().position(|v| !v.is_finite()) {
         None => Ok(()),
         Some(i) => Err(Error::input(format!(
