@@ -8,8 +8,10 @@ pub mod parquet_table;
 pub mod run_dir;
 pub mod tables;
 pub mod tensors;
+pub mod tensors_stream;
 
 pub use parquet_read::read_parquet;
-pub use parquet_table::{Column, ColumnData, Table, write_parquet};
+pub use parquet_table::{Column, ColumnData, ParquetWriter, Table, write_parquet};
 pub use run_dir::{RunDir, write_json, write_json_atomic};
 pub use tensors::{NamedTensor, TensorData, write_safetensors};
+pub use tensors_stream::SafetensorsWriter;
