@@ -137,6 +137,7 @@ pub struct Timings {
     pub prefill_tokens_per_second: f64,
     /// Generated tokens per second, over all sequences.
     pub decode_tokens_per_second: f64,
+    /// Writing the files: every sequence's rows and tensors as it ended, and closing them at the end.
     pub write_seconds: f64,
     pub total_seconds: f64,
 }

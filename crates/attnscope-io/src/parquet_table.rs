@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::BufWriter;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parquet::basic::{LogicalType, Repetition, Type as PhysicalType};
@@ -122,51 +122,127 @@ pub fn write_parquet(path: &Path, table: &Table) -> Result<()> {
 }
 
 fn write_parquet_with_row_groups(path: &Path, table: &Table, group_rows: usize) -> Result<()> {
-    validate(path, table)?;
-    let pq_err = |e: parquet::errors::ParquetError| Error::output(path, format!("parquet: {e}"));
-    let schema = Arc::new(build_schema(table).map_err(pq_err)?);
+    let mut writer = ParquetWriter::create_with_row_groups(path, table, group_rows)?;
+    writer.append(table)?;
+    writer.finish()
+}
 
-    let mut props = WriterProperties::builder()
-        .set_dictionary_enabled(false)
-        .set_created_by(format!("attnscope {}", env!("CARGO_PKG_VERSION")));
-    for col in &table.columns {
-        if matches!(col.data, ColumnData::Utf8(_)) {
-            let cp = ColumnPath::new(vec![col.name.clone()]);
-            props = props.set_column_dictionary_enabled(cp, true);
-        }
+/// A Parquet file written table by table: each [`ParquetWriter::append`]ed table becomes the next row
+/// group(s) of at most [`ROW_GROUP_ROWS`] rows. Every appended table must have the schema the file was
+/// created with (column names, types, order). The file is complete once [`ParquetWriter::finish`] wrote
+/// its footer and fsynced it; dropped before, it is left without a footer (unreadable).
+pub struct ParquetWriter {
+    path: PathBuf,
+    schema: Arc<Type>,
+    writer: SerializedFileWriter<BufWriter<File>>,
+    group_rows: usize,
+}
+
+impl ParquetWriter {
+    /// Creates `path` with the schema of `like` (its rows are not written). Errors as [`write_parquet`].
+    pub fn create(path: &Path, like: &Table) -> Result<ParquetWriter> {
+        Self::create_with_row_groups(path, like, ROW_GROUP_ROWS)
     }
-    let props = Arc::new(props.build());
 
-    let file = File::create(path).map_err(|e| Error::io(path, e))?;
-    let mut writer =
-        SerializedFileWriter::new(BufWriter::new(file), schema, props).map_err(pq_err)?;
+    fn create_with_row_groups(
+        path: &Path,
+        like: &Table,
+        group_rows: usize,
+    ) -> Result<ParquetWriter> {
+        validate(path, like)?;
+        let pq_err =
+            |e: parquet::errors::ParquetError| Error::output(path, format!("parquet: {e}"));
+        let schema = Arc::new(build_schema(like).map_err(pq_err)?);
 
-    let rows = table.len();
-    let group_rows = group_rows.max(1);
-    let mut start = 0;
-    while start < rows {
-        let end = (start + group_rows).min(rows);
-        let mut rg = writer.next_row_group().map_err(pq_err)?;
-        for col in &table.columns {
-            let Some(mut cw) = rg.next_column().map_err(pq_err)? else {
-                return Err(Error::output(
-                    path,
-                    "parquet: schema has fewer columns than table",
-                ));
+        let mut props = WriterProperties::builder()
+            .set_dictionary_enabled(false)
+            .set_created_by(format!("attnscope {}", env!("CARGO_PKG_VERSION")));
+        for col in &like.columns {
+            if matches!(col.data, ColumnData::Utf8(_)) {
+                let cp = ColumnPath::new(vec![col.name.clone()]);
+                props = props.set_column_dictionary_enabled(cp, true);
+            }
+        }
+        let props = Arc::new(props.build());
+
+        let file = File::create(path).map_err(|e| Error::io(path, e))?;
+        let writer = SerializedFileWriter::new(BufWriter::new(file), schema.clone(), props)
+            .map_err(pq_err)?;
+        Ok(ParquetWriter {
+            path: path.to_path_buf(),
+            schema,
+            writer,
+            group_rows: group_rows.max(1),
+        })
+    }
+
+    /// Appends the rows of `table` (none for an empty table). Errors, naming the file, when the table is
+    /// malformed (as [`write_parquet`]) or its schema differs from the file's.
+    pub fn append(&mut self, table: &Table) -> Result<()> {
+        let path = self.path.as_path();
+        validate(path, table)?;
+        let pq_err =
+            |e: parquet::errors::ParquetError| Error::output(path, format!("parquet: {e}"));
+        let schema = build_schema(table).map_err(pq_err)?;
+        if schema != *self.schema {
+            return Err(Error::output(
+                path,
+                format!(
+                    "cannot append a table of columns {} to a file of columns {}",
+                    describe(&schema),
+                    describe(&self.schema)
+                ),
+            ));
+        }
+        let rows = table.len();
+        let mut start = 0;
+        while start < rows {
+            let end = (start + self.group_rows).min(rows);
+            let mut rg = self.writer.next_row_group().map_err(pq_err)?;
+            for col in &table.columns {
+                let Some(mut cw) = rg.next_column().map_err(pq_err)? else {
+                    return Err(Error::output(
+                        path,
+                        "parquet: schema has fewer columns than table",
+                    ));
+                };
+                write_range(&mut cw, &col.data, start, end).map_err(pq_err)?;
+                cw.close().map_err(pq_err)?;
+            }
+            rg.close().map_err(pq_err)?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// Writes the footer and fsyncs the file.
+    pub fn finish(self) -> Result<()> {
+        let path = self.path.as_path();
+        let buf = self
+            .writer
+            .into_inner()
+            .map_err(|e| Error::output(path, format!("parquet: {e}")))?;
+        let file = buf
+            .into_inner()
+            .map_err(|e| Error::io(path, e.into_error()))?;
+        file.sync_all().map_err(|e| Error::io(path, e))
+    }
+}
+
+/// `[name: TYPE, ...]` of a flat schema, for messages.
+fn describe(schema: &Type) -> String {
+    let columns: Vec<String> = schema
+        .get_fields()
+        .iter()
+        .map(|f| {
+            let kind = match f.as_ref() {
+                Type::PrimitiveType { physical_type, .. } => format!("{physical_type:?}"),
+                Type::GroupType { .. } => "group".to_string(),
             };
-            write_range(&mut cw, &col.data, start, end).map_err(pq_err)?;
-            cw.close().map_err(pq_err)?;
-        }
-        rg.close().map_err(pq_err)?;
-        start = end;
-    }
-
-    let buf = writer.into_inner().map_err(pq_err)?;
-    let file = buf
-        .into_inner()
-        .map_err(|e| Error::io(path, e.into_error()))?;
-    file.sync_all().map_err(|e| Error::io(path, e))?;
-    Ok(())
+            format!("{}: {kind}", f.name())
+        })
+        .collect();
+    format!("[{}]", columns.join(", "))
 }
 
 fn validate(path: &Path, table: &Table) -> Result<()> {

@@ -90,7 +90,12 @@ pub fn write_safetensors(
     tensors: &[NamedTensor],
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
-    let header = build_header(path, tensors, metadata)?;
+    let mut names = HashSet::new();
+    let entries = tensors
+        .iter()
+        .map(|t| check_tensor(path, t, &mut names))
+        .collect::<Result<Vec<_>>>()?;
+    let header = header_bytes(path, &entries, metadata)?;
     let file = File::create(path).map_err(|e| Error::io(path, e))?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
     let io_err = |e| Error::io(path, e);
@@ -107,55 +112,80 @@ pub fn write_safetensors(
     Ok(())
 }
 
-/// Builds the padded JSON header after validating names and shapes.
-fn build_header(
+/// What the header says of one tensor: name, dtype, shape and its size in bytes.
+pub(crate) struct TensorEntry {
+    name: String,
+    dtype: &'static str,
+    shape: Vec<usize>,
+    pub(crate) bytes: usize,
+}
+
+/// The header entry of `t` after validating its name (not empty, not `__metadata__`, not in `names`, to
+/// which it is added) and its shape against its data; errors name the file `path`.
+pub(crate) fn check_tensor(
     path: &Path,
-    tensors: &[NamedTensor],
+    t: &NamedTensor,
+    names: &mut HashSet<String>,
+) -> Result<TensorEntry> {
+    if t.name.is_empty() || t.name == METADATA_KEY {
+        return Err(Error::output(
+            path,
+            format!("invalid tensor name `{}`", t.name),
+        ));
+    }
+    if names.contains(&t.name) {
+        return Err(Error::output(
+            path,
+            format!("tensor `{}` appears more than once", t.name),
+        ));
+    }
+    let numel = t
+        .shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    if numel != Some(t.data.len()) {
+        return Err(Error::output(
+            path,
+            format!(
+                "tensor `{}`: shape {:?} does not match {} elements",
+                t.name,
+                t.shape,
+                t.data.len()
+            ),
+        ));
+    }
+    let bytes = t
+        .data
+        .len()
+        .checked_mul(t.data.elem_size())
+        .ok_or_else(|| Error::output(path, "tensor data size overflows"))?;
+    names.insert(t.name.clone());
+    Ok(TensorEntry {
+        name: t.name.clone(),
+        dtype: t.data.dtype(),
+        shape: t.shape.clone(),
+        bytes,
+    })
+}
+
+/// The padded JSON header of tensors laid out one after another in the order of `entries`.
+pub(crate) fn header_bytes(
+    path: &Path,
+    entries: &[TensorEntry],
     metadata: &BTreeMap<String, String>,
 ) -> Result<Vec<u8>> {
     let mut map = Map::new();
     if !metadata.is_empty() {
         map.insert(METADATA_KEY.to_string(), json!(metadata));
     }
-    let mut seen = HashSet::new();
     let mut offset = 0usize;
-    for t in tensors {
-        if t.name.is_empty() || t.name == METADATA_KEY {
-            return Err(Error::output(
-                path,
-                format!("invalid tensor name `{}`", t.name),
-            ));
-        }
-        if !seen.insert(t.name.as_str()) {
-            return Err(Error::output(
-                path,
-                format!("tensor `{}` appears more than once", t.name),
-            ));
-        }
-        let numel = t
-            .shape
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d));
-        if numel != Some(t.data.len()) {
-            return Err(Error::output(
-                path,
-                format!(
-                    "tensor `{}`: shape {:?} does not match {} elements",
-                    t.name,
-                    t.shape,
-                    t.data.len()
-                ),
-            ));
-        }
-        let end = t
-            .data
-            .len()
-            .checked_mul(t.data.elem_size())
-            .and_then(|n| n.checked_add(offset))
+    for t in entries {
+        let end = offset
+            .checked_add(t.bytes)
             .ok_or_else(|| Error::output(path, "tensor data size overflows"))?;
         map.insert(
             t.name.clone(),
-            json!({"dtype": t.data.dtype(), "shape": t.shape, "data_offsets": [offset, end]}),
+            json!({"dtype": t.dtype, "shape": t.shape, "data_offsets": [offset, end]}),
         );
         offset = end;
     }
@@ -168,7 +198,7 @@ fn build_header(
 }
 
 /// Writes the elements as little-endian bytes, one bulk write per buffer (per block for the block variants).
-fn write_le<W: Write>(w: &mut W, data: &TensorData) -> std::io::Result<()> {
+pub(crate) fn write_le<W: Write>(w: &mut W, data: &TensorData) -> std::io::Result<()> {
     match data {
         TensorData::F32(v) => write_words(w, v, f32::to_le_bytes),
         TensorData::F16(v) => write_words(w, v.reinterpret_cast(), u16::to_le_bytes),

@@ -1,6 +1,7 @@
 //! A job: inputs, a capture request and generation settings, run on a [`Session`]. The results come back in
 //! memory ([`Job::run`]) or as a run directory ([`Job::write_run`]: manifest.json, Parquet tables,
-//! attention.safetensors), written to a temporary sibling and renamed only when complete.
+//! attention.safetensors), written to a temporary sibling sequence by sequence and renamed only when
+//! complete.
 
 use crate::manifest::{RunRecord, build_manifest};
 use crate::session::Session;
@@ -11,8 +12,7 @@ use attnscope_core::input::{InputSpec, SequenceInput};
 use attnscope_core::run::{GenerateOptions, SequenceOutcome, budget, check_fits, run_sequence};
 use attnscope_core::slots::Visibility;
 use attnscope_io::manifest::{InputRecord, Manifest};
-use attnscope_io::outputs::write_run_files;
-use attnscope_io::{RunDir, write_json};
+use attnscope_io::{RunDir, RunWriter, write_json};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -129,35 +129,19 @@ impl Job {
         }
     }
 
-    /// Runs every sequence on `session` and returns the captures in memory.
+    /// Runs every sequence on `session` and returns the captures in memory (every capture is held until
+    /// the call returns).
     pub fn run(&self, session: &Session, progress: &mut dyn Progress) -> Result<JobResults> {
-        let model = &session.model;
-        let spec = self
-            .capture
-            .resolve(model.cfg.n_layers, model.cfg.n_heads)?;
-        let (sequences, mut inputs) = self.sequences(session, &spec)?;
-        let total_steps = sequences.len() as u64 * (1 + self.generation.max_new_tokens as u64);
-        progress.start(total_steps);
-        let mut outcomes = Vec::with_capacity(sequences.len());
-        for (i, seq) in sequences.iter().enumerate() {
-            progress.sequence(i, sequences.len());
-            outcomes.push(run_sequence(
-                model,
-                seq,
-                &spec,
-                &self.generation,
-                &mut || progress.step(),
-            )?);
-        }
-        progress.finish();
-        for (rec, o) in inputs.iter_mut().zip(&outcomes) {
-            rec.generated_tokens = o.slots.len() - o.n_prompt;
-            rec.stopped_at_eos = o.stopped_at_eos;
-            if let Some(tok) = &session.tokenizer {
-                let ids: Vec<u32> = o.slots[o.n_prompt..].iter().map(|s| s.token).collect();
-                rec.generated_text = tok.decode(&ids).ok();
-            }
-        }
+        let prepared = self.prepare(session, CapturesHeld::Every)?;
+        let (spec, mut inputs) = (prepared.spec, prepared.inputs);
+        let outcomes = self.run_sequences(
+            session,
+            &spec,
+            &prepared.sequences,
+            &mut inputs,
+            progress,
+            &mut |_, _| Ok(()),
+        )?;
         Ok(JobResults {
             spec,
             inputs,
@@ -166,9 +150,10 @@ impl Job {
     }
 
     /// Claims `out` (creating missing parents), opens the session with `open`, runs the job and writes the
-    /// run directory. A bad `out` fails before any long work; on any failure nothing is left behind (the
-    /// temporary directory and the parents this call created are removed). Returns the directory and its
-    /// manifest.
+    /// run directory, each sequence's rows and tensors as soon as it ends (its capture is dropped then, so
+    /// one capture at a time is held). A bad `out` fails before any long work; on any failure nothing is
+    /// left behind (the temporary directory and the parents this call created are removed). Returns the
+    /// directory and its manifest.
     pub fn write_run(
         &self,
         out: &Path,
@@ -180,8 +165,7 @@ impl Job {
         let created = create_parents(out)?;
         let result = RunDir::create(out, overwrite).and_then(|run_dir| {
             let session = open()?;
-            let mut results = self.run(&session, progress)?;
-            self.write_results(run_dir, &session, &mut results, started)
+            self.stream_run(run_dir, &session, progress, started)
         });
         if result.is_err() {
             for dir in created.iter().rev() {
@@ -191,51 +175,98 @@ impl Job {
         result
     }
 
-    /// Writes `results` into the claimed `run_dir` and commits it.
-    fn write_results(
+    /// Runs the job into the claimed `run_dir` through a [`RunWriter`], writes the manifest and commits.
+    fn stream_run(
         &self,
         run_dir: RunDir,
         session: &Session,
-        results: &mut JobResults,
+        progress: &mut dyn Progress,
         started: Instant,
     ) -> Result<(PathBuf, Manifest)> {
-        let write_started = Instant::now();
-        write_run_files(
+        let prepared = self.prepare(session, CapturesHeld::One)?;
+        let (spec, mut inputs) = (prepared.spec, prepared.inputs);
+        let mut writer = RunWriter::new(
             run_dir.path(),
-            &session.model,
-            &mut results.outcomes,
+            session.model.cfg.sliding_window,
             session.tokenizer.as_ref(),
+        );
+        let mut write_seconds = 0.0;
+        let outcomes = self.run_sequences(
+            session,
+            &spec,
+            &prepared.sequences,
+            &mut inputs,
+            progress,
+            &mut |seq, outcome| {
+                let write_started = Instant::now();
+                writer.write_sequence(seq, outcome)?;
+                write_seconds += write_started.elapsed().as_secs_f64();
+                Ok(())
+            },
         )?;
-        let write_seconds = write_started.elapsed().as_secs_f64();
+        let write_started = Instant::now();
+        writer.finish()?;
+        write_seconds += write_started.elapsed().as_secs_f64();
         let record = RunRecord {
             command: &self.command,
             generation: &self.generation,
-            spec: &results.spec,
-            inputs: &results.inputs,
-            outcomes: &results.outcomes,
+            spec: &spec,
+            inputs: &inputs,
+            outcomes: &outcomes,
         };
         let manifest = build_manifest(&record, session, write_seconds, started)?;
         write_json(&run_dir.file("manifest.json"), &manifest)?;
         Ok((run_dir.commit()?, manifest))
     }
 
-    /// Token sequences from the prompts (through the tokenizer) or the spec, each checked against the model
-    /// and all of them against the machine's memory (every capture is held until the run is written).
-    fn sequences(
+    /// Runs `sequences` one after another, the code [`Job::run`] and [`Job::write_run`] share: fills each
+    /// one's record in `inputs` (generated tokens and text, EOS), hands its outcome to `each` and returns
+    /// the outcomes (with whatever `each` left of their captures).
+    fn run_sequences(
         &self,
         session: &Session,
         spec: &CaptureSpec,
-    ) -> Result<(Vec<SequenceInput>, Vec<InputRecord>)> {
+        sequences: &[SequenceInput],
+        inputs: &mut [InputRecord],
+        progress: &mut dyn Progress,
+        each: &mut dyn FnMut(usize, &mut SequenceOutcome) -> Result<()>,
+    ) -> Result<Vec<SequenceOutcome>> {
+        let total_steps = sequences.len() as u64 * (1 + self.generation.max_new_tokens as u64);
+        progress.start(total_steps);
+        let mut outcomes = Vec::with_capacity(sequences.len());
+        for (i, (seq, rec)) in sequences.iter().zip(inputs.iter_mut()).enumerate() {
+            progress.sequence(i, sequences.len());
+            let mut outcome =
+                run_sequence(&session.model, seq, spec, &self.generation, &mut || {
+                    progress.step()
+                })?;
+            record_generation(rec, &outcome, session);
+            each(i, &mut outcome)?;
+            outcomes.push(outcome);
+        }
+        progress.finish();
+        Ok(outcomes)
+    }
+
+    /// The capture spec resolved against the model, and the token sequences from the prompts (through the
+    /// tokenizer) or the spec, each checked against the model and all of them against the machine's memory
+    /// as `held` says the run holds their captures.
+    fn prepare(&self, session: &Session, held: CapturesHeld) -> Result<PreparedJob> {
         let model = &session.model;
+        let spec = self
+            .capture
+            .resolve(model.cfg.n_layers, model.cfg.n_heads)?;
+        let spec = &spec;
         let mut seqs = Vec::new();
         let mut records = Vec::new();
-        let (mut captures, mut largest_kv) = (0u128, 0u128);
+        let (mut captures, mut largest_capture, mut largest_kv) = (0u128, 0u128, 0u128);
         let mut add = |mut seq: SequenceInput, source: String, text: Option<String>, at: String| {
             if let Some(v) = self.visibility {
                 seq.visibility = v;
             }
             let bytes = check_fits(model, &seq, &self.generation, spec, &at)?;
             captures += bytes.capture;
+            largest_capture = largest_capture.max(bytes.capture);
             largest_kv = largest_kv.max(bytes.kv_cache);
             records.push(record(records.len(), source, text, &seq));
             seqs.push(seq);
@@ -266,15 +297,60 @@ impl Job {
             }
         }
         if seqs.len() > 1 {
-            budget::check_available(
-                captures + largest_kv,
-                &format!(
-                    "capturing {} sequences (each capture is held until the run directory is written)",
-                    seqs.len()
+            let (needed, what) = match held {
+                CapturesHeld::Every => (
+                    captures + largest_kv,
+                    format!(
+                        "capturing {} sequences in memory (each capture is held until the job returns)",
+                        seqs.len()
+                    ),
                 ),
-            )?;
+                CapturesHeld::One => (
+                    largest_capture + largest_kv,
+                    format!(
+                        "capturing {} sequences (one at a time: each capture is written and dropped when its \
+                         sequence ends)",
+                        seqs.len()
+                    ),
+                ),
+            };
+            budget::check_available(needed, &what)?;
         }
-        Ok((seqs, records))
+        Ok(PreparedJob {
+            spec: spec.clone(),
+            sequences: seqs,
+            inputs: records,
+        })
+    }
+}
+
+/// How many captures a run holds at once, for the memory check before it starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CapturesHeld {
+    /// Every sequence's ([`Job::run`]: the results in memory).
+    Every,
+    /// One sequence's ([`Job::write_run`]: each written when its sequence ends).
+    One,
+}
+
+/// A job resolved against a session, ready to run.
+struct PreparedJob {
+    spec: CaptureSpec,
+    sequences: Vec<SequenceInput>,
+    inputs: Vec<InputRecord>,
+}
+
+/// Fills in what `record` says of the generation: the number of generated tokens, whether the sequence
+/// stopped at EOS, and the generated text (when there is a tokenizer and it decodes).
+fn record_generation(record: &mut InputRecord, outcome: &SequenceOutcome, session: &Session) {
+    record.generated_tokens = outcome.slots.len() - outcome.n_prompt;
+    record.stopped_at_eos = outcome.stopped_at_eos;
+    if let Some(tok) = &session.tokenizer {
+        let ids: Vec<u32> = outcome.slots[outcome.n_prompt..]
+            .iter()
+            .map(|s| s.token)
+            .collect();
+        record.generated_text = tok.decode(&ids).ok();
     }
 }
 

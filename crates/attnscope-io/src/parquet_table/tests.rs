@@ -126,3 +126,61 @@ fn rejects_bad_tables() {
     assert!(write_parquet(&path, &Table::new()).is_err());
     assert!(!path.exists());
 }
+
+/// The rows of `t` from `start` to `end`, as a table of the same columns.
+fn rows(t: &Table, start: usize, end: usize) -> Table {
+    let mut out = Table::new();
+    for col in &t.columns {
+        let data = match &col.data {
+            ColumnData::I32(v) => ColumnData::I32(v[start..end].to_vec()),
+            ColumnData::I64(v) => ColumnData::I64(v[start..end].to_vec()),
+            ColumnData::F32(v) => ColumnData::F32(v[start..end].to_vec()),
+            ColumnData::F64(v) => ColumnData::F64(v[start..end].to_vec()),
+            ColumnData::Utf8(v) => ColumnData::Utf8(v[start..end].to_vec()),
+            ColumnData::Bool(v) => ColumnData::Bool(v[start..end].to_vec()),
+        };
+        out.push(col.name.clone(), data);
+    }
+    out
+}
+
+/// Tables appended one after another read back as their concatenation, one row group each (an empty one
+/// adds none, a long one is split).
+#[test]
+fn appended_tables_become_row_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.parquet");
+    let t = sample(12);
+    let mut w = ParquetWriter::create_with_row_groups(&path, &sample(0), 4).unwrap();
+    for (start, end) in [(0, 3), (3, 3), (3, 10), (10, 12)] {
+        w.append(&rows(&t, start, end)).unwrap();
+    }
+    w.finish().unwrap();
+    assert_eq!(check_roundtrip(&path, &t), 1 + 2 + 1);
+}
+
+/// A table of other columns (names, types or order) is refused by name, not written.
+#[test]
+fn appending_another_schema_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mixed.parquet");
+    let mut w = ParquetWriter::create(&path, &sample(0)).unwrap();
+    w.append(&sample(2)).unwrap();
+    let mut renamed = sample(1);
+    renamed.columns[0].name = "other".into();
+    let mut retyped = sample(1);
+    retyped.columns[1].data = ColumnData::I32(vec![7]);
+    let mut reordered = sample(1);
+    reordered.columns.swap(0, 1);
+    let mut fewer = sample(1);
+    fewer.columns.pop();
+    for bad in [renamed, retyped, reordered, fewer] {
+        let msg = w.append(&bad).unwrap_err().to_string();
+        assert!(
+            msg.contains("mixed.parquet") && msg.contains("i32: INT32"),
+            "{msg}"
+        );
+    }
+    w.finish().unwrap();
+    assert_eq!(check_roundtrip(&path, &sample(2)), 1);
+}
