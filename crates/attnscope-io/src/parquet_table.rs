@@ -22,6 +22,12 @@ use parquet::schema::types::{ColumnPath, Type};
 use attnscope_core::Error;
 use attnscope_core::Result;
 
+/// Appended tables shorter than this are gathered in memory until they reach it, then written as one row
+/// group: a run of many short sequences must not write one tiny row group each, whose footer metadata
+/// (kept in memory until the file is finished, ~1 KB per column chunk) would grow with the number of
+/// sequences, and which readers scan slowly.
+pub const MIN_GROUP_ROWS: usize = 1 << 16;
+
 /// Maximum number of rows written into one Parquet row group.
 pub const ROW_GROUP_ROWS: usize = 1 << 20;
 
@@ -43,6 +49,31 @@ pub enum ColumnData {
 }
 
 impl ColumnData {
+    /// The same type of column, with no values.
+    fn empty_like(&self) -> ColumnData {
+        match self {
+            ColumnData::I32(_) => ColumnData::I32(Vec::new()),
+            ColumnData::I64(_) => ColumnData::I64(Vec::new()),
+            ColumnData::F32(_) => ColumnData::F32(Vec::new()),
+            ColumnData::F64(_) => ColumnData::F64(Vec::new()),
+            ColumnData::Utf8(_) => ColumnData::Utf8(Vec::new()),
+            ColumnData::Bool(_) => ColumnData::Bool(Vec::new()),
+        }
+    }
+
+    /// Appends the values of `other`, a column of the same type (the caller checked the schemas).
+    fn extend_from(&mut self, other: &ColumnData) {
+        match (self, other) {
+            (ColumnData::I32(a), ColumnData::I32(b)) => a.extend_from_slice(b),
+            (ColumnData::I64(a), ColumnData::I64(b)) => a.extend_from_slice(b),
+            (ColumnData::F32(a), ColumnData::F32(b)) => a.extend_from_slice(b),
+            (ColumnData::F64(a), ColumnData::F64(b)) => a.extend_from_slice(b),
+            (ColumnData::Utf8(a), ColumnData::Utf8(b)) => a.extend_from_slice(b),
+            (ColumnData::Bool(a), ColumnData::Bool(b)) => a.extend_from_slice(b),
+            _ => debug_assert!(false, "column types differ; append checks the schema first"),
+        }
+    }
+
     /// Number of values in the column.
     pub fn len(&self) -> usize {
         match self {
@@ -114,6 +145,15 @@ impl Table {
     }
 }
 
+/// A table of `like`'s columns with no rows.
+fn empty_like(like: &Table) -> Table {
+    let mut t = Table::new();
+    for col in &like.columns {
+        t.push(col.name.clone(), col.data.empty_like());
+    }
+    t
+}
+
 /// Writes `table` to `path` as an uncompressed Parquet file (row groups of at most [`ROW_GROUP_ROWS`] rows).
 ///
 /// Errors when the table has no columns, a column name is empty or repeated, or the columns differ in length.
@@ -122,13 +162,14 @@ pub fn write_parquet(path: &Path, table: &Table) -> Result<()> {
 }
 
 fn write_parquet_with_row_groups(path: &Path, table: &Table, group_rows: usize) -> Result<()> {
-    let mut writer = ParquetWriter::create_with_row_groups(path, table, group_rows)?;
+    let mut writer = ParquetWriter::create_with_row_groups(path, table, group_rows, 0)?;
     writer.append(table)?;
     writer.finish()
 }
 
-/// A Parquet file written table by table: each [`ParquetWriter::append`]ed table becomes the next row
-/// group(s) of at most [`ROW_GROUP_ROWS`] rows. Every appended table must have the schema the file was
+/// A Parquet file written table by table: [`ParquetWriter::append`]ed tables are gathered until they hold
+/// [`MIN_GROUP_ROWS`] rows (a longer one goes straight out), then written as the next row group(s) of at
+/// most [`ROW_GROUP_ROWS`] rows, so memory holds at most one such group besides the table appended. Every appended table must have the schema the file was
 /// created with (column names, types, order). The file is complete once [`ParquetWriter::finish`] wrote
 /// its footer and fsynced it; dropped before, it is left without a footer (unreadable).
 pub struct ParquetWriter {
@@ -136,18 +177,22 @@ pub struct ParquetWriter {
     schema: Arc<Type>,
     writer: SerializedFileWriter<BufWriter<File>>,
     group_rows: usize,
+    min_rows: usize,
+    /// Appended rows not yet written (empty columns of the file's schema when none).
+    pending: Table,
 }
 
 impl ParquetWriter {
     /// Creates `path` with the schema of `like` (its rows are not written). Errors as [`write_parquet`].
     pub fn create(path: &Path, like: &Table) -> Result<ParquetWriter> {
-        Self::create_with_row_groups(path, like, ROW_GROUP_ROWS)
+        Self::create_with_row_groups(path, like, ROW_GROUP_ROWS, MIN_GROUP_ROWS)
     }
 
     fn create_with_row_groups(
         path: &Path,
         like: &Table,
         group_rows: usize,
+        min_rows: usize,
     ) -> Result<ParquetWriter> {
         validate(path, like)?;
         let pq_err =
@@ -173,6 +218,8 @@ impl ParquetWriter {
             schema,
             writer,
             group_rows: group_rows.max(1),
+            min_rows,
+            pending: empty_like(like),
         })
     }
 
@@ -194,6 +241,33 @@ impl ParquetWriter {
                 ),
             ));
         }
+        if self.pending.is_empty() && table.len() >= self.min_rows {
+            return self.write_groups(table);
+        }
+        for (pending, col) in self.pending.columns.iter_mut().zip(&table.columns) {
+            pending.data.extend_from(&col.data);
+        }
+        if self.pending.len() >= self.min_rows {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the gathered rows, if any.
+    fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let empty = empty_like(&self.pending);
+        let pending = std::mem::replace(&mut self.pending, empty);
+        self.write_groups(&pending)
+    }
+
+    /// Writes `table` as row groups of at most `group_rows` rows.
+    fn write_groups(&mut self, table: &Table) -> Result<()> {
+        let path = self.path.as_path();
+        let pq_err =
+            |e: parquet::errors::ParquetError| Error::output(path, format!("parquet: {e}"));
         let rows = table.len();
         let mut start = 0;
         while start < rows {
@@ -215,8 +289,9 @@ impl ParquetWriter {
         Ok(())
     }
 
-    /// Writes the footer and fsyncs the file.
-    pub fn finish(self) -> Result<()> {
+    /// Writes the gathered rows and the footer, and fsyncs the file.
+    pub fn finish(mut self) -> Result<()> {
+        self.flush()?;
         let path = self.path.as_path();
         let buf = self
             .writer

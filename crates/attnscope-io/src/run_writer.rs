@@ -1,7 +1,7 @@
 //! Writing a run's files sequence by sequence, so that only one sequence's capture is ever in memory.
 //!
-//! [`RunWriter::write_sequence`] appends a finished sequence's rows to every Parquet table of the run as new
-//! row groups and streams its captured weights into a data file, then drops the capture. A table's file is
+//! [`RunWriter::write_sequence`] appends a finished sequence's rows to every Parquet table of the run (short
+//! sequences are gathered into one row group, see [`ParquetWriter`]) and streams its captured weights into a data file, then drops the capture. A table's file is
 //! created on the first sequence that has rows for it, so a run writes the same files as when every capture
 //! was held to the end: tokens.parquet always; stats.parquet, received.parquet and distance.parquet when
 //! statistics were captured; steps.parquet and step_groups.parquet when, besides, some sequence generated;

@@ -151,12 +151,40 @@ fn appended_tables_become_row_groups() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.parquet");
     let t = sample(12);
-    let mut w = ParquetWriter::create_with_row_groups(&path, &sample(0), 4).unwrap();
+    let mut w = ParquetWriter::create_with_row_groups(&path, &sample(0), 4, 0).unwrap();
     for (start, end) in [(0, 3), (3, 3), (3, 10), (10, 12)] {
         w.append(&rows(&t, start, end)).unwrap();
     }
     w.finish().unwrap();
     assert_eq!(check_roundtrip(&path, &t), 1 + 2 + 1);
+}
+
+/// Short tables are gathered until they hold the minimum, then written as one row group; a table at the
+/// minimum or longer goes straight out when nothing is gathered; what is left goes out at `finish`.
+#[test]
+fn short_appended_tables_are_gathered_into_row_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.parquet");
+    let t = sample(30);
+    let mut w = ParquetWriter::create_with_row_groups(&path, &sample(0), 100, 5).unwrap();
+    // [0,3) + [3,3) + [3,10) → one group of 10; [10,22) alone; [22,24) + [24,30) → one of 8.
+    for (start, end) in [(0, 3), (3, 3), (3, 10), (10, 22), (22, 24), (24, 30)] {
+        w.append(&rows(&t, start, end)).unwrap();
+    }
+    w.finish().unwrap();
+    assert_eq!(check_roundtrip(&path, &t), 3);
+
+    let path = dir.path().join("tail.parquet");
+    let t = sample(4);
+    let mut w = ParquetWriter::create_with_row_groups(&path, &sample(0), 100, 5).unwrap();
+    w.append(&rows(&t, 0, 1)).unwrap();
+    w.append(&rows(&t, 1, 4)).unwrap();
+    w.finish().unwrap();
+    assert_eq!(
+        check_roundtrip(&path, &t),
+        1,
+        "the gathered tail is written at finish"
+    );
 }
 
 /// A table of other columns (names, types or order) is refused by name, not written.
