@@ -24,6 +24,8 @@ else
     export RUSTC_BOOTSTRAP=1
 fi
 sanitizer=${FUZZ_SANITIZER:-address}
+# cargo-fuzz's own backtrace on a failed run says nothing about the crash; the target's is kept.
+export RUST_LIB_BACKTRACE=0
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "fuzz: installing cargo-fuzz"
     cargo install cargo-fuzz --locked
@@ -43,7 +45,8 @@ for t in $targets; do
     echo "fuzz: $t for ${secs} s"
     if ! cargo "${toolchain[@]}" fuzz run "${flags[@]}" "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
         -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 2>"fuzz/artifacts/$t.log"; then
-        tail -n 40 "fuzz/artifacts/$t.log" >&2
+        tail -n 60 "fuzz/artifacts/$t.log" >&2
+        echo "fuzz: $t: full log in fuzz/artifacts/$t.log" >&2
         failed+=("$t")
     else
         grep -E '^(stat::number_of_executed_units|Done [0-9]+ runs)' "fuzz/artifacts/$t.log" || true
