@@ -106,10 +106,12 @@ fn read_special_config(dir: &Path) -> Result<SpecialConfig> {
     Ok(cfg)
 }
 
-/// Parses a `tokenizer.json` (under [`guard::guarded`]: a panic in `tokenizers` becomes an error naming
-/// the file).
-fn parse_tokenizer_json(path: &Path) -> Result<(Tokenizer, Vec<String>)> {
-    guard::guarded(path, "loading", || parse_tokenizer_json_unguarded(path))?
+/// Parses `tokenizer.json` text (under [`guard::guarded`]: a panic in `tokenizers` becomes an error naming
+/// the file); `path` is only named in errors.
+fn parse_tokenizer_json(path: &Path, text: &str) -> Result<(Tokenizer, Vec<String>)> {
+    guard::guarded(path, "loading", || {
+        parse_tokenizer_json_unguarded(path, text)
+    })?
 }
 
 /// Switches off what would silently change the prompt: `padding`, `truncation` and BPE `dropout` (which
@@ -140,14 +142,13 @@ fn disable_prompt_changers(tok: &mut Tokenizer, path: &Path) -> Result<Vec<&'sta
 
 /// Parses a `tokenizer.json`. When the plain parse fails and the model is BPE, repairs it (see
 /// [`repair`]) and parses again; returns the tokenizer and the repairs made.
-fn parse_tokenizer_json_unguarded(path: &Path) -> Result<(Tokenizer, Vec<String>)> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+fn parse_tokenizer_json_unguarded(path: &Path, text: &str) -> Result<(Tokenizer, Vec<String>)> {
     let first_err = match text.parse::<Tokenizer>() {
         Ok(t) => return Ok((t, Vec::new())),
         Err(e) => one_line(e),
     };
     let fail = |msg: &str| Error::tokenizer(path, format!("cannot parse tokenizer: {msg}"));
-    let mut value: Value = serde_json::from_str(&text).map_err(|_| fail(&first_err))?;
+    let mut value: Value = serde_json::from_str(text).map_err(|_| fail(&first_err))?;
     let Some(warnings) = repair::repair_tokenizer_json(&mut value) else {
         return Err(fail(&first_err));
     };
@@ -200,8 +201,9 @@ impl TextTokenizer {
         let tj = dir.join("tokenizer.json");
         let vocab = dir.join("vocab.json");
         let merges = dir.join("merges.txt");
-        let ((mut inner, mut warnings), source, kind) = if tj.is_file() {
-            (parse_tokenizer_json(&tj)?, tj, "tokenizer.json")
+        let ((inner, warnings), source, kind) = if tj.is_file() {
+            let text = std::fs::read_to_string(&tj).map_err(|e| Error::io(&tj, e))?;
+            (parse_tokenizer_json(&tj, &text)?, tj, "tokenizer.json")
         } else if vocab.is_file() {
             let t = build_vocab_merges(&vocab, &merges)?;
             (t, vocab, "vocab.json+merges.txt")
@@ -211,6 +213,36 @@ impl TextTokenizer {
         } else {
             return Ok(None);
         };
+        let cfg = read_special_config(dir)?;
+        Self::finish(inner, warnings, source, kind, cfg, dir).map(Some)
+    }
+
+    /// Loads `tokenizer.json` text alone (no `tokenizer_config.json`: no BOS convention); `path` is only
+    /// named in errors. The same parse, repairs and post-load checks as [`TextTokenizer::from_dir`].
+    pub fn from_json_str(path: &Path, text: &str) -> Result<TextTokenizer> {
+        let (inner, warnings) = parse_tokenizer_json(path, text)?;
+        let dir = path.parent().unwrap_or(Path::new(""));
+        let cfg = SpecialConfig::default();
+        Self::finish(
+            inner,
+            warnings,
+            path.to_path_buf(),
+            "tokenizer.json",
+            cfg,
+            dir,
+        )
+    }
+
+    /// After the parse: switches off the prompt changers (with a warning each), applies the special-token
+    /// conventions `cfg` of the model directory `dir`, and checks them against the vocabulary.
+    fn finish(
+        mut inner: Tokenizer,
+        mut warnings: Vec<String>,
+        source: PathBuf,
+        kind: &'static str,
+        mut cfg: SpecialConfig,
+        dir: &Path,
+    ) -> Result<TextTokenizer> {
         let disabled = guard::guarded(&source, "loading", || {
             disable_prompt_changers(&mut inner, &source)
         })??;
@@ -225,7 +257,6 @@ impl TextTokenizer {
                 }
             ));
         }
-        let mut cfg = read_special_config(dir)?;
         if kind == "vocab.json+merges.txt" {
             // GPT-2 defaults: <|endoftext|> is BOS, EOS and a special token.
             let eot = "<|endoftext|>".to_string();
@@ -260,7 +291,7 @@ impl TextTokenizer {
             .iter()
             .filter_map(|t| inner.token_to_id(t))
             .collect();
-        Ok(Some(TextTokenizer {
+        Ok(TextTokenizer {
             inner,
             source,
             kind,
@@ -269,7 +300,7 @@ impl TextTokenizer {
             add_bos: cfg.add_bos,
             warnings,
             disabled,
-        }))
+        })
     }
 
     /// Encodes text, adding special tokens as the tokenizer's post-processor says; when

@@ -359,3 +359,38 @@ fn padding_truncation_and_dropout_are_switched_off_and_reported() {
     }
     assert!(load(&plain).disabled().is_empty());
 }
+
+#[test]
+fn from_json_str_is_the_tokenizer_json_load_without_the_bos_convention() {
+    let Some(dir) = shared_dir("models/stories260K") else {
+        return;
+    };
+    let path = dir.join("tokenizer.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let tok = TextTokenizer::from_json_str(&path, &text).unwrap();
+    assert_eq!(tok.kind(), "tokenizer.json");
+    assert_eq!(tok.source(), path);
+    assert!(!tok.add_bos());
+    assert_eq!(tok.bos_id(), None);
+    // Its post-processor adds BOS already, so from_dir (which prepends BOS only when missing) agrees.
+    assert_eq!(
+        tok.encode(STORY).unwrap(),
+        load(&dir).encode(STORY).unwrap()
+    );
+    // The same post-load checks: padding is switched off and reported.
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["padding"] = serde_json::json!({
+        "strategy": {"Fixed": 64}, "direction": "Right", "pad_to_multiple_of": null,
+        "pad_id": 0, "pad_type_id": 0, "pad_token": "<unk>"
+    });
+    let padded = TextTokenizer::from_json_str(&path, &v.to_string()).unwrap();
+    assert_eq!(padded.disabled(), &["padding"]);
+    let e = match TextTokenizer::from_json_str(&path, "{") {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        e.starts_with(&format!("{}: cannot parse tokenizer", path.display())),
+        "{e}"
+    );
+}

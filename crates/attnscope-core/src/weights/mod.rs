@@ -11,7 +11,10 @@ mod layout;
 mod matrix;
 mod panels;
 
-pub use checkpoint::{TensorLoader, hex, inspect_weights, weight_files};
+pub use checkpoint::{
+    ShardIndex, TensorLoader, hex, inspect_safetensors, inspect_weights, parse_shard_index,
+    weight_files,
+};
 pub use layout::{LoadOptions, load_weights, load_weights_with};
 pub use matrix::{StorageDtype, WeightMatrix};
 pub use panels::{PANEL_ROWS, Panel, PanelMatrix};
