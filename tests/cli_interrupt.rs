@@ -1,6 +1,7 @@
 //! Interrupted and hostile runs (issue #12 items 5 and 6): SIGINT/SIGTERM during `attnscope run` remove the
 //! temporary sibling of `--out` and exit 130/143 with one `error:` line; a non-UTF-8 `--out`/`--model` and a
-//! 250-byte `--out` name work, the former recorded losslessly (escaped) in manifest.json.
+//! 250-byte `--out` name work, the former recorded losslessly (escaped) in manifest.json; what a SIGKILL or an
+//! interrupted `--overwrite` left is cleaned up or restored by the next run; `ulimit -f` is an error.
 
 #![cfg(unix)]
 
@@ -25,9 +26,8 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Sends `signal` (a `kill -s` name) once `run`'s temp directory exists, and checks the outcome.
-fn interrupt(signal: &str, code: i32) {
-    let s = Scratch::new();
+/// Starts a long `run` into `s.out()` and returns it once its temp directory exists.
+fn start_long_run(s: &Scratch) -> KillOnDrop {
     let mut cmd = s.run_cmd();
     // Many long generations of the tiny model: seconds of work, nothing large written.
     cmd.args(["--capture", "none", "--generate", "1000", "--ignore-eos"])
@@ -52,6 +52,13 @@ fn interrupt(signal: &str, code: i32) {
         assert!(Instant::now() < deadline, "no temp directory appeared");
         sleep(Duration::from_millis(2));
     }
+    guard
+}
+
+/// Sends `signal` (a `kill -s` name) once `run`'s temp directory exists, and checks the outcome.
+fn interrupt(signal: &str, code: i32) {
+    let s = Scratch::new();
+    let mut guard = start_long_run(&s);
     let child = guard.0.take().unwrap();
     let sent = Command::new("kill")
         .args(["-s", signal, &child.id().to_string()])
@@ -68,6 +75,29 @@ fn interrupt(signal: &str, code: i32) {
     assert!(errors[0].contains("/.run.tmp-"), "stderr:\n{stderr}");
     assert_eq!(stderr.lines().count(), 1, "stderr:\n{stderr}");
     assert!(entries(&s.outs()).is_empty(), "{:?}", entries(&s.outs()));
+}
+
+/// SIGKILL cannot be handled: the killed run's temp directory stays, and the next run into the same
+/// parent removes it (its process is gone) with a `note:` line, then writes its own run.
+#[test]
+fn the_next_run_removes_what_a_sigkilled_run_left() {
+    let s = Scratch::new();
+    let mut guard = start_long_run(&s);
+    let mut child = guard.0.take().unwrap();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let left: Vec<String> = entries(&s.outs());
+    assert!(
+        left.len() == 1 && left[0].starts_with(".run.tmp-"),
+        "{left:?}"
+    );
+    let mut cmd = s.run_cmd();
+    cmd.args(["--prompt", "hello", "--quiet"]);
+    let out = run_ok(&mut cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let note = format!("note: removed stale {}", s.outs().join(&left[0]).display());
+    assert!(stderr.contains(&note), "stderr:\n{stderr}");
+    assert_eq!(entries(&s.outs()), vec!["run"]);
 }
 
 #[test]
@@ -172,4 +202,27 @@ fn file_size_limit_is_an_error_naming_the_file_not_a_kill() {
         line.contains(".run.tmp-"),
         "the error names the file: {line}"
     );
+}
+
+/// A two-step `--overwrite` killed between its renames leaves the old run in `.run.old-PID-…` and no
+/// `run`: the next run into that parent renames it back (and says so) before anything else, so `--out`
+/// is never found absent; without `--overwrite` it then refuses to replace it.
+#[test]
+fn a_stranded_old_run_is_restored_by_the_next_run() {
+    let s = Scratch::new();
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let stranded = s.outs().join(format!(".run.old-{dead}-7"));
+    std::fs::create_dir(&stranded).unwrap();
+    std::fs::write(stranded.join("manifest.json"), "{}").unwrap();
+    let mut cmd = s.run_cmd();
+    cmd.args(["--prompt", "hello", "--quiet"]);
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "stderr:\n{stderr}");
+    assert!(stderr.contains("note: restored "), "stderr:\n{stderr}");
+    assert!(stderr.contains("already exists"), "stderr:\n{stderr}");
+    assert_eq!(entries(&s.outs()), vec!["run"]);
+    assert_eq!(entries(&s.out()), vec!["manifest.json"]);
 }
