@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::cli::{attnscope, entries, float, int, manifest, read_parquet, run_ok, string};
+use common::cli::{
+    ALL_RUN_FILES, attnscope, entries, float, int, manifest, read_parquet, run_ok, string,
+};
 use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -102,19 +104,7 @@ fn smoke_run(tmp: &Path) -> PathBuf {
 fn default_model_smoke() {
     let tmp = tempfile::tempdir().unwrap();
     let out = smoke_run(tmp.path());
-    assert_eq!(
-        entries(&out),
-        [
-            "attention.safetensors",
-            "distance.parquet",
-            "manifest.json",
-            "received.parquet",
-            "stats.parquet",
-            "step_groups.parquet",
-            "steps.parquet",
-            "tokens.parquet",
-        ]
-    );
+    assert_eq!(entries(&out), ALL_RUN_FILES);
     assert_eq!(entries(tmp.path()), ["r"]);
     assert_no_temp_siblings(tmp.path());
 

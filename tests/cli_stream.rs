@@ -9,7 +9,8 @@ use attnscope_core::run::GenerateOptions;
 use attnscope_cuda::{DeviceRequest, GpuDtype};
 use attnscope_job::{CaptureRequest, DtypeRequest, Job, JobInputs, Progress, Session};
 use common::cli::{
-    Scratch, attnscope, default_model, entries, expect_error, int, manifest, read_parquet, run_ok,
+    ALL_RUN_FILES, Scratch, attnscope, default_model, entries, expect_error, int, manifest,
+    read_parquet, run_ok,
 };
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use safetensors::{Dtype, SafeTensors};
@@ -66,19 +67,7 @@ fn rows_per_seq(path: &Path) -> Vec<usize> {
 fn multi_prompt_run_writes_every_sequence() {
     let tmp = tempfile::tempdir().unwrap();
     let out = multi_prompt_run(tmp.path(), "r", 2);
-    assert_eq!(
-        entries(&out),
-        [
-            "attention.safetensors",
-            "distance.parquet",
-            "manifest.json",
-            "received.parquet",
-            "stats.parquet",
-            "step_groups.parquet",
-            "steps.parquet",
-            "tokens.parquet",
-        ]
-    );
+    assert_eq!(entries(&out), ALL_RUN_FILES);
     assert_eq!(entries(tmp.path()), ["r"], "no temporary sibling is left");
 
     let m = manifest(&out);

@@ -12,6 +12,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use tempfile::TempDir;
 
+/// The files of a run that captured weights and statistics and generated, sorted.
+pub const ALL_RUN_FILES: [&str; 8] = [
+    "attention.safetensors",
+    "distance.parquet",
+    "manifest.json",
+    "received.parquet",
+    "stats.parquet",
+    "step_groups.parquet",
+    "steps.parquet",
+    "tokens.parquet",
+];
+
 /// A fixture model directory under tests/fixtures.
 pub fn fixture(name: &str) -> PathBuf {
     repo().join("tests/fixtures").join(name)
