@@ -98,14 +98,6 @@ fn nan_or_inf_in_the_embedding_names_the_tensor() {
     }
 }
 
-/// A tiny xorshift, so that the flips are the same on every run.
-fn xorshift(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
-}
-
 /// Random bit flips anywhere in the tensor data: the run either fails with one error line naming a file
 /// (a NaN/Inf weight, an overflowed pass) or succeeds with every statistic finite — never a silent NaN.
 #[test]
@@ -117,10 +109,11 @@ fn bit_flipped_weights_fail_by_name_or_give_finite_statistics() {
         let file = model.join("model.safetensors");
         let mut bytes = fs::read(&file).unwrap();
         let header = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        // The engine's seeded generator, so that the flips are the same on every run.
+        let mut rng = attnscope_core::rng::Rng::new(seed);
         for _ in 0..64 {
-            let i = header + (xorshift(&mut state) as usize) % (bytes.len() - header);
-            bytes[i] ^= 1 << (xorshift(&mut state) % 8);
+            let i = header + rng.below((bytes.len() - header) as u64) as usize;
+            bytes[i] ^= 1 << rng.below(8);
         }
         fs::write(&file, &bytes).unwrap();
         let mut cmd = run_cmd(&s, &model, &["--generate", "3", "--capture", "stats"]);
