@@ -88,7 +88,7 @@ fn stats_non_finite(s: &HeadStats) -> Option<(&'static str, Option<usize>, f64)>
     }
     let sums = [
         ("received weight", &s.received_sum),
-        ("received weight", &s.received_decode),
+        ("received weight of generation rows", &s.received_decode),
     ];
     for (what, v) in sums {
         if let Some(k) = v.iter().position(|x| !x.is_finite()) {
