@@ -163,7 +163,7 @@ impl HeadRecorder {
             stride: row.probs.len(),
             slots: row.slots,
             mask: row.mask,
-            sorted: tile_stats::positions_sorted(&row.slots[..row.probs.len()]),
+            order: tile_stats::KeyOrder::of(&row.slots[..row.probs.len()]),
         });
         self.finish_rows(row.slot, &[row.lse], &[row.expected_score]);
     }

@@ -4,7 +4,7 @@
 //! tiles in ascending key order and then finishes the rows (entropy, per-step tables).
 
 use crate::capture::stats::{HeadStats, RowStats, StepGroupMass, StepRow};
-use crate::lanes::max_f32;
+use crate::lanes::{LANES, first_index_of, max_f32};
 use crate::slots::{AttentionMask, SlotInfo, SlotKind, distance_bucket};
 use pulp::{Arch, Simd, WithSimd};
 
@@ -20,15 +20,33 @@ pub struct TileView<'a> {
     /// Metadata of all filled slots.
     pub slots: &'a [SlotInfo],
     pub mask: &'a AttentionMask<'a>,
-    /// Whether the key positions never decrease along the tile ([`positions_sorted`]): each distance
-    /// bucket is then one run of keys.
-    pub sorted: bool,
+    /// How the key positions run along the tile ([`KeyOrder::of`]): how distance buckets are found.
+    pub order: KeyOrder,
 }
 
-/// Whether the positions of `keys` never decrease (a prompt, parallel sets sharing a position); explicit
-/// positions may step back.
-pub fn positions_sorted(keys: &[SlotInfo]) -> bool {
-    keys.windows(2).all(|w| w[0].position <= w[1].position)
+/// How the positions of a tile's keys run, which decides how their distance buckets are found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyOrder {
+    /// Positions step back somewhere (explicit positions): each key's bucket is looked up.
+    Unsorted,
+    /// Positions never decrease (parallel sets share one): the distance to a query only shrinks along
+    /// the tile, so each bucket is one run of keys, found by binary search.
+    Sorted,
+    /// Positions rise by exactly one per key (a prompt, generated tokens): each run's end is computed.
+    Contiguous,
+}
+
+impl KeyOrder {
+    /// The order of `keys`' positions.
+    pub fn of(keys: &[SlotInfo]) -> KeyOrder {
+        if keys.windows(2).all(|w| w[1].position == w[0].position + 1) {
+            KeyOrder::Contiguous
+        } else if keys.windows(2).all(|w| w[0].position <= w[1].position) {
+            KeyOrder::Sorted
+        } else {
+            KeyOrder::Unsorted
+        }
+    }
 }
 
 impl TileView<'_> {
@@ -69,46 +87,60 @@ pub fn add_tile(tile: &TileView, stats: &mut HeadStats) {
                     continue;
                 }
                 let keys = &keys[..probs.len()];
-                add_row(tile.slots, q, tile.k0, probs, &mut stats.rows[q]);
                 let received = &mut stats.received_sum[tile.k0..tile.k0 + probs.len()];
                 for (acc, &p) in received.iter_mut().zip(probs) {
                     *acc += p as f64;
                 }
                 let q_pos = tile.slots[q].position;
-                if tile.sorted {
-                    add_distance_runs(q_pos, keys, probs, &mut stats.distance_mass);
-                } else {
-                    add_distance(q_pos, keys, probs, &mut stats.distance_mass);
+                let distance = &mut stats.distance_mass;
+                match tile.order {
+                    KeyOrder::Contiguous => add_distance_contiguous(q_pos, keys, probs, distance),
+                    KeyOrder::Sorted => add_distance_runs(q_pos, keys, probs, distance),
+                    KeyOrder::Unsorted => add_distance(q_pos, keys, probs, distance),
                 }
+                let max = max_f32(probs);
+                add_row(tile.slots, q, tile.k0, probs, max, &mut stats.rows[q]);
             }
         }
     }
     Arch::new().dispatch(Op { tile, stats })
 }
 
-/// Σ x in f64, eight independent lanes.
+/// Σ x. The sum runs in f32 lanes over blocks of [`SUM_BLOCK`] elements, each block's lanes added in f64:
+/// at most 8 f32 additions per lane, so its relative error stays below 1e-6 (an f64 addition per element
+/// halves the vector width).
 #[inline(always)]
-fn sum_f64(x: &[f32]) -> f64 {
-    let mut acc = [0.0f64; 8];
-    let chunks = x.chunks_exact(8);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for l in 0..8 {
-            acc[l] += c[l] as f64;
-        }
+fn sum_blocked(x: &[f32]) -> f64 {
+    if x.len() < LANES {
+        return x.iter().map(|&v| v as f64).sum();
     }
-    acc.iter().sum::<f64>() + tail.iter().map(|&v| v as f64).sum::<f64>()
+    let mut total = 0.0f64;
+    for block in x.chunks(SUM_BLOCK) {
+        let mut acc = [0.0f32; LANES];
+        let chunks = block.chunks_exact(LANES);
+        let tail = chunks.remainder();
+        for c in chunks {
+            for l in 0..LANES {
+                acc[l] += c[l];
+            }
+        }
+        total += acc.iter().map(|&a| a as f64).sum::<f64>();
+        total += tail.iter().map(|&v| v as f64).sum::<f64>();
+    }
+    total
 }
 
-/// One row's share of a tile: largest weight (lowest slot on ties: tiles come in ascending key order),
-/// sink / previous / self weight when their key is in the tile, and the mass on the query's group.
+/// Elements per f32 block of [`sum_blocked`]: 8 chunks of 16 lanes.
+const SUM_BLOCK: usize = 8 * LANES;
+
+/// One row's share of a tile, whose largest weight is `max`: largest weight (lowest slot on ties: tiles
+/// come in ascending key order), sink / previous / self weight when their key is in the tile, and the mass
+/// on the query's group.
 #[inline(always)]
-fn add_row(slots: &[SlotInfo], q: usize, k0: usize, probs: &[f32], row: &mut RowStats) {
-    let max = max_f32(probs);
+fn add_row(slots: &[SlotInfo], q: usize, k0: usize, probs: &[f32], max: f32, row: &mut RowStats) {
     if max > row.max_weight {
         row.max_weight = max;
-        let at = probs.iter().position(|&p| p == max).unwrap_or(0);
-        row.argmax = (k0 + at) as u32;
+        row.argmax = (k0 + first_index_of(probs, max)) as u32;
     }
     let at_key = |k: usize| k.checked_sub(k0).and_then(|c| probs.get(c)).copied();
     if let Some(p) = at_key(0) {
@@ -141,8 +173,42 @@ fn add_distance_runs(q_pos: i64, keys: &[SlotInfo], probs: &[f32], distance: &mu
     while c < probs.len() {
         let b = distance_bucket(q_pos - keys[c].position);
         let len = keys[c..].partition_point(|k| distance_bucket(q_pos - k.position) == b);
-        distance[b] += sum_f64(&probs[c..c + len]);
+        distance[b] += sum_blocked(&probs[c..c + len]);
         c += len;
+    }
+}
+
+/// [`add_distance_runs`] for keys at consecutive positions: the run of a bucket ends where the distance
+/// falls below the bucket's smallest, an index computed, not searched.
+#[inline(always)]
+fn add_distance_contiguous(q_pos: i64, keys: &[SlotInfo], probs: &[f32], distance: &mut [f64]) {
+    let Some(first) = keys.first() else {
+        return;
+    };
+    // Key c sits at distance d0 − c.
+    let d0 = q_pos - first.position;
+    let n = probs.len();
+    let mut c = 0;
+    while c < n {
+        let d = d0 - c as i64;
+        let b = distance_bucket(d);
+        let end = match bucket_low(b) {
+            // The last key of the run is at distance `low`, index d0 − low.
+            Some(low) => ((d0 - low + 1).max(c as i64 + 1) as usize).min(n),
+            None => n,
+        };
+        distance[b] += sum_blocked(&probs[c..end]);
+        c = end;
+    }
+}
+
+/// The smallest distance of bucket `b` ([`distance_bucket`]'s inverse); `None` for the negative bucket.
+#[inline(always)]
+fn bucket_low(b: usize) -> Option<i64> {
+    match b {
+        0 => None,
+        1 => Some(0),
+        b => Some(1i64 << (b - 2)),
     }
 }
 
@@ -228,5 +294,65 @@ impl PendingStep {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::{Rng, uniform_values};
+    use crate::slots::N_DISTANCE_BUCKETS;
+
+    fn keys(positions: &[i64]) -> Vec<SlotInfo> {
+        positions
+            .iter()
+            .map(|&p| SlotInfo::prompt(0, p, -1))
+            .collect()
+    }
+
+    /// The computed runs (contiguous positions) and the searched ones (sorted) give the per-key lookup's
+    /// distance mass, for queries before, inside and after the keys and tiles of every length.
+    #[test]
+    fn distance_runs_equal_the_per_key_buckets() {
+        let mut rng = Rng::new(11);
+        for len in [0usize, 1, 2, 3, 15, 16, 17, 100, 129, 513] {
+            let probs = uniform_values(len, len as u64);
+            let start = rng.below(50) as i64;
+            let contiguous = keys(&(start..start + len as i64).collect::<Vec<_>>());
+            assert!(len < 2 || KeyOrder::of(&contiguous) == KeyOrder::Contiguous);
+            let mut pos = start;
+            let sorted: Vec<i64> = (0..len)
+                .map(|_| {
+                    pos += rng.below(3) as i64;
+                    pos
+                })
+                .collect();
+            let sorted = keys(&sorted);
+            for q_pos in [
+                start - 3,
+                start,
+                start + len as i64 / 2,
+                start + len as i64 + 700,
+            ] {
+                for (name, k) in [("contiguous", &contiguous), ("sorted", &sorted)] {
+                    let mut want = vec![0.0f64; N_DISTANCE_BUCKETS];
+                    add_distance(q_pos, k, &probs, &mut want);
+                    let mut got = vec![0.0f64; N_DISTANCE_BUCKETS];
+                    if name == "contiguous" {
+                        add_distance_contiguous(q_pos, k, &probs, &mut got);
+                    } else {
+                        add_distance_runs(q_pos, k, &probs, &mut got);
+                    }
+                    for (b, (g, w)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (g - w).abs() <= 1e-6 * w.abs().max(1.0),
+                            "{name} len {len} q {q_pos} bucket {b}: {g} vs {w}"
+                        );
+                    }
+                }
+            }
+        }
+        assert_eq!(KeyOrder::of(&keys(&[3, 3, 5])), KeyOrder::Sorted);
+        assert_eq!(KeyOrder::of(&keys(&[3, 2])), KeyOrder::Unsorted);
     }
 }

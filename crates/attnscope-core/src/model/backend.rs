@@ -188,6 +188,20 @@ pub trait Backend: Send + Sync + 'static {
     /// `y = x·Wᵀ + b` for `rows` rows.
     fn linear(&self, x: &Self::Buf, rows: usize, w: &Self::Linear, y: &mut Self::Buf)
     -> Result<()>;
+    /// `yᵢ = x·Wᵢᵀ + bᵢ` for several layers on the same input (q/k/v, gate/up): a backend may run them
+    /// as one piece of work (the CPU: one parallel region instead of one per layer, which is what decode at
+    /// batch 1 waits on); by default one [`Backend::linear`] after another.
+    fn linears(
+        &self,
+        x: &Self::Buf,
+        rows: usize,
+        layers: &mut [(&Self::Linear, &mut Self::Buf)],
+    ) -> Result<()> {
+        for (w, y) in layers.iter_mut() {
+            self.linear(x, rows, w, y)?;
+        }
+        Ok(())
+    }
     /// Rotates `rows` rows of `heads` heads of `head_dim` at the pass's positions.
     fn rope(
         &self,

@@ -9,7 +9,9 @@ use crate::model::attention::{AttentionInput, AttentionScratch, attention_with};
 use crate::model::backend::{
     AttentionStep, Backend, BackendWeights, CaptureTargets, DeviceInfo, KvStore, LmHead,
 };
-use crate::model::ops::{activate, activation, add_in_place, linear, norm, norm_row, project};
+use crate::model::ops::{
+    activate, activation, add_in_place, linear, linears, norm, norm_row, project,
+};
 use crate::model::rope::Rope;
 use crate::slots::SlotInfo;
 use crate::weights::{Linear, ModelWeights, Norm, StorageDtype, WeightMatrix};
@@ -210,6 +212,16 @@ impl Backend for CpuBackend {
 
     fn linear(&self, x: &Vec<f32>, rows: usize, w: &Linear, y: &mut Vec<f32>) -> Result<()> {
         linear(x, rows, w, y);
+        Ok(())
+    }
+
+    fn linears(
+        &self,
+        x: &Vec<f32>,
+        rows: usize,
+        layers: &mut [(&Linear, &mut Vec<f32>)],
+    ) -> Result<()> {
+        linears(x, rows, layers);
         Ok(())
     }
 

@@ -108,9 +108,11 @@ fn attention_block<B: Backend>(
     let (n, h, hd) = (ws.slots.len(), cfg.hidden_size, cfg.head_dim);
     let eps = cfg.norm_eps;
     b.norm(cfg.norm, eps, &ws.x, &lw.attn_norm, &mut ws.normed, n, h)?;
-    b.linear(&ws.normed, n, &lw.q, &mut ws.q)?;
-    b.linear(&ws.normed, n, &lw.k, &mut ws.k)?;
-    b.linear(&ws.normed, n, &lw.v, &mut ws.v)?;
+    b.linears(
+        &ws.normed,
+        n,
+        &mut [(&lw.q, &mut ws.q), (&lw.k, &mut ws.k), (&lw.v, &mut ws.v)],
+    )?;
     if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
         b.norm_in_place(&mut ws.scratch, &mut ws.q, qn, n * cfg.n_heads, hd, eps)?;
         b.norm_in_place(&mut ws.scratch, &mut ws.k, kn, n * cfg.n_kv_heads, hd, eps)?;
@@ -167,13 +169,19 @@ fn mlp_block<B: Backend>(
         n,
         h,
     )?;
-    b.linear(&ws.normed, n, &lw.up, &mut ws.up)?;
     match &lw.gate {
         Some(gate) => {
-            b.linear(&ws.normed, n, gate, &mut ws.gate)?;
+            b.linears(
+                &ws.normed,
+                n,
+                &mut [(&lw.up, &mut ws.up), (gate, &mut ws.gate)],
+            )?;
             b.activate_gated(cfg.activation, &ws.gate, &mut ws.up, n * inter)?;
         }
-        None => b.activate(cfg.activation, &mut ws.up, n * inter)?,
+        None => {
+            b.linear(&ws.normed, n, &lw.up, &mut ws.up)?;
+            b.activate(cfg.activation, &mut ws.up, n * inter)?;
+        }
     }
     b.linear(&ws.up, n, &lw.down, &mut ws.mlp)?;
     if cfg.parallel_residual {

@@ -134,6 +134,21 @@ pub fn linear(x: &[f32], t: usize, lin: &Linear, out: &mut Vec<f32>) {
     );
 }
 
+/// [`linear`] of several layers on the same input, as one parallel region: the layers are split in halves
+/// with `rayon::join`, so a thread done with its share of one layer's loop takes up another layer's instead
+/// of waiting for the slowest at each layer's end (decode at batch 1 otherwise meets at every layer). Each
+/// layer is computed exactly as [`linear`] computes it.
+pub fn linears(x: &[f32], t: usize, layers: &mut [(&Linear, &mut Vec<f32>)]) {
+    match layers {
+        [] => {}
+        [(lin, out)] => linear(x, t, lin, out),
+        _ => {
+            let (a, b) = layers.split_at_mut(layers.len() / 2);
+            rayon::join(|| linears(x, t, a), || linears(x, t, b));
+        }
+    }
+}
+
 /// out `[t, out_dim]` = x `[t, in_dim]` · Wᵀ + b for a weight stored `[out_dim, in_dim]`.
 pub fn project(
     x: &[f32],
@@ -144,21 +159,25 @@ pub fn project(
     bias: Option<&[f32]>,
     out: &mut Vec<f32>,
 ) {
-    out.clear();
-    out.resize(t * out_dim, 0.0);
     if let WeightMatrix::F32Panels(w) = weight {
+        // The panel product writes every element: no zeroing first (a memset of every activation).
+        out.resize(t * out_dim, 0.0);
         assert_eq!(
             (w.rows(), w.cols()),
             (out_dim, in_dim),
             "project: weight shape"
         );
         project_panels(&x[..t * in_dim], t, w, out);
-    } else if t <= SMALL_BATCH_ROWS {
-        project_few_rows(&x[..t * in_dim], t, weight, in_dim, out_dim, out);
-    } else if let Some(w) = weight.as_f32() {
-        project_gemm(&x[..t * in_dim], t, w, in_dim, out_dim, out, 0);
     } else {
-        project_converted(&x[..t * in_dim], t, weight, in_dim, out_dim, out);
+        out.clear();
+        out.resize(t * out_dim, 0.0);
+        if t <= SMALL_BATCH_ROWS {
+            project_few_rows(&x[..t * in_dim], t, weight, in_dim, out_dim, out);
+        } else if let Some(w) = weight.as_f32() {
+            project_gemm(&x[..t * in_dim], t, w, in_dim, out_dim, out, 0);
+        } else {
+            project_converted(&x[..t * in_dim], t, weight, in_dim, out_dim, out);
+        }
     }
     if let Some(bias) = bias {
         out.par_chunks_mut(out_dim)

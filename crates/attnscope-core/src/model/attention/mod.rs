@@ -18,7 +18,7 @@ mod few_rows;
 mod softmax;
 pub mod tiles;
 
-use crate::capture::tile_stats::positions_sorted;
+use crate::capture::tile_stats::KeyOrder;
 use crate::capture::{HeadRecorder, TileView};
 use crate::model::backend::AttentionShape;
 use crate::model::ops::{MatRef, matmul, matmul_add};
@@ -88,9 +88,9 @@ struct HeadScratch {
     max: Vec<f32>,
     sum: Vec<f32>,
     expected: Vec<f64>,
-    /// The visible key tiles of a block (recorded), and whether their key positions are sorted.
+    /// The visible key tiles of a block (recorded), and how their key positions run.
     tiles: Vec<Range<usize>>,
-    sorted: Vec<bool>,
+    orders: Vec<KeyOrder>,
 }
 
 /// Computes attention outputs `[n_new, n_heads * head_dim]` into `out`, calling the recorder of each head
@@ -256,7 +256,7 @@ fn tile_accumulate(o: &mut [f32], hd: usize, p: MatRef, v: MatRef) {
 }
 
 /// Scores a recorded block may hold: 128 rows × 1024 keys of f32 (512 KiB, a quarter of a core's L2).
-const RECORDED_BLOCK_FLOATS: usize = 128 * 1024;
+const RECORDED_BLOCK_FLOATS: usize = 128 * 2048;
 
 /// The key tiles of a block of query slots `qs`: from the first key its first row sees to its last row.
 fn key_tiles(
@@ -325,7 +325,7 @@ fn recorded_block(
     let width = qs.end;
     buf.scores.resize(n * width, 0.0);
     buf.tiles.clear();
-    buf.sorted.clear();
+    buf.orders.clear();
     for ks in key_tiles(&inp.mask, qs.clone(), tile) {
         let vis = classify(&inp.mask, qs.clone(), ks.clone());
         if vis == TileVisibility::Hidden {
@@ -342,8 +342,7 @@ fn recorded_block(
         if let TileVisibility::Partial { groups } = vis {
             mask_tile(&inp.mask, s, width, qs.clone(), ks.clone(), groups);
         }
-        buf.sorted
-            .push(positions_sorted(&inp.mask.slots[ks.clone()]));
+        buf.orders.push(KeyOrder::of(&inp.mask.slots[ks.clone()]));
         buf.tiles.push(ks);
     }
     buf.max.clear();
@@ -353,7 +352,7 @@ fn recorded_block(
         let (lse, expected) = softmax::exact_row(row, &buf.tiles);
         buf.max.push(lse);
         buf.expected.push(expected);
-        for (ks, &sorted) in buf.tiles.iter().zip(&buf.sorted) {
+        for (ks, &order) in buf.tiles.iter().zip(&buf.orders) {
             rec.observe_tile(&TileView {
                 q0: qs.start + r,
                 rows: 1,
@@ -363,7 +362,7 @@ fn recorded_block(
                 stride: width,
                 slots: inp.mask.slots,
                 mask: &inp.mask,
-                sorted,
+                order,
             });
         }
     }
