@@ -10,7 +10,7 @@ use crate::model::backend::{
     AttentionStep, Backend, BackendWeights, CaptureTargets, DeviceInfo, KvStore, LmHead,
 };
 use crate::model::ops::{
-    activate, activation, add_in_place, linear, linears, norm, norm_row, project,
+    activate, activation, add_in_place, linear, linears, norm, norm_row, project, silu_gated,
 };
 use crate::model::rope::Rope;
 use crate::slots::SlotInfo;
@@ -321,9 +321,12 @@ impl Backend for CpuBackend {
         up[..n]
             .par_chunks_mut(4096)
             .zip(gate[..n].par_chunks(4096))
-            .for_each(|(u, g)| {
-                for (u, g) in u.iter_mut().zip(g) {
-                    *u *= activation(*g, act);
+            .for_each(|(u, g)| match act {
+                Activation::Silu => silu_gated(u, g),
+                _ => {
+                    for (u, g) in u.iter_mut().zip(g) {
+                        *u *= activation(*g, act);
+                    }
                 }
             });
         Ok(())

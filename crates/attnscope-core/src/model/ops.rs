@@ -290,6 +290,25 @@ pub fn activate(x: &mut [f32], act: Activation) {
     });
 }
 
+/// `up[i] *= silu(gate[i])` (SwiGLU's gated product), in SIMD through `pulp`'s run-time dispatch with the
+/// attention's f32 `exp` (within 2 ulp) instead of libm's scalar `expf`.
+pub fn silu_gated(up: &mut [f32], gate: &[f32]) {
+    struct Op<'a> {
+        up: &'a mut [f32],
+        gate: &'a [f32],
+    }
+    impl pulp::WithSimd for Op<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, _simd: S) {
+            for (u, &g) in self.up.iter_mut().zip(self.gate) {
+                *u *= g / (1.0 + crate::model::attention::exp(-g));
+            }
+        }
+    }
+    pulp::Arch::new().dispatch(Op { up, gate })
+}
+
 /// One activation value.
 pub fn activation(x: f32, act: Activation) -> f32 {
     match act {

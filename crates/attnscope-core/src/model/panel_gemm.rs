@@ -16,6 +16,7 @@ const PANEL_BLOCK_ROWS: usize = 256;
 /// reads it, so no call repacks the weights, and each weight is read once per block of input rows (once
 /// per call in decode).
 pub fn project_panels(x: &[f32], t: usize, w: &PanelMatrix, out: &mut [f32]) {
+    keep_panels_unpacked();
     let (out_dim, in_dim) = (w.rows(), w.cols());
     assert!(
         x.len() >= t * in_dim && out.len() >= t * out_dim,
@@ -79,6 +80,17 @@ pub fn project_panels(x: &[f32], t: usize, w: &PanelMatrix, out: &mut [f32]) {
             );
         }
     });
+}
+
+/// Tells gemm (process-wide, once) not to repack a left operand whose columns are already contiguous
+/// unless a call has more than 256 · NR (1536) right-hand columns. gemm's default (8 · NR = 48) repacked
+/// every weight panel at every call of [`project_panels`] (256 input rows a call) although a panel is
+/// exactly gemm's packed layout (columns of 64 = MR contiguous rows): 15 % of a T = 128 prefill was that
+/// copy. Single-threaded calls only; operands that need packing (strided columns, as the attention's key
+/// tiles) are packed as before.
+fn keep_panels_unpacked() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| gemm::set_lhs_packing_threshold_single_thread(256));
 }
 
 /// out (one panel's rows) = panel · x for a single input row: the panel is read once, front to back, one

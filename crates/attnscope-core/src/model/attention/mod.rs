@@ -16,6 +16,7 @@
 
 mod few_rows;
 mod softmax;
+pub(crate) use softmax::exp;
 pub mod tiles;
 
 use crate::capture::tile_stats::KeyOrder;
