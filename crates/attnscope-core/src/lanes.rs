@@ -1,6 +1,7 @@
-//! Reductions written as lane loops for the compiler to vectorise: `#[inline(always)]`, so that inside a
-//! `pulp` dispatch (the tiled attention, the recorders' tile statistics) they are compiled for the CPU's
-//! widest vectors. A leaf: it uses nothing of the crate.
+//! Reductions and the f32 `exp` (of the softmax and SiLU), written as lane loops for the compiler to
+//! vectorise: `#[inline(always)]`, so that inside a `pulp` dispatch (the tiled attention, the recorders'
+//! tile statistics, the gated MLP) they are compiled for the CPU's widest vectors. A leaf: it uses nothing
+//! of the crate.
 
 /// Lanes of the accumulators (one AVX-512 register of f32, two AVX2 or four NEON registers).
 pub const LANES: usize = 16;
@@ -34,6 +35,35 @@ pub fn first_index_of(x: &[f32], v: f32) -> usize {
     }
     let base = x.len() - tail.len();
     base + tail.iter().position(|&p| p == v).unwrap_or(tail.len())
+}
+
+/// Below this, `exp` is flushed to 0 (e^−87.34 is the smallest normal f32); −∞ (a hidden key) gives 0.
+const EXP_MIN: f32 = -87.336_54;
+
+/// e^x for x ≤ 88 (Cephes' expf: x = n·ln 2 + r with |r| ≤ ln 2 / 2, a degree-7 polynomial for e^r and 2^n
+/// built in the exponent bits), within 2 ulp; exactly 0 for x < −87.34 and for −∞.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // 1.5 · 2^23: adding it rounds to an integer held in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    const ROUND_BITS: u32 = 0x4B40_0000;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let xc = if x > EXP_MIN { x } else { EXP_MIN };
+    let xc = if xc < 88.0 { xc } else { 88.0 };
+    let t = xc * LOG2E + ROUND;
+    let n = t - ROUND;
+    let r = xc - n * LN2_HI - n * LN2_LO;
+    let p = 1.987_569_1e-4;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 0.166_666_65;
+    let p = p * r + 0.5;
+    let y = p * (r * r) + r + 1.0;
+    let pow2n = f32::from_bits(t.to_bits().wrapping_sub(ROUND_BITS - 127) << 23);
+    if x > EXP_MIN { y * pow2n } else { 0.0 }
 }
 
 #[cfg(test)]

@@ -302,7 +302,7 @@ pub fn silu_gated(up: &mut [f32], gate: &[f32]) {
         #[inline(always)]
         fn with_simd<S: pulp::Simd>(self, _simd: S) {
             for (u, &g) in self.up.iter_mut().zip(self.gate) {
-                *u *= g / (1.0 + crate::model::attention::exp(-g));
+                *u *= g / (1.0 + crate::lanes::exp(-g));
             }
         }
     }

@@ -16,7 +16,6 @@
 
 mod few_rows;
 mod softmax;
-pub(crate) use softmax::exp;
 pub mod tiles;
 
 use crate::capture::tile_stats::KeyOrder;
@@ -256,7 +255,9 @@ fn tile_accumulate(o: &mut [f32], hd: usize, p: MatRef, v: MatRef) {
     }
 }
 
-/// Scores a recorded block may hold: 128 rows × 1024 keys of f32 (512 KiB, a quarter of a core's L2).
+/// Scores a recorded block may hold: 128 rows × 2048 keys of f32 (1 MiB, half of a 2 MiB L2), so that a
+/// 2048-token prefill keeps full 128-row blocks (64-row blocks made stats cost 1.20× of none at T = 2048
+/// against 1.12× with this size, BENCHMARKS.md §14).
 const RECORDED_BLOCK_FLOATS: usize = 128 * 2048;
 
 /// The key tiles of a block of query slots `qs`: from the first key its first row sees to its last row.

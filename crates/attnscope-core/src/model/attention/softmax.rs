@@ -3,37 +3,8 @@
 //! the widest instruction set the CPU has through `pulp`'s run-time dispatch (AVX-512 or AVX2/FMA on
 //! x86-64, NEON on aarch64, scalar elsewhere).
 
-use crate::lanes::{LANES, max_f32};
+use crate::lanes::{LANES, exp, max_f32};
 use pulp::{Arch, Simd, WithSimd};
-
-/// Below this, `exp` is flushed to 0 (e^−87.34 is the smallest normal f32); −∞ (a hidden key) gives 0.
-const EXP_MIN: f32 = -87.336_54;
-
-/// e^x for x ≤ 88 (Cephes' expf: x = n·ln 2 + r with |r| ≤ ln 2 / 2, a degree-7 polynomial for e^r and 2^n
-/// built in the exponent bits), within 2 ulp; exactly 0 for x < −87.34 and for −∞.
-#[inline(always)]
-pub fn exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    // 1.5 · 2^23: adding it rounds to an integer held in the low mantissa bits.
-    const ROUND: f32 = 12_582_912.0;
-    const ROUND_BITS: u32 = 0x4B40_0000;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    let xc = if x > EXP_MIN { x } else { EXP_MIN };
-    let xc = if xc < 88.0 { xc } else { 88.0 };
-    let t = xc * LOG2E + ROUND;
-    let n = t - ROUND;
-    let r = xc - n * LN2_HI - n * LN2_LO;
-    let p = 1.987_569_1e-4;
-    let p = p * r + 1.398_199_9e-3;
-    let p = p * r + 8.333_452e-3;
-    let p = p * r + 4.166_579_6e-2;
-    let p = p * r + 0.166_666_65;
-    let p = p * r + 0.5;
-    let y = p * (r * r) + r + 1.0;
-    let pow2n = f32::from_bits(t.to_bits().wrapping_sub(ROUND_BITS - 127) << 23);
-    if x > EXP_MIN { y * pow2n } else { 0.0 }
-}
 
 /// Replaces each s by e = exp(s − m) (the f32 [`exp`], within 2 ulp); returns Σ e and Σ e·(s − m) (the
 /// recorded path's lse and entropy). The sums run in f32 lanes over blocks of [`SUM_BLOCK`] elements, each
