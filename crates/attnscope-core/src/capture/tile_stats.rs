@@ -4,7 +4,7 @@
 //! tiles in ascending key order and then finishes the rows (entropy, per-step tables).
 
 use crate::capture::stats::{HeadStats, RowStats, StepGroupMass, StepRow};
-use crate::lanes::{LANES, first_index_of, max_f32};
+use crate::lanes::{first_index_of, max_f32, sum_blocked};
 use crate::slots::{AttentionMask, SlotInfo, SlotKind, distance_bucket};
 use pulp::{Arch, Simd, WithSimd};
 
@@ -105,33 +105,6 @@ pub fn add_tile(tile: &TileView, stats: &mut HeadStats) {
     }
     Arch::new().dispatch(Op { tile, stats })
 }
-
-/// Σ x. The sum runs in f32 lanes over blocks of [`SUM_BLOCK`] elements, each block's lanes added in f64:
-/// at most 8 f32 additions per lane, so its relative error stays below 1e-6 (an f64 addition per element
-/// halves the vector width).
-#[inline(always)]
-fn sum_blocked(x: &[f32]) -> f64 {
-    if x.len() < LANES {
-        return x.iter().map(|&v| v as f64).sum();
-    }
-    let mut total = 0.0f64;
-    for block in x.chunks(SUM_BLOCK) {
-        let mut acc = [0.0f32; LANES];
-        let chunks = block.chunks_exact(LANES);
-        let tail = chunks.remainder();
-        for c in chunks {
-            for l in 0..LANES {
-                acc[l] += c[l];
-            }
-        }
-        total += acc.iter().map(|&a| a as f64).sum::<f64>();
-        total += tail.iter().map(|&v| v as f64).sum::<f64>();
-    }
-    total
-}
-
-/// Elements per f32 block of [`sum_blocked`]: 8 chunks of 16 lanes.
-const SUM_BLOCK: usize = 8 * LANES;
 
 /// One row's share of a tile, whose largest weight is `max`: largest weight (lowest slot on ties: tiles
 /// come in ascending key order), sink / previous / self weight when their key is in the tile, and the mass

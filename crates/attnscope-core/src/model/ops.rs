@@ -291,7 +291,7 @@ pub fn activate(x: &mut [f32], act: Activation) {
 }
 
 /// `up[i] *= silu(gate[i])` (SwiGLU's gated product), in SIMD through `pulp`'s run-time dispatch with the
-/// attention's f32 `exp` (within 2 ulp) instead of libm's scalar `expf`.
+/// softmax's f32 [`exp`](crate::lanes::exp) (within 2 ulp) instead of libm's scalar `expf`.
 pub fn silu_gated(up: &mut [f32], gate: &[f32]) {
     struct Op<'a> {
         up: &'a mut [f32],

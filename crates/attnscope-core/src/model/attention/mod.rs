@@ -256,8 +256,7 @@ fn tile_accumulate(o: &mut [f32], hd: usize, p: MatRef, v: MatRef) {
 }
 
 /// Scores a recorded block may hold: 128 rows × 2048 keys of f32 (1 MiB, half of a 2 MiB L2), so that a
-/// 2048-token prefill keeps full 128-row blocks (64-row blocks made stats cost 1.20× of none at T = 2048
-/// against 1.12× with this size, BENCHMARKS.md §14).
+/// 2048-token prefill keeps full 128-row blocks (it took 64-row blocks at 512 KiB, BENCHMARKS.md §14).
 const RECORDED_BLOCK_FLOATS: usize = 128 * 2048;
 
 /// The key tiles of a block of query slots `qs`: from the first key its first row sees to its last row.

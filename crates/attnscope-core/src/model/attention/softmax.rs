@@ -3,7 +3,7 @@
 //! the widest instruction set the CPU has through `pulp`'s run-time dispatch (AVX-512 or AVX2/FMA on
 //! x86-64, NEON on aarch64, scalar elsewhere).
 
-use crate::lanes::{LANES, exp, max_f32};
+use crate::lanes::{LANES, SUM_BLOCK, exp, max_f32};
 use pulp::{Arch, Simd, WithSimd};
 
 /// Replaces each s by e = exp(s − m) (the f32 [`exp`], within 2 ulp); returns Σ e and Σ e·(s − m) (the
@@ -38,9 +38,6 @@ fn exp_sums(row: &mut [f32], m: f32) -> (f64, f64) {
     }
     (sum, weighted)
 }
-
-/// Elements per f32 block of [`exp_sums`]: 8 chunks of 16 lanes.
-const SUM_BLOCK: usize = 8 * LANES;
 
 /// Replaces each s by exp(s − m); returns Σ.
 #[inline(always)]
