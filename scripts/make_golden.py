@@ -12,6 +12,9 @@ it deterministically (fixed seeds, CPU only, float32 reference):
   * tests/fixtures/README.md          description of the fixtures and format
   * models/tiny-random-llama/         random-weight default model + tokenizer
 
+The fixtures are built here; beside this file, golden_common.py holds the settings and the seeded init,
+golden_tiny.py the tiny default model and the tokenizer cases, golden_readme.py tests/fixtures/README.md.
+
 Recreate with the pinned versions:
 
     python3 -m venv .venv-golden
@@ -45,23 +48,15 @@ Reference semantics (what the Rust side must reproduce):
 
 import copy
 import glob
-import hashlib
 import json
-import os
-import shutil
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
 import safetensors
 import safetensors.torch
-import tokenizers
-import transformers
 from transformers import (
     AutoModelForCausalLM,
-    AutoTokenizer,
     GPT2Config,
     GPTNeoXConfig,
     LlamaConfig,
@@ -69,36 +64,25 @@ from transformers import (
     Qwen2Config,
     Qwen3Config,
 )
-
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT / "tests" / "fixtures"
-MODELS = ROOT / "models"
-GPT2_TOKENIZER_DIR = Path(os.environ.get("GPT2_TOKENIZER_DIR", "/work/shared/tokenizers/gpt2"))
-
-torch.set_num_threads(1)  # bit-for-bit reproducible CPU reductions
-torch.use_deterministic_algorithms(True)
-
-VERSIONS = {
-    "transformers_version": transformers.__version__,
-    "torch_version": torch.__version__,
-    "safetensors_version": safetensors.__version__,
-    "tokenizers_version": tokenizers.__version__,
-}
-# transformers >= 5 writes `rope_parameters` + `dtype`; 4.x writes `rope_theta`/`rope_scaling` + `torch_dtype`.
-NATIVE_LAYOUT = "5.x" if int(transformers.__version__.split(".")[0]) >= 5 else "4.x"
-OTHER_LAYOUT = "4.x" if NATIVE_LAYOUT == "5.x" else "5.x"
-
-NEG = torch.finfo(torch.float32).min
-WEIGHT_STD = 0.2  # matrices / embeddings ~ N(0, 0.2^2)
-BIAS_STD = 0.1  # biases ~ N(0, 0.1^2)
-NORM_SPREAD = 0.25  # norm weights ~ U(1 - 0.25, 1 + 0.25)
-
-# The two TEMPO-style parallel sets used by the par_* cases (slot indices).
-PARALLEL_SETS = [[5, 6, 7], [11, 12]]
-GREEDY_PROMPT = 6
-GREEDY_NEW = 8
-MIN_GREEDY_MARGIN = 0.02
-
+from golden_common import (
+    FIXTURES,
+    GREEDY_NEW,
+    GREEDY_PROMPT,
+    MIN_GREEDY_MARGIN,
+    MODELS,
+    NATIVE_LAYOUT,
+    NEG,
+    OTHER_LAYOUT,
+    PARALLEL_SETS,
+    VERSIONS,
+    WEIGHT_STD,
+    clean_dir,
+    fail,
+    init_weights,
+    seed_for,
+)
+from golden_readme import write_readme
+from golden_tiny import make_tiny_model, tokenizer_cases
 
 # ----------------------------------------------------------------------------
 # fixture definitions
@@ -206,29 +190,6 @@ def fixture_specs():
 # ----------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------
-
-
-def fail(msg):
-    print(f"FATAL: {msg}", file=sys.stderr)
-    sys.exit(1)
-
-
-def seed_for(name):
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
-
-
-@torch.no_grad()
-def init_weights(model, seed):
-    """Deterministic, larger-than-default init so attention is far from uniform and logits are not ~0."""
-    g = torch.Generator().manual_seed(seed)
-    for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
-        if p.ndim == 1 and name.endswith("bias"):
-            p.copy_(torch.randn(p.shape, generator=g) * BIAS_STD)
-        elif p.ndim == 1:  # RMSNorm / LayerNorm / q_norm / k_norm weights
-            p.copy_(1.0 + (torch.rand(p.shape, generator=g) * 2 - 1) * NORM_SPREAD)
-        else:
-            p.copy_(torch.randn(p.shape, generator=g) * WEIGHT_STD)
-
 
 @torch.no_grad()
 def round_weights(model, dtype):
@@ -364,12 +325,6 @@ def config_layout(cfg):
     if has5 == has4:
         fail(f"ambiguous config layout: {sorted(cfg)}")
     return "5.x" if has5 else "4.x"
-
-
-def clean_dir(d):
-    if d.exists():
-        shutil.rmtree(d)
-    d.mkdir(parents=True)
 
 
 # ----------------------------------------------------------------------------
@@ -517,357 +472,6 @@ def make_fixture(name, config, T, wdtype, opts):
           f"{min(stats.values()):.2e} max {max_p:.3f} | greedy margin {margin:.3f} | vis-iso dlogit {dl:.3f}")
     return {"name": name, "model_type": cfg["model_type"], "layout": layout, "wdtype": wdtype,
             "sharded": sharded, "shards": len(shards), "T": T, "config": ref.config, "sw": sw}
-
-
-# ----------------------------------------------------------------------------
-# tiny default model + tokenizer
-# ----------------------------------------------------------------------------
-
-TRAINING_TEXT = """\
-Attention is the part of a transformer that decides, for every token, which earlier tokens matter.
-Each head compares a query with the keys of the tokens before it, turns the scores into probabilities
-with a softmax, and mixes the values with those weights. Researchers look at these patterns to learn
-how a model reads: some heads follow the previous token, some look back at the first token of the
-sequence, and some copy a name that appeared a few sentences ago.
-
-The weather in the small town was mild that spring. In the morning the baker opened the shop early,
-and the smell of fresh bread drifted down the street. Children walked to school in pairs, talking
-about the river, the old bridge, and the dog that always waited by the gate. In the evening people sat
-outside, watched the light fade over the hills, and told the same stories they had told for years.
-
-A good test is small, fast, and exact. It should fail loudly when something changes, and it should
-explain what it expected and what it found. When two programs must agree to the last bit, the test
-records the inputs, the outputs, and the versions of every tool that produced them, so that anyone can
-run it again tomorrow and get the very same numbers.
-
-Numbers such as 0, 1, 2, 10, 42, 100, 256, 1024, and 2025 appear in text all the time, as do dates like
-March 3rd and times like 10:30. Punctuation matters too: commas, periods, question marks? exclamation
-marks! quotes "like these", parentheses (like these), and the occasional semicolon; or colon: here.
-
-The quick brown fox jumps over the lazy dog. She sells sea shells by the sea shore. Peter Piper picked a
-peck of pickled peppers. How much wood would a woodchuck chuck if a woodchuck could chuck wood? These
-old sentences are used to test keyboards, fonts, and now tokenizers, because they contain many letters.
-
-When the model generates text, it picks one token at a time. Greedy decoding always takes the most likely
-token; sampling draws from the distribution instead. With random weights the output is gibberish, but
-the machinery is the same: embed the tokens, run every layer, project to the vocabulary, and choose.
-"""
-
-TOKENIZER_TEXTS = [
-    "Hello world",
-    "The quick brown fox jumps over the lazy dog.",
-    "  leading spaces and trailing space ",
-    "line one\nline two\n\nline four",
-    "tabs\tand\ttabs",
-    "Numbers: 0 1 2 10 42 1024 2025-03-03",
-    "caf\u00e9 na\u00efve r\u00e9sum\u00e9 \u00fcber",
-    "\u65e5\u672c\u8a9e\u306e\u30c6\u30ad\u30b9\u30c8",
-    "emoji \U0001F600\U0001F680 and a family \U0001F468\u200D\U0001F469\u200D\U0001F467",
-    "attention heads look back at the first token",
-    "",
-]
-
-
-def train_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=512,
-        min_frequency=1,
-        special_tokens=["<unk>", "<s>", "</s>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(TRAINING_TEXT.splitlines(keepends=True), trainer=trainer)
-    assert tok.token_to_id("<unk>") == 0 and tok.token_to_id("<s>") == 1 and tok.token_to_id("</s>") == 2
-    tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s>:1 $B:1", special_tokens=[("<s>", 1)]
-    )
-    return tok
-
-
-def make_tiny_model():
-    out = MODELS / "tiny-random-llama"
-    clean_dir(out)
-    tok = train_tokenizer()
-    vocab = tok.get_vocab_size()
-    if vocab != 512:
-        fail(f"tokenizer trained to {vocab} tokens, expected 512 (add more training text)")
-    tok.save(str(out / "tokenizer.json"))
-    (out / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": "<s>",
-        "eos_token": "</s>",
-        "unk_token": "<unk>",
-        "model_max_length": 1024,
-        "clean_up_tokenization_spaces": False,
-    }, indent=2) + "\n")
-
-    config = LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=172, num_hidden_layers=4,
-                         num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=1024,
-                         rope_theta=10000.0, tie_word_embeddings=True, rms_norm_eps=1e-5,
-                         initializer_range=WEIGHT_STD, bos_token_id=1, eos_token_id=2)
-    seed = seed_for("tiny-random-llama")
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager", dtype=torch.float32).eval()
-    init_weights(model, seed)
-    model.save_pretrained(out, safe_serialization=True)
-    gen_cfg = out / "generation_config.json"
-    if gen_cfg.exists():
-        gen_cfg.unlink()
-    (out / "README.md").write_text(
-        "# tiny-random-llama\n\n"
-        "**Random weights.** This model was never trained: its output is gibberish.\n\n"
-        "It exists for smoke tests and as the default model of `attnscope run`, so the CLI works\n"
-        "out of the box without downloading anything.\n\n"
-        "- architecture: `LlamaForCausalLM`, hidden 64, 4 layers, 8 heads, 4 KV heads (head_dim 8),\n"
-        "  intermediate 172, max_position_embeddings 1024, rope_theta 10000, tied embeddings, float32\n"
-        f"- config layout: {NATIVE_LAYOUT} (as written by transformers {transformers.__version__})\n"
-        "- tokenizer: byte-level BPE, vocab 512 (`<unk>`=0, `<s>`=1, `</s>`=2), trained on a few\n"
-        "  paragraphs of English written inline in `scripts/make_golden.py`; its post-processor\n"
-        "  prepends `<s>`. bos_token_id 1, eos_token_id 2.\n\n"
-        "Regenerate with `scripts/make_golden.py` (see its docstring).\n"
-    )
-    # sanity: the model loads and runs
-    ref = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, attn_implementation="eager")
-    with torch.no_grad():
-        ref(input_ids=torch.tensor([[1, 50, 60, 70]]))
-    return out, tok
-
-
-def load_gpt2_tokenizer(d):
-    """AutoTokenizer on the GPT-2 tokenizer directory, with a documented fallback.
-
-    The copy at /work/shared/tokenizers/gpt2 is not loadable as-is: its merges contain "ĠCla ude" while its
-    vocab has no "ĠClaude" (id 40559 holds "ĠLLMProvider" instead), and tokenizers refuses a merge whose
-    result is not in the vocab ("Token `ĠClaude` out of vocabulary"; reported as "data did not match any
-    variant of untagged enum ModelUntagged" when reading tokenizer.json). The Python binding wraps the Rust
-    `tokenizers` crate, which does this check in its BPE builder. If AutoTokenizer fails, build transformers' GPT2Tokenizer from vocab.json + merges.txt
-    minus the merges whose result is missing from the vocab. That only changes the encoding of text where
-    the dropped merge would fire (here: " Claude"), which no test text contains.
-    """
-    try:
-        return AutoTokenizer.from_pretrained(str(d)), {"gpt2_loaded_via": "AutoTokenizer.from_pretrained"}
-    except Exception as e:  # noqa: BLE001
-        err = str(e)
-    from transformers import GPT2Tokenizer
-
-    vocab = json.loads((d / "vocab.json").read_text(encoding="utf-8"))
-    merges = [m for m in (d / "merges.txt").read_text(encoding="utf-8").split("\n")[1:] if m]
-    dropped = [m for m in merges if "".join(m.split(" ")) not in vocab]
-    kept = [tuple(m.split(" ")) for m in merges if "".join(m.split(" ")) in vocab]
-    print(f"warning: AutoTokenizer({d}) failed ({err}); using GPT2Tokenizer(vocab.json, merges.txt) "
-          f"without the dangling merges {dropped}")
-    tok = GPT2Tokenizer(vocab=vocab, merges=kept)
-    if tok("Hello world")["input_ids"] != [15496, 995]:
-        fail("fallback GPT-2 tokenizer does not reproduce GPT-2's 'Hello world' -> [15496, 995]")
-    for text in TOKENIZER_TEXTS:
-        if any("".join(m.split(" ")).replace("\u0120", " ").strip() in text for m in dropped):
-            fail(f"test text {text!r} would hit a dropped GPT-2 merge")
-    return tok, {
-        "gpt2_loaded_via": "GPT2Tokenizer(vocab=vocab.json, merges=merges.txt minus dropped merges)",
-        "gpt2_load_error": f"AutoTokenizer.from_pretrained failed: {err}",
-        "gpt2_dropped_merges": dropped,
-    }
-
-
-def tokenizer_cases(tiny_dir, raw_tok):
-    path = FIXTURES / "tokenizer_cases.json"
-    result = {"tiny-random-llama": [], "gpt2": []}
-    hf = AutoTokenizer.from_pretrained(str(tiny_dir))
-    for text in TOKENIZER_TEXTS:
-        ids = hf(text)["input_ids"]
-        raw = raw_tok.encode(text).ids
-        if ids != raw:
-            fail(f"AutoTokenizer({tiny_dir}) disagrees with tokenizer.json for {text!r}: {ids} vs {raw}")
-        if not ids or ids[0] != 1:
-            fail(f"tiny-random-llama tokenizer did not prepend <s> for {text!r}: {ids}")
-        result["tiny-random-llama"].append({"text": text, "ids": ids})
-    gpt2_meta = {}
-    if GPT2_TOKENIZER_DIR.exists():
-        g2, gpt2_meta = load_gpt2_tokenizer(GPT2_TOKENIZER_DIR)
-        for text in TOKENIZER_TEXTS:
-            result["gpt2"].append({"text": text, "ids": g2(text)["input_ids"]})
-    elif path.exists():
-        print(f"warning: {GPT2_TOKENIZER_DIR} not found, keeping existing gpt2 tokenizer cases")
-        old = json.loads(path.read_text())
-        result["gpt2"] = old["gpt2"]
-        gpt2_meta = {k: v for k, v in old.get("_meta", {}).items() if k.startswith("gpt2_")}
-    else:
-        fail(f"{GPT2_TOKENIZER_DIR} not found and no existing tokenizer_cases.json to keep")
-    result["_meta"] = {
-        "transformers_version": VERSIONS["transformers_version"],
-        "tokenizers_version": VERSIONS["tokenizers_version"],
-        "note": "ids from AutoTokenizer(...)(text) with add_special_tokens left at its default; "
-                f"tiny-random-llama = models/tiny-random-llama, gpt2 = the GPT-2 tokenizer directory "
-                f"{GPT2_TOKENIZER_DIR} (not copied into the repository).",
-        **gpt2_meta,
-    }
-    path.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
-    return gpt2_meta
-
-
-# ----------------------------------------------------------------------------
-# README
-# ----------------------------------------------------------------------------
-
-
-def describe(info):
-    c = info["config"]
-    mt = info["model_type"]
-    if mt == "gpt2":
-        hd = c.n_embd // c.n_head
-        shape = (f"n_embd {c.n_embd}, {c.n_head} heads (head_dim {hd}), n_layer {c.n_layer}, "
-                 f"n_positions {c.n_positions}, {c.activation_function}, vocab {c.vocab_size}")
-    else:
-        hd = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-        kv = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
-        shape = (f"hidden {c.hidden_size}, {c.num_attention_heads} heads / {kv} kv (head_dim {hd}), "
-                 f"intermediate {c.intermediate_size}, vocab {c.vocab_size}")
-    rp = getattr(c, "rope_parameters", None)
-    extra = []
-    if rp:
-        extra.append("rope " + ", ".join(f"{k}={v}" for k, v in sorted(rp.items())))
-    for attr in ("attention_bias", "mlp_bias", "use_parallel_residual"):
-        if getattr(c, attr, None):
-            extra.append(f"{attr}=true")
-    if mt == "gpt_neox" and not c.use_parallel_residual:
-        extra.append("use_parallel_residual=false")
-    if info["sw"]:
-        extra.append(f"sliding_window={info['sw']}")
-    extra.append("tied embeddings" if c.tie_word_embeddings else "untied lm_head")
-    return shape, "; ".join(extra)
-
-
-def write_readme(infos, gpt2_meta):
-    lines = [
-        "# Golden fixtures",
-        "",
-        "Generated by `scripts/make_golden.py` (do not edit by hand; rerun the script). Versions:",
-        "",
-    ]
-    for k, v in VERSIONS.items():
-        lines.append(f"- {k.replace('_version', '')} {v}")
-    lines += [
-        "",
-        "Recreate: `python3 -m venv .venv-golden && .venv-golden/bin/pip install -r "
-        "scripts/requirements-golden.txt && .venv-golden/bin/python scripts/make_golden.py`.",
-        "CPU only, fixed seeds, single-threaded torch, deterministic.",
-        "",
-        "Every model is a tiny random model built from a config object with `attn_implementation=\"eager\"`,",
-        f"2 layers, weights ~ N(0, {WEIGHT_STD}^2), biases ~ N(0, {BIAS_STD}^2), norm weights ~ "
-        f"U(1 +/- {NORM_SPREAD}), saved",
-        "with `save_pretrained(..., safe_serialization=True)` (generation_config.json removed).",
-        "",
-        "| fixture | model_type | T | shape | details | weights | config layout | sharded |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for info in infos:
-        shape, extra = describe(info)
-        sh = f"yes ({info['shards']} shards + index)" if info["sharded"] else "no"
-        lines.append(f"| `{info['name']}` | {info['model_type']} | {info['T']} | {shape} | {extra} | "
-                     f"{info['wdtype']} | {info['layout']} | {sh} |")
-    lines += [
-        "",
-        "## Config layouts",
-        "",
-        "- **5.x** (written natively by transformers 5.x): `rope_parameters` = {`rope_type`, `rope_theta`, "
-        "scaling fields such as `factor`, `partial_rotary_factor` for GPT-NeoX} and `dtype`.",
-        "- **4.x**: top-level `rope_theta` and `rope_scaling` (null or {`rope_type`, `factor`, ...}) and "
-        "`torch_dtype`; GPT-NeoX 4.x configs use `rotary_pct` / `rotary_emb_base` instead.",
-        "",
-        f"All fixtures except `llama_config_other_layout` use the layout save_pretrained writes ({NATIVE_LAYOUT}).",
-        f"`llama_config_other_layout/config.json` was rewritten by the script into the {OTHER_LAYOUT} layout "
-        "(its `transformers_version` field still says the version that generated it); the script checks that "
-        "transformers parses the rewritten file to the same rope parameters.",
-        "",
-        "## Weights dtype",
-        "",
-        "For `bfloat16` / `float16` fixtures, the f32 weights were rounded to that dtype *before* computing the",
-        "reference, and every golden is computed from the model reloaded from disk in float32. A loader that",
-        "upcasts bf16/f16 to f32 must therefore reproduce the goldens to f32 accuracy.",
-        "",
-        "## Golden format",
-        "",
-        "Each fixture directory holds the model (`config.json` + `model.safetensors`, or",
-        "`model.safetensors.index.json` + shards) plus:",
-        "",
-        "`golden.json`:",
-        "",
-        "```json",
-        '{"model_type": "...", "transformers_version": "...", "torch_version": "...",',
-        ' "config_layout": "4.x"|"5.x", "weights_dtype": "float32"|"bfloat16"|"float16", "sharded": false,',
-        ' "num_layers": 2, "num_heads": H, "seq_len": T, "vocab_size": V, "mask_rule": "...",',
-        ' "sliding_window": 6, "sliding_window_note": "... (mistral only)",',
-        ' "cases": [{"name": "plain", "input_ids": [...], "position_ids": [...], "groups": [...],',
-        '            "visibility": "visible"},',
-        '           {"name": "par_visible", ...}, {"name": "par_isolated", ..., "visibility": "isolated"}],',
-        ' "greedy": {"input_ids": [...6 prompt ids...], "greedy_ids": [...8 new ids only...],',
-        '            "min_top2_margin": 0.1}}',
-        "```",
-        "",
-        "`golden.safetensors`: float32 tensors `{case}.logits` [T, vocab] and `{case}.attn.{layer}` [heads, T, T]",
-        "(softmax probabilities as returned by `output_attentions=True`, batch dimension dropped).",
-        "",
-        "Cases:",
-        "",
-        "- `plain`: position_ids 0..T-1, groups all -1, no attention_mask passed (HF builds the causal mask; for",
-        "  mistral also the sliding window).",
-        f"- `par_visible` / `par_isolated`: TEMPO-style parallel sets at slots {PARALLEL_SETS}; slots of one set",
-        "  share a position id, positions advance by one per logical step (0,1,2,3,4,5,5,5,6,7,8,9,9,10,...);",
-        "  groups = set index for slots in a set, -1 otherwise. Run with an explicit 4D float mask [1,1,T,T]",
-        "  (0 allowed / finfo(float32).min hidden). visible = causal (plus mistral's sliding window over slot",
-        "  indices); isolated = visible AND a query may not attend to the *other* slots of its own group (it still",
-        "  attends to itself). The script verifies masked probabilities are exactly 0, rows sum to 1, allowed",
-        "  probabilities are > 0, and isolated differs from visible.",
-        "- `greedy`: the first 6 plain input ids, then 8 tokens by argmax over full re-forwards (no cache, no",
-        "  mask, default positions, no eos stopping). `min_top2_margin` is the smallest top1-top2 logit gap.",
-        "",
-        "Notes on transformers behaviour:",
-        "",
-        "- A 4D mask is used as-is by transformers' masking_utils (no causal/sliding/packing logic is added).",
-        "  Passing the repeated position_ids *without* a mask would be wrong: transformers then treats every",
-        "  position step that is not +1 as the start of a new packed sequence.",
-        "- The `plain` case with our own explicit causal (+window) 4D mask is checked to be bit-identical to the",
-        "  mask-free run, so the mask rule in `golden.json` is exactly HF's.",
-        "- Mistral sliding window: query slot i sees key slot j iff `0 <= i - j < sliding_window`",
-        "  (HF: `kv_idx > q_idx - sliding_window`), i.e. `sliding_window` keys including itself.",
-        "- transformers 5.x GPT-NeoX configs carry no `rotary_pct` / `rotary_emb_base`: they are folded into",
-        "  `rope_parameters.partial_rotary_factor` / `rope_parameters.rope_theta` (rotary_ndims =",
-        "  int(head_dim * partial_rotary_factor)). `gpt_neox_parallel` uses 0.5 (4 of 8 dims) because 0.25 would",
-        "  leave a single rotary frequency (1.0) on which rope_theta has no effect. Note the `rope_theta` there",
-        "  is the JSON integer `10000`.",
-        "- GPT-NeoX `query_key_value` is fused per head: output rows are [head0: q,k,v | head1: q,k,v | ...]",
-        "  (HF views it as [T, heads, 3*head_dim] and chunks the last dim).",
-        "- GPT-2 weights are saved as `GPT2LMHeadModel` writes them: keys prefixed `transformer.` (the hub's",
-        "  openai-community/gpt2 checkpoint has unprefixed keys), Conv1D weights stored [in, out], no `attn.bias`",
-        "  buffers.",
-        "- llama3 rope: `llama3_mqa_bf16` (orig 16, high_freq_factor 4, head_dim 12) has wavelengths 6.28",
-        "  (smoothed band) and 29..13540 (> 16: divided by factor); `llama_config_other_layout` (orig 32,",
-        "  high_freq_factor 2, theta 5e5, head_dim 8) has 6.28 (< 16: unchanged) and 167.. (divided), so",
-        "  together they cover all three branches.",
-        "",
-        "## tokenizer_cases.json",
-        "",
-        "`{\"tiny-random-llama\": [{\"text\", \"ids\"}...], \"gpt2\": [...], \"_meta\": {...}}`: ids from",
-        "`AutoTokenizer.from_pretrained(dir)(text)[\"input_ids\"]` (default add_special_tokens) for",
-        "`models/tiny-random-llama` (prepends `<s>` = 1) and for the GPT-2 tokenizer directory",
-        f"`{GPT2_TOKENIZER_DIR}` (adds nothing; not copied into the repository).",
-        "",
-    ]
-    if gpt2_meta.get("gpt2_dropped_merges"):
-        lines[-1:-1] = [
-            "",
-            f"**Caveat:** that copy's merges contain {gpt2_meta['gpt2_dropped_merges']} whose results are not in",
-            "its vocab (`ĠCla ude` -> `ĠClaude`; id 40559 holds `ĠLLMProvider`), so the `tokenizers` library refuses",
-            "to load its tokenizer.json (the Rust crate has the same check). The gpt2 ids were produced with",
-            "transformers' `GPT2Tokenizer(vocab.json, merges.txt)` minus the dangling merge(s), which no test",
-            "text can hit (see `_meta`). They match real GPT-2 ids (e.g. `Hello world` -> [15496, 995]).",
-        ]
-    (FIXTURES / "README.md").write_text("\n".join(lines))
 
 
 def main():
