@@ -4,7 +4,7 @@ per JSON request line on stdin, one JSON reply line on stdout (the protocol of `
 
     python scripts/bench_pair_hf.py --model llama-100m --threads 2 [--seed 0] [--decode-method loop]
 
-The model, its named shapes and the timed prefill call come from scripts/bench_hf.py (`load_config`,
+The model, its named shapes and the timed prefill call come from scripts/bench_hf_model.py (`load_config`,
 `build_model`, `set_impl`, `run_prefill`, `Meter`), so a call here is timed as one bench_hf.py repeat.
 
   ready:   {"ready":true,"engine":"hf-transformers","torch":…,"transformers":…,"threads":…,"parameters":…}
@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 _PROTOCOL = os.fdopen(os.dup(1), "w", buffering=1)
 os.dup2(2, 1)
 
-import bench_hf as hf  # noqa: E402  (imports torch and transformers)
+import bench_hf_model as hf  # noqa: E402  (imports torch and transformers)
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
