@@ -9,7 +9,7 @@
 
 mod gpu_common;
 
-use attnscope_core::capture::{CaptureSpec, HeadWeights, RowStats, WeightsDtype};
+use attnscope_core::capture::{CaptureSpec, RowStats, WeightBuffer, WeightsDtype};
 use gpu_common::attention::{
     F32_STATS, Path, Problem, Reference, RowOutputs, Shape, Vis, decode_slots, rounded_out_tol,
     run_prefill, shape, slots,
@@ -126,10 +126,10 @@ fn compare_probs(label: &str, p: &Problem, r: &Reference, c: &ProbsCase, got: &P
         let lab = format!("{label} head {h}");
         let got_w = || &got.weights[si * tt..(si + 1) * tt];
         match (c.weights, &r.weights[h]) {
-            (Some(WeightsDtype::F32), Some(HeadWeights::F32(want))) => {
+            (Some(WeightsDtype::F32), Some(WeightBuffer::F32(want))) => {
                 assert_close(&format!("{lab} weights"), got_w(), want, |_| 1e-5);
             }
-            (Some(WeightsDtype::F16), Some(HeadWeights::F16(want))) => {
+            (Some(WeightsDtype::F16), Some(WeightBuffer::F16(want))) => {
                 let want: Vec<f32> = want.iter().map(|x| x.to_f32()).collect();
                 // Nearly equal f32 probabilities may round to neighbouring f16 values: one ulp ≤ 2^-10·|x|.
                 assert_close(&format!("{lab} f16 weights"), got_w(), &want, |w| {

@@ -6,9 +6,7 @@ pub mod cli;
 pub mod golden;
 pub mod gpu;
 
-use attnscope_core::capture::{
-    CaptureSpec, HeadWeights, SequenceCapture, SequenceResult, WeightsDtype,
-};
+use attnscope_core::capture::{CaptureSpec, SequenceCapture, SequenceResult, WeightsDtype};
 use attnscope_core::model::{KvCache, LogitRows, Model};
 use attnscope_core::slots::SlotInfo;
 use attnscope_core::slots::Visibility;
@@ -143,20 +141,11 @@ pub fn stepwise(model: &Model, case: &Case, spec: &CaptureSpec) -> Prefill {
 
 /// The f32 weights `[T, T]` of (layer, head) from a capture.
 pub fn head_weights(cap: &SequenceResult, layer: usize, head: usize) -> Vec<f32> {
-    let l = cap
-        .layers
-        .iter()
-        .find(|l| l.layer == layer)
-        .expect("layer captured");
-    let i = l
-        .heads
-        .iter()
-        .position(|&h| h == head)
-        .expect("head captured");
-    match &l.weights[i] {
-        HeadWeights::F32(w) => w.clone(),
-        HeadWeights::F16(w) => w.iter().map(|x| x.to_f32()).collect(),
-    }
+    cap.weights
+        .as_ref()
+        .expect("weights captured")
+        .head_f32(layer, head)
+        .expect("layer and head captured")
 }
 
 /// Largest |a − b|, panicking on length mismatch.

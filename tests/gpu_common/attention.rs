@@ -2,7 +2,7 @@
 //! `HeadRecorder`s), a log-sum-exp reference in f64, and the prefill run (through `attnscope_cuda::ops`).
 
 use super::{Elem, Gpu, NULL, values};
-use attnscope_core::capture::{CaptureSpec, HeadRecorder, HeadStats, HeadWeights};
+use attnscope_core::capture::{CaptureSpec, HeadRecorder, HeadStats, WeightBuffer};
 use attnscope_core::model::attention::{AttentionInput, attention};
 use attnscope_core::model::ops::{MatRef, matmul};
 use attnscope_core::slots::AttentionMask;
@@ -70,7 +70,7 @@ pub struct Reference {
     pub lse: Vec<f64>,
     /// Per query head (all heads are recorded), indexed by slot.
     pub stats: Vec<Option<HeadStats>>,
-    pub weights: Vec<Option<HeadWeights>>,
+    pub weights: Vec<Option<WeightBuffer>>,
 }
 
 /// Row statistics as the kernels return them, `[n_heads, n_new]`.

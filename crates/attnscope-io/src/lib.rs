@@ -15,5 +15,5 @@ pub use parquet_read::read_parquet;
 pub use parquet_table::{Column, ColumnData, ParquetWriter, Table, write_parquet};
 pub use run_dir::{RunDir, write_json, write_json_atomic};
 pub use run_writer::RunWriter;
-pub use tensors::{NamedTensor, TensorData, write_safetensors};
+pub use tensors::{NamedTensor, TensorData, TensorView, write_safetensors};
 pub use tensors_stream::SafetensorsWriter;

@@ -1,12 +1,10 @@
 //! What a run writes of one sequence: its tokens table and its captured weights as tensor data (the
 //! statistics tables are in `tables`); `run_writer` writes them.
 
-use crate::{ColumnData, Table, TensorData};
-use attnscope_core::capture::{HeadWeights, LayerResult};
+use crate::{ColumnData, Table, TensorView};
+use attnscope_core::capture::{SequenceWeights, WeightRows};
 use attnscope_core::slots::SlotInfo;
 use attnscope_core::tokenizer::TextTokenizer;
-use half::slice::HalfFloatSliceExt;
-use half::vec::HalfFloatVecExt;
 
 /// The per-slot table of sequence `seq`, whose slots are `slots`.
 pub fn tokens_table(seq: usize, slots: &[SlotInfo], tokenizer: Option<&TextTokenizer>) -> Table {
@@ -43,138 +41,96 @@ pub fn tokens_table(seq: usize, slots: &[SlotInfo], tokenizer: Option<&TextToken
     t
 }
 
-/// A layer's per-head `[T, T]` weights as one `[heads, T, T]` tensor. The head buffers are moved out of
-/// `layer`, not copied: the writer writes them one after another. A head in the other dtype than the first
-/// (one capture spec never mixes them) is converted as a whole slice.
-pub(crate) fn take_weights(layer: &mut LayerResult) -> TensorData {
-    let heads = std::mem::take(&mut layer.weights);
-    match heads.first() {
-        Some(HeadWeights::F16(_)) => TensorData::F16Blocks(
-            heads
-                .into_iter()
-                .map(|h| match h {
-                    HeadWeights::F16(v) => v,
-                    HeadWeights::F32(v) => Vec::<half::f16>::from_f32_slice(&v),
-                })
-                .collect(),
-        ),
-        _ => TensorData::F32Blocks(
-            heads
-                .into_iter()
-                .map(|h| match h {
-                    HeadWeights::F32(v) => v,
-                    HeadWeights::F16(v) => v.to_f32_vec(),
-                })
-                .collect(),
-        ),
+/// The `[heads, t, t]` weights of the `index`-th captured layer of `weights`, borrowed as tensor data
+/// (a slice of the sequence's one buffer: written as it is, never joined or converted).
+pub fn layer_weights(weights: &SequenceWeights, index: usize) -> TensorView<'_> {
+    match weights.layer(index) {
+        WeightRows::F32(v) => TensorView::F32(v),
+        WeightRows::F16(v) => TensorView::F16(v),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{NamedTensor, write_safetensors};
+    use crate::{NamedTensor, SafetensorsWriter, TensorData, write_safetensors};
+    use attnscope_core::capture::WeightBuffer;
     use half::f16;
     use std::collections::BTreeMap;
 
-    /// Head `h`'s `[t, t]` weights: distinct values, exact in f16.
-    fn head(h: usize, t: usize) -> Vec<f32> {
-        (0..t * t).map(|i| (h * 100 + i) as f32 / 64.0).collect()
+    /// Head `h` of layer `l`: `[t, t]` distinct values, exact in f16.
+    fn head(l: usize, h: usize, t: usize) -> Vec<f32> {
+        (0..t * t)
+            .map(|i| (l * 1000 + h * 100 + i) as f32 / 64.0)
+            .collect()
     }
 
-    fn layer(heads: &[usize], weights: Vec<HeadWeights>) -> LayerResult {
-        LayerResult {
-            layer: 1,
-            heads: heads.to_vec(),
-            weights,
-            stats: Vec::new(),
-        }
-    }
-
-    /// The attention.safetensors bytes of one `[heads, t, t]` tensor.
-    fn file_bytes(data: TensorData, n_heads: usize, t: usize) -> Vec<u8> {
+    /// The attention.safetensors bytes of the `[heads, t, t]` tensors, one per layer.
+    fn file_bytes(shape: &[usize], tensors: &[(String, TensorView)]) -> Vec<u8> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("attention.safetensors");
-        let tensors = [NamedTensor {
-            name: "seq0.layer1".into(),
-            shape: vec![n_heads, t, t],
-            data,
-        }];
-        write_safetensors(&path, &tensors, &BTreeMap::new()).unwrap();
+        let mut w = SafetensorsWriter::create(&path).unwrap();
+        for (name, data) in tensors {
+            w.append_view(name, shape, *data).unwrap();
+        }
+        w.finish(&BTreeMap::new()).unwrap();
         std::fs::read(&path).unwrap()
     }
 
-    /// The file written from the moved head buffers equals the file of the element-wise concatenation of
-    /// the heads (the previous definition), for f32, f16 and mixed heads and a head subset.
+    /// Each layer's slice of the sequence buffer writes the file of the element-wise concatenation of
+    /// that layer's heads, for f32 and f16 and a head subset.
     #[test]
-    fn taken_weights_write_the_element_wise_bytes() {
-        let t = 5;
-        let heads = [1usize, 3, 4];
-        let f32s: Vec<Vec<f32>> = heads.iter().map(|&h| head(h, t)).collect();
-        let f16s: Vec<Vec<f16>> = f32s
+    fn layer_slices_write_the_element_wise_bytes_of_their_heads() {
+        let (t, layers, heads) = (5, [0usize, 3], [1usize, 3, 4]);
+        let joined: Vec<Vec<f32>> = layers
             .iter()
-            .map(|v| v.iter().copied().map(f16::from_f32).collect())
+            .map(|&l| heads.iter().flat_map(|&h| head(l, h, t)).collect())
             .collect();
-        let joined_f32: Vec<f32> = f32s.iter().flatten().copied().collect();
-        let joined_f16: Vec<f16> = f16s.iter().flatten().copied().collect();
-        let cases = [
-            (
-                f32s.iter()
-                    .cloned()
-                    .map(HeadWeights::F32)
-                    .collect::<Vec<_>>(),
-                TensorData::F32(joined_f32.clone()),
-            ),
-            (
-                f16s.iter().cloned().map(HeadWeights::F16).collect(),
-                TensorData::F16(joined_f16.clone()),
-            ),
-            (
-                vec![
-                    HeadWeights::F16(f16s[0].clone()),
-                    HeadWeights::F32(f32s[1].clone()),
-                    HeadWeights::F16(f16s[2].clone()),
-                ],
-                TensorData::F16(joined_f16.clone()),
-            ),
-            (
-                vec![
-                    HeadWeights::F32(f32s[0].clone()),
-                    HeadWeights::F16(f16s[1].clone()),
-                    HeadWeights::F32(f32s[2].clone()),
-                ],
-                TensorData::F32(
-                    [
-                        &f32s[0][..],
-                        &f16s[1].iter().map(|x| x.to_f32()).collect::<Vec<_>>(),
-                        &f32s[2],
-                    ]
-                    .concat(),
-                ),
-            ),
-        ];
-        for (weights, want) in cases {
-            let mut l = layer(&heads, weights);
-            let got = take_weights(&mut l);
-            assert!(l.weights.is_empty());
-            assert_eq!(got.len(), heads.len() * t * t);
-            assert_eq!(got.dtype(), want.dtype());
-            let want_bytes: Vec<u8> = match &want {
-                TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                TensorData::F16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                _ => unreachable!(),
+        let all: Vec<f32> = joined.concat();
+        for half in [false, true] {
+            let data = if half {
+                WeightBuffer::F16(all.iter().copied().map(f16::from_f32).collect())
+            } else {
+                WeightBuffer::F32(all.clone())
             };
-            let got_file = file_bytes(got, heads.len(), t);
-            assert!(got_file.ends_with(&want_bytes));
-            assert_eq!(got_file, file_bytes(want, heads.len(), t));
+            let w = SequenceWeights {
+                layers: layers.to_vec(),
+                heads: heads.to_vec(),
+                t,
+                data,
+            };
+            let shape = [heads.len(), t, t];
+            let views: Vec<(String, TensorView)> = (0..layers.len())
+                .map(|i| (format!("seq0.layer{}", layers[i]), layer_weights(&w, i)))
+                .collect();
+            assert!(views.iter().all(|(_, v)| v.len() == heads.len() * t * t));
+            let want: Vec<NamedTensor> = (0..layers.len())
+                .map(|i| NamedTensor {
+                    name: views[i].0.clone(),
+                    shape: shape.to_vec(),
+                    data: if half {
+                        TensorData::F16(joined[i].iter().copied().map(f16::from_f32).collect())
+                    } else {
+                        TensorData::F32(joined[i].clone())
+                    },
+                })
+                .collect();
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("want.safetensors");
+            write_safetensors(&path, &want, &BTreeMap::new()).unwrap();
+            assert_eq!(file_bytes(&shape, &views), std::fs::read(&path).unwrap());
         }
     }
 
     #[test]
-    fn no_heads_give_an_empty_f32_tensor() {
-        let mut l = layer(&[], Vec::new());
-        let got = take_weights(&mut l);
-        assert_eq!(got, TensorData::F32Blocks(Vec::new()));
-        assert!(got.is_empty());
+    fn a_layer_out_of_range_is_empty() {
+        let w = SequenceWeights {
+            layers: vec![1],
+            heads: vec![0],
+            t: 2,
+            data: WeightBuffer::F32(vec![0.5; 4]),
+        };
+        assert_eq!(layer_weights(&w, 1), TensorView::F32(&[]));
+        assert_eq!(layer_weights(&w, 0), TensorView::F32(&[0.5; 4]));
     }
 }

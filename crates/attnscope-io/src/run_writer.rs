@@ -1,18 +1,19 @@
 //! Writing a run's files sequence by sequence, so that only one sequence's capture is ever in memory.
 //!
 //! [`RunWriter::write_sequence`] appends a finished sequence's rows to every Parquet table of the run (short
-//! sequences are gathered into one row group, see [`ParquetWriter`]) and streams its captured weights into a data file, then drops the capture. A table's file is
+//! sequences are gathered into one row group, see [`ParquetWriter`]) and streams its captured weights into a data file; it
+//! only borrows the sequence, whose capture the caller may drop then (`Job::write_run` does). A table's file is
 //! created on the first sequence that has rows for it, so a run writes the same files as when every capture
 //! was held to the end: tokens.parquet always; stats.parquet, received.parquet and distance.parquet when
 //! statistics were captured; steps.parquet and step_groups.parquet when, besides, some sequence generated;
 //! attention.safetensors when weights were captured. [`RunWriter::finish`] closes the Parquet files and
 //! assembles attention.safetensors (header, then the streamed data; see [`SafetensorsWriter`]).
 
-use crate::outputs::{take_weights, tokens_table};
+use crate::Table;
+use crate::outputs::{layer_weights, tokens_table};
 use crate::parquet_table::ParquetWriter;
 use crate::tables::{StatsSource, StatsTables, stats_tables};
 use crate::tensors_stream::SafetensorsWriter;
-use crate::{NamedTensor, Table};
 use attnscope_core::Result;
 use attnscope_core::run::SequenceOutcome;
 use attnscope_core::tokenizer::TextTokenizer;
@@ -64,9 +65,10 @@ impl<'a> RunWriter<'a> {
         }
     }
 
-    /// Appends sequence `seq`'s rows to the tables and its captured weights to the tensor data, then drops
-    /// its capture (`outcome.capture` is `None` afterwards; its slots and timings stay).
-    pub fn write_sequence(&mut self, seq: usize, outcome: &mut SequenceOutcome) -> Result<()> {
+    /// Appends sequence `seq`'s rows to the tables and its captured weights to the tensor data (each
+    /// layer's tensor written from its slice of the sequence's weight buffer). It only borrows the outcome:
+    /// a caller streaming a run drops the capture afterwards ([`SequenceOutcome::capture`]).
+    pub fn write_sequence(&mut self, seq: usize, outcome: &SequenceOutcome) -> Result<()> {
         let tokens = tokens_table(seq, &outcome.slots, self.tokenizer);
         append(&mut self.tokens, &self.dir.join("tokens.parquet"), &tokens)?;
         drop(tokens);
@@ -75,9 +77,7 @@ impl<'a> RunWriter<'a> {
         if let Some(tables) = self.sequence_stats(seq, outcome) {
             self.append_stats(&tables, generated)?;
         }
-        self.append_weights(seq, outcome)?;
-        outcome.capture = None;
-        Ok(())
+        self.append_weights(seq, outcome)
     }
 
     /// The statistics tables of one sequence, when it captured statistics.
@@ -126,30 +126,22 @@ impl<'a> RunWriter<'a> {
     }
 
     /// Streams each captured layer's `[heads, T, T]` weights as tensor `seq{s}.layer{l}`.
-    fn append_weights(&mut self, seq: usize, outcome: &mut SequenceOutcome) -> Result<()> {
-        let Some(result) = outcome.capture.as_mut() else {
+    fn append_weights(&mut self, seq: usize, outcome: &SequenceOutcome) -> Result<()> {
+        let Some(weights) = outcome.capture.as_ref().and_then(|c| c.weights.as_ref()) else {
             return Ok(());
         };
-        let t = result.t;
-        for layer in &mut result.layers {
-            if layer.weights.is_empty() {
-                continue;
-            }
-            let name = format!("seq{seq}.layer{}", layer.layer);
-            let tensor = NamedTensor {
-                shape: vec![layer.heads.len(), t, t],
-                data: take_weights(layer),
-                name,
-            };
+        let shape = [weights.heads.len(), weights.t, weights.t];
+        for (i, layer) in weights.layers.iter().enumerate() {
+            let name = format!("seq{seq}.layer{layer}");
             let writer = match self.attention.take() {
                 Some(w) => w,
                 None => SafetensorsWriter::create(&self.dir.join(ATTENTION_FILE))?,
             };
-            self.attention.insert(writer).append(&tensor)?;
-            self.attention_metadata.insert(
-                format!("{}.heads", tensor.name),
-                format!("{:?}", layer.heads),
-            );
+            self.attention
+                .insert(writer)
+                .append_view(&name, &shape, layer_weights(weights, i))?;
+            self.attention_metadata
+                .insert(format!("{name}.heads"), format!("{:?}", weights.heads));
         }
         Ok(())
     }

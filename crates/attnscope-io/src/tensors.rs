@@ -71,6 +71,52 @@ impl TensorData {
     }
 }
 
+/// The elements of a tensor, borrowed, in row-major order: what
+/// [`crate::SafetensorsWriter::append_view`] writes without copying them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TensorView<'a> {
+    /// 32-bit floats (dtype "F32").
+    F32(&'a [f32]),
+    /// IEEE half floats (dtype "F16").
+    F16(&'a [half::f16]),
+    /// 64-bit signed integers (dtype "I64").
+    I64(&'a [i64]),
+}
+
+impl TensorView<'_> {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            TensorView::F32(v) => v.len(),
+            TensorView::F16(v) => v.len(),
+            TensorView::I64(v) => v.len(),
+        }
+    }
+
+    /// True when there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The safetensors dtype string.
+    pub fn dtype(&self) -> &'static str {
+        match self {
+            TensorView::F32(_) => "F32",
+            TensorView::F16(_) => "F16",
+            TensorView::I64(_) => "I64",
+        }
+    }
+
+    /// Size of one element in bytes.
+    pub fn elem_size(&self) -> usize {
+        match self {
+            TensorView::F32(_) => 4,
+            TensorView::F16(_) => 2,
+            TensorView::I64(_) => 8,
+        }
+    }
+}
+
 /// A tensor with its name and shape.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NamedTensor {
@@ -127,43 +173,42 @@ pub(crate) fn check_tensor(
     t: &NamedTensor,
     names: &mut HashSet<String>,
 ) -> Result<TensorEntry> {
-    if t.name.is_empty() || t.name == METADATA_KEY {
+    let data = (t.data.len(), t.data.dtype(), t.data.elem_size());
+    check_entry(path, &t.name, &t.shape, data, names)
+}
+
+/// [`check_tensor`] of a tensor given by parts: `data` is (elements, dtype string, element size).
+pub(crate) fn check_entry(
+    path: &Path,
+    name: &str,
+    shape: &[usize],
+    (len, dtype, elem_size): (usize, &'static str, usize),
+    names: &mut HashSet<String>,
+) -> Result<TensorEntry> {
+    if name.is_empty() || name == METADATA_KEY {
+        return Err(Error::output(path, format!("invalid tensor name `{name}`")));
+    }
+    if names.contains(name) {
         return Err(Error::output(
             path,
-            format!("invalid tensor name `{}`", t.name),
+            format!("tensor `{name}` appears more than once"),
         ));
     }
-    if names.contains(&t.name) {
+    let numel = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    if numel != Some(len) {
         return Err(Error::output(
             path,
-            format!("tensor `{}` appears more than once", t.name),
+            format!("tensor `{name}`: shape {shape:?} does not match {len} elements"),
         ));
     }
-    let numel = t
-        .shape
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d));
-    if numel != Some(t.data.len()) {
-        return Err(Error::output(
-            path,
-            format!(
-                "tensor `{}`: shape {:?} does not match {} elements",
-                t.name,
-                t.shape,
-                t.data.len()
-            ),
-        ));
-    }
-    let bytes = t
-        .data
-        .len()
-        .checked_mul(t.data.elem_size())
+    let bytes = len
+        .checked_mul(elem_size)
         .ok_or_else(|| Error::output(path, "tensor data size overflows"))?;
-    names.insert(t.name.clone());
+    names.insert(name.to_string());
     Ok(TensorEntry {
-        name: t.name.clone(),
-        dtype: t.data.dtype(),
-        shape: t.shape.clone(),
+        name: name.to_string(),
+        dtype,
+        shape: shape.to_vec(),
         bytes,
     })
 }
@@ -209,6 +254,15 @@ pub(crate) fn write_le<W: Write>(w: &mut W, data: &TensorData) -> std::io::Resul
         TensorData::F16Blocks(b) => b
             .iter()
             .try_for_each(|v| write_words(w, v.reinterpret_cast(), u16::to_le_bytes)),
+    }
+}
+
+/// Writes the borrowed elements as little-endian bytes, in one bulk write on little-endian hosts.
+pub(crate) fn write_view_le<W: Write>(w: &mut W, data: TensorView) -> std::io::Result<()> {
+    match data {
+        TensorView::F32(v) => write_words(w, v, f32::to_le_bytes),
+        TensorView::F16(v) => write_words(w, v.reinterpret_cast(), u16::to_le_bytes),
+        TensorView::I64(v) => write_words(w, v, i64::to_le_bytes),
     }
 }
 

@@ -7,8 +7,10 @@
 //! whole), fsyncs the target and removes the data file. The bytes equal [`crate::write_safetensors`]'s for
 //! the same tensors and metadata. Until then, the disk holds the data once; during the copy, twice.
 
-use crate::NamedTensor;
-use crate::tensors::{TensorEntry, check_tensor, header_bytes, write_le};
+use crate::tensors::{
+    TensorEntry, check_entry, check_tensor, header_bytes, write_le, write_view_le,
+};
+use crate::{NamedTensor, TensorView};
 use attnscope_core::Error;
 use attnscope_core::Result;
 use std::collections::{BTreeMap, HashSet};
@@ -56,6 +58,22 @@ impl SafetensorsWriter {
             return Err(Error::output(&self.path, "appended to after it failed"));
         };
         if let Err(e) = write_le(data, &tensor.data) {
+            self.data = None;
+            return Err(Error::io(&self.data_path, e));
+        }
+        self.entries.push(entry);
+        Ok(())
+    }
+
+    /// Appends the tensor `name` of `shape` from borrowed elements (written as they are, little-endian,
+    /// neither joined nor converted in memory). Errors like [`SafetensorsWriter::append`].
+    pub fn append_view(&mut self, name: &str, shape: &[usize], data: TensorView) -> Result<()> {
+        let parts = (data.len(), data.dtype(), data.elem_size());
+        let entry = check_entry(&self.path, name, shape, parts, &mut self.names)?;
+        let Some(out) = self.data.as_mut() else {
+            return Err(Error::output(&self.path, "appended to after it failed"));
+        };
+        if let Err(e) = write_view_le(out, data) {
             self.data = None;
             return Err(Error::io(&self.data_path, e));
         }
@@ -158,6 +176,39 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["streamed.safetensors", "whole.safetensors"]);
+    }
+
+    /// Borrowed slices write the bytes of the owned tensors they view.
+    #[test]
+    fn appended_views_equal_appended_tensors() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = BTreeMap::new();
+        let owned = dir.path().join("owned.safetensors");
+        let mut w = SafetensorsWriter::create(&owned).unwrap();
+        for t in tensors() {
+            w.append(&t).unwrap();
+        }
+        w.finish(&meta).unwrap();
+        let viewed = dir.path().join("viewed.safetensors");
+        let mut w = SafetensorsWriter::create(&viewed).unwrap();
+        let joined = [0.5f32, 0.5, 1.0, 0.0, 0.25, 0.25, 0.25, 0.25];
+        w.append_view("seq0.layer1", &[2, 2, 2], TensorView::F32(&joined))
+            .unwrap();
+        let halves = [half::f16::from_f32(0.125); 9];
+        w.append_view("seq1.layer1", &[1, 3, 3], TensorView::F16(&halves))
+            .unwrap();
+        let e = w
+            .append_view("bad", &[2], TensorView::I64(&[1, 2, 3]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`bad`") && e.contains("shape [2]"), "{e}");
+        w.append_view("empty", &[0, 3], TensorView::F32(&[]))
+            .unwrap();
+        w.finish(&meta).unwrap();
+        assert_eq!(
+            std::fs::read(&viewed).unwrap(),
+            std::fs::read(&owned).unwrap()
+        );
     }
 
     #[test]

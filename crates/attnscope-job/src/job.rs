@@ -200,6 +200,8 @@ impl Job {
             &mut |seq, outcome| {
                 let write_started = Instant::now();
                 writer.write_sequence(seq, outcome)?;
+                // One capture at a time: this one is on disk now.
+                outcome.capture = None;
                 write_seconds += write_started.elapsed().as_secs_f64();
                 Ok(())
             },

@@ -4,7 +4,7 @@
 //! are checked by `run::run_sequence`; this covers what the logits do not reach: prefill-only runs (no
 //! logits are computed) and rows of isolated groups that the last row never sees.
 
-use super::{HeadStats, HeadWeights, LayerResult, SequenceResult};
+use super::{HeadStats, LayerResult, SequenceResult, SequenceWeights};
 use crate::Error;
 use crate::Result;
 
@@ -23,7 +23,9 @@ pub struct NonFinite {
 impl SequenceResult {
     /// The first NaN or ±∞ in the captured statistics or weights, layer by layer and head by head.
     pub fn first_non_finite(&self) -> Option<NonFinite> {
-        self.layers.iter().find_map(|l| layer_non_finite(l, self.t))
+        self.layers
+            .iter()
+            .find_map(|l| layer_non_finite(l, self.weights.as_ref()))
     }
 
     /// An error naming the layer, head and slot of the first non-finite captured value.
@@ -40,35 +42,32 @@ impl SequenceResult {
     }
 }
 
-fn layer_non_finite(l: &LayerResult, t: usize) -> Option<NonFinite> {
-    let at = |i: usize, what, slot, value| NonFinite {
-        layer: l.layer,
-        head: l.heads.get(i).copied().unwrap_or(i),
-        what,
-        slot,
-        value,
-    };
+fn layer_non_finite(l: &LayerResult, weights: Option<&SequenceWeights>) -> Option<NonFinite> {
     for (i, s) in l.stats.iter().enumerate() {
         if let Some((what, slot, value)) = stats_non_finite(s) {
-            return Some(at(i, what, slot, value));
+            return Some(NonFinite {
+                layer: l.layer,
+                head: l.heads.get(i).copied().unwrap_or(i),
+                what,
+                slot,
+                value,
+            });
         }
     }
-    for (i, w) in l.weights.iter().enumerate() {
-        let bad = match w {
-            HeadWeights::F32(v) => v
-                .iter()
-                .position(|x| !x.is_finite())
-                .map(|k| (k, f64::from(v[k]))),
-            HeadWeights::F16(v) => v
-                .iter()
-                .position(|x| !x.is_finite())
-                .map(|k| (k, f64::from(v[k].to_f32()))),
-        };
-        if let Some((k, value)) = bad {
-            return Some(at(i, "attention weight", Some(k / t.max(1)), value));
-        }
-    }
-    None
+    let w = weights?;
+    let i = w.layer_index(l.layer)?;
+    let (k, value) = w
+        .data
+        .first_non_finite_in(i * w.layer_len()..(i + 1) * w.layer_len())?;
+    let head_len = w.head_len().max(1);
+    let j = k / head_len;
+    Some(NonFinite {
+        layer: l.layer,
+        head: w.heads.get(j).copied().unwrap_or(j),
+        what: "attention weight",
+        slot: Some(k % head_len / w.t.max(1)),
+        value,
+    })
 }
 
 /// The first non-finite value of one head's statistics: (statistic, slot, value).
@@ -118,7 +117,7 @@ fn stats_non_finite(s: &HeadStats) -> Option<(&'static str, Option<usize>, f64)>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::RowStats;
+    use crate::capture::{RowStats, WeightBuffer};
     use crate::slots::N_DISTANCE_BUCKETS;
 
     fn stats(t: usize) -> HeadStats {
@@ -132,23 +131,29 @@ mod tests {
         }
     }
 
-    fn result(stats: Vec<HeadStats>, weights: Vec<HeadWeights>) -> SequenceResult {
+    /// Layers 0 (head 0, nothing captured) and 2 (heads 1 and 5); `weights`: the `[2, 3, 3]` weights of
+    /// layer 2.
+    fn result(stats: Vec<HeadStats>, weights: Option<WeightBuffer>) -> SequenceResult {
         SequenceResult {
             t: 3,
             layers: vec![
                 LayerResult {
                     layer: 0,
                     heads: vec![0],
-                    weights: Vec::new(),
                     stats: Vec::new(),
                 },
                 LayerResult {
                     layer: 2,
                     heads: vec![1, 5],
-                    weights,
                     stats,
                 },
             ],
+            weights: weights.map(|data| SequenceWeights {
+                layers: vec![2],
+                heads: vec![1, 5],
+                t: 3,
+                data,
+            }),
         }
     }
 
@@ -156,10 +161,7 @@ mod tests {
     fn finite_captures_pass() {
         let r = result(
             vec![stats(3), stats(3)],
-            vec![
-                HeadWeights::F32(vec![0.5; 9]),
-                HeadWeights::F32(vec![0.5; 9]),
-            ],
+            Some(WeightBuffer::F32(vec![0.5; 18])),
         );
         assert_eq!(r.first_non_finite(), None);
         assert!(r.check_finite("the prefill").is_ok());
@@ -169,7 +171,7 @@ mod tests {
     fn a_nan_statistic_is_named_by_layer_head_and_slot() {
         let mut bad = stats(3);
         bad.rows[2].entropy = f32::NAN;
-        let r = result(vec![stats(3), bad], Vec::new());
+        let r = result(vec![stats(3), bad], None);
         let n = r.first_non_finite().unwrap();
         assert_eq!(
             (n.layer, n.head, n.what, n.slot),
@@ -183,7 +185,7 @@ mod tests {
 
         let mut bad = stats(3);
         bad.distance_mass[1] = f64::INFINITY;
-        let n = result(vec![bad, stats(3)], Vec::new())
+        let n = result(vec![bad, stats(3)], None)
             .first_non_finite()
             .unwrap();
         assert_eq!((n.head, n.what, n.slot), (1, "distance mass", None));
@@ -193,13 +195,8 @@ mod tests {
     fn a_non_finite_weight_names_its_query_slot() {
         let mut w = [0.25f32; 9];
         w[7] = f32::NEG_INFINITY;
-        let r = result(
-            Vec::new(),
-            vec![
-                HeadWeights::F32(vec![0.0; 9]),
-                HeadWeights::F16(w.iter().copied().map(half::f16::from_f32).collect()),
-            ],
-        );
+        let data = [0.0; 9].iter().chain(&w).copied().map(half::f16::from_f32);
+        let r = result(Vec::new(), Some(WeightBuffer::F16(data.collect())));
         let n = r.first_non_finite().unwrap();
         assert_eq!((n.head, n.what, n.slot), (5, "attention weight", Some(2)));
         assert_eq!(n.value, f64::NEG_INFINITY);

@@ -5,11 +5,13 @@ pub mod finite;
 pub mod recorder;
 pub mod stats;
 pub mod tile_stats;
+pub mod weights;
 
 pub use finite::NonFinite;
-pub use recorder::{HeadRecorder, RowView, WeightRows};
+pub use recorder::{HeadRecorder, RowView};
 pub use stats::{HeadStats, RowStats, StepGroupMass, StepRow};
 pub use tile_stats::TileView;
+pub use weights::{SequenceWeights, WeightBuffer, WeightRows};
 
 use crate::Error;
 use crate::Result;
@@ -165,55 +167,61 @@ impl SequenceCapture {
         self.layers.get_mut(layer).and_then(|l| l.as_deref_mut())
     }
 
-    /// Ends capture: trims buffers to the final sequence length.
+    /// Ends capture: the statistics trimmed to the final sequence length, the weights of every captured
+    /// (layer, head) gathered into one `[layers, heads, t, t]` buffer (see [`SequenceWeights::gather`]).
     pub fn finish(self, slots: &[SlotInfo]) -> SequenceResult {
         let t = slots.len();
         let mut layers = Vec::new();
+        let (mut weight_layers, mut weight_heads, mut squares) =
+            (Vec::new(), Vec::new(), Vec::new());
         for (l, recs) in self.layers.into_iter().enumerate() {
             let Some(recs) = recs else { continue };
             let mut heads = Vec::new();
-            let mut weights = Vec::new();
+            let mut layer_squares = Vec::new();
             let mut stats = Vec::new();
             for (h, rec) in recs.into_iter().enumerate() {
                 if !rec.is_active() {
                     continue;
                 }
                 heads.push(h);
+                let cap = rec.capacity();
                 let (w, s) = rec.finish(t);
                 if let Some(w) = w {
-                    weights.push(w);
+                    layer_squares.push((w, cap));
                 }
                 if let Some(s) = s {
                     stats.push(s);
                 }
             }
+            if !layer_squares.is_empty() {
+                weight_layers.push(l);
+                weight_heads.clone_from(&heads);
+                squares.push(layer_squares);
+            }
             layers.push(LayerResult {
                 layer: l,
                 heads,
-                weights,
                 stats,
             });
         }
-        SequenceResult { t, layers }
+        let weights = (!weight_layers.is_empty())
+            .then(|| SequenceWeights::gather(weight_layers, weight_heads, t, squares));
+        SequenceResult { t, layers, weights }
     }
 }
 
-/// Captured weights of one head, `[T, T]` row-major.
-pub enum HeadWeights {
-    F32(Vec<f32>),
-    F16(Vec<half::f16>),
-}
-
-/// What one captured layer of one sequence produced; `weights` and `stats` follow `heads`.
+/// What one captured layer of one sequence produced: the captured heads and, when statistics were
+/// captured, their statistics (following `heads`).
 pub struct LayerResult {
     pub layer: usize,
     pub heads: Vec<usize>,
-    pub weights: Vec<HeadWeights>,
     pub stats: Vec<HeadStats>,
 }
 
-/// Everything captured for one sequence.
+/// Everything captured for one sequence: per-layer statistics and, when weights were captured, all of
+/// them in one buffer.
 pub struct SequenceResult {
     pub t: usize,
     pub layers: Vec<LayerResult>,
+    pub weights: Option<SequenceWeights>,
 }

@@ -3,7 +3,8 @@
 
 use crate::capture::stats::{HeadStats, RowStats};
 use crate::capture::tile_stats::{self, PendingStep, TileView};
-use crate::capture::{CaptureSpec, HeadWeights, WeightsDtype};
+use crate::capture::weights::{WeightBuffer, WeightRows};
+use crate::capture::{CaptureSpec, WeightsDtype};
 use crate::slots::AttentionMask;
 use crate::slots::{N_DISTANCE_BUCKETS, SlotInfo};
 
@@ -22,19 +23,13 @@ pub struct RowView<'a> {
     pub mask: &'a AttentionMask<'a>,
 }
 
-/// Weight rows handed over in bulk ([`HeadRecorder::absorb_weight_rows`]).
-#[derive(Clone, Copy, Debug)]
-pub enum WeightRows<'a> {
-    F32(&'a [f32]),
-    F16(&'a [half::f16]),
-}
-
 /// Collects what the capture spec asks for from one head's rows.
 pub struct HeadRecorder {
     active: bool,
     capacity: usize,
     stats: Option<HeadStats>,
-    weights: Option<HeadWeights>,
+    /// `[capacity, capacity]` row-major.
+    weights: Option<WeightBuffer>,
     /// Per-step tables of the generation-step rows begun last (from query slot `block_q0`), until they
     /// finish.
     pending: Vec<PendingStep>,
@@ -52,10 +47,9 @@ impl HeadRecorder {
             steps: Vec::new(),
             step_groups: Vec::new(),
         });
-        let weights = spec.weights.then(|| match spec.weights_dtype {
-            WeightsDtype::F32 => HeadWeights::F32(vec![0.0; capacity * capacity]),
-            WeightsDtype::F16 => HeadWeights::F16(vec![half::f16::ZERO; capacity * capacity]),
-        });
+        let weights = spec
+            .weights
+            .then(|| WeightBuffer::zeros(spec.weights_dtype, capacity * capacity));
         HeadRecorder {
             active: true,
             capacity,
@@ -117,10 +111,7 @@ impl HeadRecorder {
 
     /// The dtype its weight rows are kept in (`None` when it keeps none).
     pub fn weights_dtype(&self) -> Option<WeightsDtype> {
-        self.weights.as_ref().map(|w| match w {
-            HeadWeights::F32(_) => WeightsDtype::F32,
-            HeadWeights::F16(_) => WeightsDtype::F16,
-        })
+        self.weights.as_ref().map(WeightBuffer::dtype)
     }
 
     /// Takes exact weight rows computed elsewhere (the GPU's second pass, already in this recorder's
@@ -141,10 +132,10 @@ impl HeadRecorder {
             }
         }
         match (&mut self.weights, rows) {
-            (Some(HeadWeights::F32(buf)), WeightRows::F32(r)) => {
+            (Some(WeightBuffer::F32(buf)), WeightRows::F32(r)) => {
                 copy(buf, cap, q_start, row_len, r)
             }
-            (Some(HeadWeights::F16(buf)), WeightRows::F16(r)) => {
+            (Some(WeightBuffer::F16(buf)), WeightRows::F16(r)) => {
                 copy(buf, cap, q_start, row_len, r)
             }
             _ => {}
@@ -195,8 +186,8 @@ impl HeadRecorder {
                 let start = (tile.q0 + r) * cap + tile.k0;
                 let src = &tile.probs[r * tile.stride..r * tile.stride + tile.cols];
                 match w {
-                    HeadWeights::F32(buf) => buf[start..start + tile.cols].copy_from_slice(src),
-                    HeadWeights::F16(buf) => {
+                    WeightBuffer::F32(buf) => buf[start..start + tile.cols].copy_from_slice(src),
+                    WeightBuffer::F16(buf) => {
                         for (dst, &p) in buf[start..start + tile.cols].iter_mut().zip(src) {
                             *dst = half::f16::from_f32(p);
                         }
@@ -234,33 +225,23 @@ impl HeadRecorder {
         }
     }
 
-    /// Trims to `t` slots and hands over the buffers.
-    pub fn finish(self, t: usize) -> (Option<HeadWeights>, Option<HeadStats>) {
-        let cap = self.capacity;
-        let weights = self.weights.map(|w| match w {
-            HeadWeights::F32(buf) => HeadWeights::F32(trim_square(buf, cap, t)),
-            HeadWeights::F16(buf) => HeadWeights::F16(trim_square(buf, cap, t)),
-        });
+    /// The slots it was made for: its weights are a `[capacity, capacity]` square.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Hands over the buffers: the statistics trimmed to `t` slots, the weights untrimmed, the
+    /// `[capacity, capacity]` square whose leading `[t, t]` block holds them
+    /// ([`super::SequenceWeights::gather`] copies that block out).
+    pub fn finish(self, t: usize) -> (Option<WeightBuffer>, Option<HeadStats>) {
         let stats = self.stats.map(|mut s| {
             s.rows.truncate(t);
             s.received_sum.truncate(t);
             s.received_decode.truncate(t);
             s
         });
-        (weights, stats)
+        (self.weights, stats)
     }
-}
-
-/// The leading `[t, t]` block of a `[cap, cap]` row-major matrix.
-fn trim_square<T: Copy>(buf: Vec<T>, cap: usize, t: usize) -> Vec<T> {
-    if t == cap {
-        return buf;
-    }
-    let mut out = Vec::with_capacity(t * t);
-    for r in 0..t {
-        out.extend_from_slice(&buf[r * cap..r * cap + t]);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -283,11 +264,20 @@ mod tests {
         // Rows of slots 1 and 2, three columns each; an f32 hand-over is ignored by an f16 recorder.
         rec.absorb_weight_rows(1, 3, WeightRows::F16(&rows));
         rec.absorb_weight_rows(0, 3, WeightRows::F32(&[9.0; 3]));
+        assert_eq!(rec.capacity(), 4);
         let (w, _) = rec.finish(3);
-        let Some(HeadWeights::F16(w)) = w else {
+        let Some(WeightBuffer::F16(w)) = w else {
             panic!("f16 weights")
         };
+        // The untrimmed [4, 4] square.
         let w: Vec<f32> = w.iter().map(|x| x.to_f32()).collect();
-        assert_eq!(w, [0.0, 0.0, 0.0, 0.25, 0.75, 0.0, 0.5, 0.5, 1.0]);
+        #[rustfmt::skip]
+        let want = [
+            0.0, 0.0, 0.0, 0.0,
+            0.25, 0.75, 0.0, 0.0,
+            0.5, 0.5, 1.0, 0.0,
+            0.0, 0.0, 0.0, 0.0,
+        ];
+        assert_eq!(w, want);
     }
 }

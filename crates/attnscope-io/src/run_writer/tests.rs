@@ -2,10 +2,11 @@
 //! reference): the same files, the same tables read back, the same tensor file byte for byte.
 
 use super::*;
-use crate::outputs::take_weights;
-use crate::{ColumnData, read_parquet, write_parquet, write_safetensors};
-use attnscope_core::capture::{HeadStats, HeadWeights, LayerResult, SequenceResult};
-use attnscope_core::capture::{RowStats, StepGroupMass, StepRow};
+use crate::{ColumnData, NamedTensor, TensorData, read_parquet, write_parquet, write_safetensors};
+use attnscope_core::capture::{
+    HeadStats, LayerResult, SequenceResult, SequenceWeights, WeightBuffer,
+};
+use attnscope_core::capture::{RowStats, StepGroupMass, StepRow, WeightRows};
 use attnscope_core::slots::{N_DISTANCE_BUCKETS, SlotInfo, SlotKind, Visibility};
 use half::f16;
 use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -52,12 +53,32 @@ fn outcome(seed: usize, prompt: usize, generated: usize, what: Captured) -> Sequ
     let value = |layer: usize, head: usize, i: usize| {
         ((seed * 1000 + layer * 100 + head * 10) as f32 + i as f32) / 64.0
     };
+    let (layers, heads) = ([0usize, 1], [0usize, 2]);
+    let weights = what.weights.map(|half| {
+        let w: Vec<f32> = layers
+            .iter()
+            .flat_map(|&l| {
+                heads
+                    .iter()
+                    .flat_map(move |&h| (0..t * t).map(move |i| value(l, h, i)))
+            })
+            .collect();
+        SequenceWeights {
+            layers: layers.to_vec(),
+            heads: heads.to_vec(),
+            t,
+            data: if half {
+                WeightBuffer::F16(w.into_iter().map(f16::from_f32).collect())
+            } else {
+                WeightBuffer::F32(w)
+            },
+        }
+    });
     let capture = (what.stats || what.weights.is_some()).then(|| SequenceResult {
         t,
-        layers: [0usize, 1]
+        layers: layers
             .iter()
             .map(|&layer| {
-                let heads = vec![0usize, 2];
                 let stats = if what.stats {
                     heads
                         .iter()
@@ -66,28 +87,14 @@ fn outcome(seed: usize, prompt: usize, generated: usize, what: Captured) -> Sequ
                 } else {
                     Vec::new()
                 };
-                let weights = match what.weights {
-                    None => Vec::new(),
-                    Some(half) => heads
-                        .iter()
-                        .map(|&h| {
-                            let w: Vec<f32> = (0..t * t).map(|i| value(layer, h, i)).collect();
-                            if half {
-                                HeadWeights::F16(w.into_iter().map(f16::from_f32).collect())
-                            } else {
-                                HeadWeights::F32(w)
-                            }
-                        })
-                        .collect(),
-                };
                 LayerResult {
                     layer,
-                    heads,
-                    weights,
+                    heads: heads.to_vec(),
                     stats,
                 }
             })
             .collect(),
+        weights,
     });
     SequenceOutcome {
         n_prompt: prompt,
@@ -164,7 +171,7 @@ fn whole_tokens_table(outcomes: &[SequenceOutcome]) -> Table {
 }
 
 /// The whole-run writer as it was before streaming: every table of every sequence at once.
-fn write_whole_run(dir: &Path, sliding_window: Option<usize>, outcomes: &mut [SequenceOutcome]) {
+fn write_whole_run(dir: &Path, sliding_window: Option<usize>, outcomes: &[SequenceOutcome]) {
     write_parquet(&dir.join("tokens.parquet"), &whole_tokens_table(outcomes)).unwrap();
     let sources: Vec<StatsSource> = outcomes
         .iter()
@@ -193,20 +200,38 @@ fn write_whole_run(dir: &Path, sliding_window: Option<usize>, outcomes: &mut [Se
     }
     let mut tensors = Vec::new();
     let mut metadata = BTreeMap::new();
-    for (s, out) in outcomes.iter_mut().enumerate() {
-        let Some(result) = out.capture.as_mut() else {
+    for (s, out) in outcomes.iter().enumerate() {
+        let Some(result) = out.capture.as_ref() else {
             continue;
         };
         let t = result.t;
-        for layer in &mut result.layers {
-            if layer.weights.is_empty() {
+        for layer in &result.layers {
+            let Some(w) = result.weights.as_ref() else {
                 continue;
-            }
+            };
             let name = format!("seq{s}.layer{}", layer.layer);
             metadata.insert(format!("{name}.heads"), format!("{:?}", layer.heads));
+            // The heads one after another, element by element.
+            let data = match &w.data {
+                WeightBuffer::F32(_) => TensorData::F32(
+                    layer
+                        .heads
+                        .iter()
+                        .flat_map(|&h| w.head_f32(layer.layer, h).unwrap())
+                        .collect(),
+                ),
+                WeightBuffer::F16(_) => TensorData::F16(
+                    layer
+                        .heads
+                        .iter()
+                        .flat_map(|&h| w.head_f32(layer.layer, h).unwrap())
+                        .map(f16::from_f32)
+                        .collect(),
+                ),
+            };
             tensors.push(NamedTensor {
                 shape: vec![layer.heads.len(), t, t],
-                data: take_weights(layer),
+                data,
                 name,
             });
         }
@@ -237,13 +262,12 @@ fn row_groups(path: &Path) -> usize {
 /// Writes `make()`'s sequences both ways and compares; returns the streamed directory.
 fn compare(make: &dyn Fn() -> Vec<SequenceOutcome>, sliding_window: Option<usize>) -> Vec<String> {
     let whole = tempfile::tempdir().unwrap();
-    write_whole_run(whole.path(), sliding_window, &mut make());
+    write_whole_run(whole.path(), sliding_window, &make());
     let streamed = tempfile::tempdir().unwrap();
-    let mut outcomes = make();
+    let outcomes = make();
     let mut writer = RunWriter::new(streamed.path(), sliding_window, None);
-    for (s, o) in outcomes.iter_mut().enumerate() {
+    for (s, o) in outcomes.iter().enumerate() {
         writer.write_sequence(s, o).unwrap();
-        assert!(o.capture.is_none(), "the capture is dropped once written");
     }
     writer.finish().unwrap();
 
@@ -372,9 +396,7 @@ fn a_sequence_with_another_schema_is_an_error() {
         stats: true,
         weights: Some(false),
     };
-    writer
-        .write_sequence(0, &mut outcome(0, 3, 1, all))
-        .unwrap();
+    writer.write_sequence(0, &outcome(0, 3, 1, all)).unwrap();
     let mut odd = Table::new();
     odd.push("seq", ColumnData::I64(vec![1]));
     let path = dir.path().join("tokens.parquet");
@@ -396,12 +418,13 @@ fn tensor_data_of_a_streamed_run_is_what_was_captured() {
         stats: false,
         weights: Some(true),
     };
-    let mut first = outcome(0, 3, 0, half);
-    let want: Vec<f16> = match &first.capture.as_ref().unwrap().layers[1].weights[1] {
-        HeadWeights::F16(v) => v.clone(),
-        HeadWeights::F32(_) => unreachable!(),
+    let first = outcome(0, 3, 0, half);
+    let weights = first.capture.as_ref().unwrap().weights.as_ref().unwrap();
+    let want: Vec<f16> = match weights.head(1, 2).unwrap() {
+        WeightRows::F16(v) => v.to_vec(),
+        WeightRows::F32(_) => unreachable!(),
     };
-    writer.write_sequence(0, &mut first).unwrap();
+    writer.write_sequence(0, &first).unwrap();
     writer.finish().unwrap();
     let bytes = std::fs::read(dir.path().join(ATTENTION_FILE)).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();

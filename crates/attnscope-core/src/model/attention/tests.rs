@@ -3,7 +3,7 @@
 //! every way; the recorders fed tile by tile must agree with the same recorders fed whole rows.
 
 use super::*;
-use crate::capture::{CaptureSpec, HeadStats, HeadWeights, WeightsDtype};
+use crate::capture::{CaptureSpec, HeadStats, WeightBuffer, WeightsDtype};
 use crate::rng::uniform_values as values;
 use crate::slots::SlotKind;
 
@@ -150,7 +150,7 @@ fn run(inp: &AttentionInput, sizes: TileSizes) -> (Vec<f32>, Vec<(Vec<f32>, Head
     let heads = recs
         .into_iter()
         .map(|r| match r.finish(t) {
-            (Some(HeadWeights::F32(w)), Some(s)) => (w, s),
+            (Some(WeightBuffer::F32(w)), Some(s)) => (w, s),
             _ => panic!("weights and stats"),
         })
         .collect();
