@@ -147,7 +147,7 @@ fn gpu_parallel_generation_matches_cpu() {
                 }),
                 ..GenerateOptions::default()
             };
-            let run = |m: &Model| run_sequence(m, &seq, &full_spec(), &generation, &mut || {});
+            let run = |m: &Model| run_sequence(m, &seq, &full_spec(), &generation, &mut || Ok(()));
             let want = run(&cpu).unwrap();
             let got = run(&gpu).unwrap();
             let label = format!("{vis:?} {next:?}");

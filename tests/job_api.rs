@@ -4,13 +4,14 @@
 
 mod common;
 
+use attnscope_core::Error;
 use attnscope_core::input::SequenceInput;
 use attnscope_core::run::GenerateOptions;
 use attnscope_cuda::{DeviceRequest, GpuDtype};
 use attnscope_job::DtypeRequest;
 use attnscope_job::{
     AblationJob, AblationModeRequest, AblationPrompt, AblationTargets, CaptureRequest, Job,
-    JobInputs, Quiet, Session,
+    JobInputs, Progress, Quiet, Session,
 };
 use common::cli::{attnscope, entries, fixture, float, int, read_parquet, run_ok};
 use std::fs;
@@ -184,4 +185,77 @@ fn sequences_built_in_code_run_like_a_spec_file() {
     job.capture.heads = Some("99".into());
     let err = job.run(&session, &mut Quiet).err().unwrap().to_string();
     assert!(err.starts_with("--heads:"), "{err}");
+}
+
+/// Stops a job as a front end's interrupt does: `step` fails once `steps_ok` steps went through, `check`
+/// (before each sequence) once `checks_ok` sequences began.
+struct StopAfter {
+    steps_ok: usize,
+    checks_ok: usize,
+    steps: usize,
+    checks: usize,
+}
+
+impl StopAfter {
+    fn new(steps_ok: usize, checks_ok: usize) -> StopAfter {
+        StopAfter {
+            steps_ok,
+            checks_ok,
+            steps: 0,
+            checks: 0,
+        }
+    }
+}
+
+fn interrupted() -> Error {
+    Error::interrupted("interrupted (KeyboardInterrupt)")
+}
+
+impl Progress for StopAfter {
+    fn check(&mut self) -> attnscope_core::Result<()> {
+        self.checks += 1;
+        if self.checks > self.checks_ok {
+            return Err(interrupted());
+        }
+        Ok(())
+    }
+    fn step(&mut self) -> attnscope_core::Result<()> {
+        self.steps += 1;
+        if self.steps > self.steps_ok {
+            return Err(interrupted());
+        }
+        Ok(())
+    }
+}
+
+/// A progress whose `step` fails after the first step (the prefill) stops a generating job of several
+/// sequences with its error, in the first sequence; one whose `check` fails stops it between sequences.
+/// Either way `Job::write_run` leaves nothing behind (no run directory, no temporary one, no parents).
+#[test]
+fn a_failing_progress_stops_the_job_and_leaves_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tmp.path().join("spec.json");
+    fs::write(&spec, SPEC).unwrap();
+    let job = job(&spec);
+    let loaded = session("llama_gqa");
+    for (steps_ok, checks_ok, steps, checks) in [(1, usize::MAX, 2, 1), (usize::MAX, 1, 5, 2)] {
+        let mut progress = StopAfter::new(steps_ok, checks_ok);
+        let err = job.run(&loaded, &mut progress).err().unwrap();
+        assert!(matches!(err, Error::Interrupted(_)), "{err:?}");
+        assert_eq!(err.to_string(), "interrupted (KeyboardInterrupt)");
+        assert_eq!((progress.steps, progress.checks), (steps, checks));
+
+        let out_root = tmp.path().join("outs");
+        fs::create_dir(&out_root).unwrap();
+        let out = out_root.join("new/parents/run");
+        let mut progress = StopAfter::new(steps_ok, checks_ok);
+        let err = job
+            .write_run(&out, false, || Ok(session("llama_gqa")), &mut progress)
+            .err()
+            .unwrap();
+        assert_eq!(err.to_string(), "interrupted (KeyboardInterrupt)");
+        assert_eq!((progress.steps, progress.checks), (steps, checks));
+        assert_eq!(entries(&out_root), Vec::<String>::new());
+        fs::remove_dir(&out_root).unwrap();
+    }
 }

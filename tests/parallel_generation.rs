@@ -32,7 +32,7 @@ fn generate(
         }),
         ..GenerateOptions::default()
     };
-    run_sequence(model, &seq, &full_spec(), &generation, &mut || {}).unwrap()
+    run_sequence(model, &seq, &full_spec(), &generation, &mut || Ok(())).unwrap()
 }
 
 fn check_replay(model: &Model, out: &attnscope_core::run::SequenceOutcome, label: &str) -> usize {

@@ -151,8 +151,9 @@ impl Progress for Bar {
         self.bar
             .set_message(format!("sequence {}/{}", index + 1, count));
     }
-    fn step(&mut self) {
+    fn step(&mut self) -> Result<()> {
         self.bar.inc(1);
+        Ok(())
     }
     fn finish(&mut self) {
         self.bar.finish_and_clear();

@@ -39,6 +39,10 @@ pub enum Error {
     /// failed launch. The message names the library or kernel file concerned.
     #[error("{0}")]
     Cuda(String),
+    /// The caller stopped the work (a progress callback or a front end's interrupt, e.g. Python's
+    /// KeyboardInterrupt); the message says by what, e.g. `interrupted (KeyboardInterrupt)`.
+    #[error("{0}")]
+    Interrupted(String),
 }
 
 /// Crate-wide result alias.
@@ -93,6 +97,12 @@ impl Error {
     /// A CUDA backend failure (library missing, kernel compile error, launch error).
     pub fn cuda(message: impl Into<String>) -> Self {
         Error::Cuda(message.into())
+    }
+
+    /// The work was stopped by its caller; `message` is the whole line, e.g.
+    /// `interrupted (KeyboardInterrupt)`.
+    pub fn interrupted(message: impl Into<String>) -> Self {
+        Error::Interrupted(message.into())
     }
 
     /// Bad user input not tied to a file.

@@ -171,7 +171,7 @@ impl AblationJob {
                     ..CaptureSpec::default()
                 };
                 check_fits(model, prompt, &generation, &spec, "--prompt")?;
-                let out = run_sequence(model, prompt, &spec, &generation, &mut || {})?;
+                let out = run_sequence(model, prompt, &spec, &generation, &mut || Ok(()))?;
                 let n = prompt.token_ids.len();
                 Ok(out.slots[n..].iter().map(|s| s.token).collect())
             }

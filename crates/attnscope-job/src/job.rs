@@ -81,14 +81,22 @@ impl CaptureRequest {
     }
 }
 
-/// Progress of a running job, for a progress bar (the CLI) or nothing (tests, libraries).
+/// Progress of a running job, for a progress bar (the CLI) or nothing (tests, libraries). [`Progress::check`]
+/// and [`Progress::step`] may stop the job: an error they return (e.g. [`Error::Interrupted`] when a front
+/// end was interrupted) ends it with that error, and [`Job::write_run`] then leaves nothing behind.
 pub trait Progress {
     /// The job has `total_steps` steps: one prefill per sequence plus its generation steps.
     fn start(&mut self, _total_steps: u64) {}
+    /// Called before each sequence begins; an error stops the job before it.
+    fn check(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Sequence `index` (0-based) of `count` begins.
     fn sequence(&mut self, _index: usize, _count: usize) {}
-    /// A prefill or a generation step finished.
-    fn step(&mut self) {}
+    /// A prefill or a generation step finished; an error stops the job there.
+    fn step(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Every sequence has run.
     fn finish(&mut self) {}
 }
@@ -237,6 +245,7 @@ impl Job {
         progress.start(total_steps);
         let mut outcomes = Vec::with_capacity(sequences.len());
         for (i, (seq, rec)) in sequences.iter().zip(inputs.iter_mut()).enumerate() {
+            progress.check()?;
             progress.sequence(i, sequences.len());
             let mut outcome =
                 run_sequence(&session.model, seq, spec, &self.generation, &mut || {

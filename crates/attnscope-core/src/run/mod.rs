@@ -114,13 +114,14 @@ pub fn check_fits(
 
 /// Prefills `seq` in one forward pass, then generates up to `generation.max_new_tokens` tokens one step at a
 /// time through the KV cache. With capture on, every query row (prompt and generated) is recorded, so the
-/// captured `[heads, T, T]` covers both. `on_step` is called after the prefill and after every step.
+/// captured `[heads, T, T]` covers both. `on_step` is called after the prefill and after every step; an
+/// error it returns (e.g. [`Error::Interrupted`]) stops the sequence there and is returned.
 pub fn run_sequence(
     model: &Model,
     seq: &SequenceInput,
     spec: &CaptureSpec,
     generation: &GenerateOptions,
-    on_step: &mut dyn FnMut(),
+    on_step: &mut dyn FnMut() -> Result<()>,
 ) -> Result<SequenceOutcome> {
     let n_prompt = seq.token_ids.len();
     let capacity = budget::sequence_capacity(n_prompt, generation)?;
@@ -142,7 +143,7 @@ pub fn run_sequence(
     model.forward_into(&mut cache, &prompt, capture.as_mut(), rows, &mut logits)?;
     check_finite(&logits, "the prefill")?;
     let prefill_seconds = started.elapsed().as_secs_f64();
-    on_step();
+    on_step()?;
 
     let mut sampler = Sampler::new(generation.sampler);
     let first_position = seq.positions.iter().copied().max().unwrap_or(-1) + 1;
@@ -173,7 +174,7 @@ pub fn run_sequence(
             logits = parallel::next_logits(&logits, model.cfg.vocab_size, how);
         }
         decode_seconds.push(started.elapsed().as_secs_f64());
-        on_step();
+        on_step()?;
         if is_eos && generation.stop_at_eos {
             stopped_at_eos = true;
             break;
