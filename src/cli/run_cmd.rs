@@ -5,7 +5,7 @@ use crate::cli::{DtypeArg, RunArgs, SetDistributionArg, VisibilityArg, model_dir
 use attnscope_core::Error;
 use attnscope_core::Result;
 use attnscope_core::capture::WeightsDtype;
-use attnscope_core::run::GenerateOptions;
+use attnscope_core::run::{GenerateOptions, PromptLogits};
 use attnscope_core::run::parallel::{ParallelOptions, SetDistribution};
 use attnscope_core::sampling::SamplerConfig;
 use attnscope_core::slots::Visibility;
@@ -86,6 +86,7 @@ fn build_job(args: &RunArgs) -> Result<Job> {
                 SetDistributionArg::Mean => SetDistribution::Mean,
             },
         }),
+        prompt_logits: PromptLogits::None,
     };
     job.visibility = args.visibility.map(|v| match v {
         VisibilityArg::Visible => Visibility::Visible,

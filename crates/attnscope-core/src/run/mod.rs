@@ -26,6 +26,29 @@ pub struct GenerateOptions {
     pub stop_at_eos: bool,
     /// TEMPO-style parallel sets; `None` = one token per step.
     pub parallel: Option<ParallelOptions>,
+    /// Which logits rows of the prompt [`SequenceOutcome::logits`] keeps.
+    pub prompt_logits: PromptLogits,
+}
+
+/// Which logits rows of the prompt a run keeps ([`SequenceOutcome::logits`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PromptLogits {
+    /// None.
+    #[default]
+    None,
+    /// The last prompt slot's row: the distribution the first generated token is sampled from.
+    Last,
+    /// One row per prompt slot, in slot order (the prefill computes them all).
+    All,
+}
+
+/// Logits rows of a prompt, `[rows, vocab]` row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PromptLogitRows {
+    pub rows: usize,
+    pub vocab: usize,
+    pub data: Vec<f32>,
 }
 
 impl Default for GenerateOptions {
@@ -35,6 +58,7 @@ impl Default for GenerateOptions {
             sampler: SamplerConfig::default(),
             stop_at_eos: true,
             parallel: None,
+            prompt_logits: PromptLogits::None,
         }
     }
 }
@@ -46,6 +70,8 @@ pub struct SequenceOutcome {
     pub visibility: crate::slots::Visibility,
     pub n_prompt: usize,
     pub capture: Option<SequenceResult>,
+    /// The prompt's logits rows [`GenerateOptions::prompt_logits`] asks for (`None` when it asks for none).
+    pub logits: Option<PromptLogitRows>,
     pub prefill_seconds: f64,
     /// Wall time of each generation step.
     pub decode_seconds: Vec<f64>,
@@ -114,8 +140,11 @@ pub fn check_fits(
 
 /// Prefills `seq` in one forward pass, then generates up to `generation.max_new_tokens` tokens one step at a
 /// time through the KV cache. With capture on, every query row (prompt and generated) is recorded, so the
-/// captured `[heads, T, T]` covers both. `on_step` is called after the prefill and after every step; an
-/// error it returns (e.g. [`Error::Interrupted`]) stops the sequence there and is returned.
+/// captured `[heads, T, T]` covers both. The prefill computes the logits of every prompt slot for
+/// [`PromptLogits::All`] (else of the last one, when they are kept or a token is generated), and the
+/// outcome keeps the rows `generation.prompt_logits` asks for. `on_step` is called after the prefill and
+/// after every step; an error it returns (e.g. [`Error::Interrupted`]) stops the sequence there and is
+/// returned.
 pub fn run_sequence(
     model: &Model,
     seq: &SequenceInput,
@@ -134,15 +163,17 @@ pub fn run_sequence(
         .collect();
 
     let started = Instant::now();
-    let rows = if generation.max_new_tokens > 0 {
-        LogitRows::Last
-    } else {
-        LogitRows::None
+    let rows = match generation.prompt_logits {
+        PromptLogits::All => LogitRows::All,
+        PromptLogits::Last => LogitRows::Last,
+        PromptLogits::None if generation.max_new_tokens > 0 => LogitRows::Last,
+        PromptLogits::None => LogitRows::None,
     };
     let mut logits = Vec::new();
     model.forward_into(&mut cache, &prompt, capture.as_mut(), rows, &mut logits)?;
     check_finite(&logits, "the prefill")?;
     let prefill_seconds = started.elapsed().as_secs_f64();
+    let prompt_logits = prompt_rows(generation.prompt_logits, &mut logits, model.cfg.vocab_size);
     on_step()?;
 
     let mut sampler = Sampler::new(generation.sampler);
@@ -187,6 +218,7 @@ pub fn run_sequence(
     }
     Ok(SequenceOutcome {
         capture,
+        logits: prompt_logits,
         slots,
         visibility: seq.visibility,
         n_prompt,
@@ -194,6 +226,33 @@ pub fn run_sequence(
         decode_seconds,
         stopped_at_eos,
     })
+}
+
+/// The prompt rows `which` keeps of the prefill's `logits` (every prompt row for `All`, the last for
+/// `Last`), leaving in `logits` the last row, which the first generated token is sampled from.
+fn prompt_rows(
+    which: PromptLogits,
+    logits: &mut Vec<f32>,
+    vocab: usize,
+) -> Option<PromptLogitRows> {
+    let rows = match which {
+        PromptLogits::None => return None,
+        PromptLogits::Last => PromptLogitRows {
+            rows: 1,
+            vocab,
+            data: logits.clone(),
+        },
+        PromptLogits::All => {
+            let data = logits.clone();
+            logits.drain(..data.len().saturating_sub(vocab));
+            PromptLogitRows {
+                rows: data.len() / vocab.max(1),
+                vocab,
+                data,
+            }
+        }
+    };
+    Some(rows)
 }
 
 /// Refuses logits that hold NaN or ±∞: the forward pass overflowed (weights or inputs far outside what the

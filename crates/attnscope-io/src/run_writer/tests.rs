@@ -105,6 +105,7 @@ fn outcome(seed: usize, prompt: usize, generated: usize, what: Captured) -> Sequ
         },
         slots,
         capture,
+        logits: None,
         prefill_seconds: 0.0,
         decode_seconds: vec![0.0; generated],
         stopped_at_eos: false,
