@@ -259,3 +259,64 @@ fn a_failing_progress_stops_the_job_and_leaves_nothing_behind() {
         fs::remove_dir(&out_root).unwrap();
     }
 }
+
+/// The manifest without what differs between two runs of one job: timings, creation time, command line.
+fn manifest_without_timings(dir: &std::path::Path) -> serde_json::Value {
+    let mut m = common::cli::manifest(dir);
+    let obj = m.as_object_mut().unwrap();
+    for key in [
+        "timings",
+        "created_unix_seconds",
+        "command",
+        "command_escaped",
+    ] {
+        obj.remove(key);
+    }
+    m
+}
+
+/// `Job::run` then `JobResults::write_run` writes the run directory `Job::write_run` streams for the same
+/// job (weights and statistics of every layer, generation): the same files, every Parquet table and
+/// attention.safetensors byte for byte, the same manifest but for timings and command line.
+#[test]
+fn results_in_memory_write_the_run_directory_of_their_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tmp.path().join("spec.json");
+    fs::write(&spec, SPEC).unwrap();
+    let mut job = job(&spec);
+    job.capture = CaptureRequest::from_kinds("weights,stats").unwrap();
+    let streamed = tmp.path().join("streamed");
+    job.write_run(&streamed, false, || Ok(session("llama_gqa")), &mut Quiet)
+        .unwrap();
+
+    let loaded = session("llama_gqa");
+    let results = job.run(&loaded, &mut Quiet).unwrap();
+    let out = tmp.path().join("new/parents/from-results");
+    let (path, manifest) = results.write_run(&out, false, &job, &loaded).unwrap();
+    assert_eq!(path, out);
+    assert_eq!(manifest.inputs.len(), 2);
+    let files = entries(&out);
+    assert_eq!(files, entries(&streamed));
+    for f in ["attention.safetensors", "stats.parquet", "steps.parquet"] {
+        assert!(files.contains(&f.to_string()), "{files:?}");
+    }
+    for f in files.iter().filter(|f| *f != "manifest.json") {
+        assert!(
+            fs::read(out.join(f)).unwrap() == fs::read(streamed.join(f)).unwrap(),
+            "{f} differs"
+        );
+    }
+    assert_eq!(
+        manifest_without_timings(&out),
+        manifest_without_timings(&streamed)
+    );
+    // The results stay in memory: they can be written again, over the first directory when asked to.
+    let err = results
+        .write_run(&out, false, &job, &loaded)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("from-results"), "{err}");
+    results.write_run(&out, true, &job, &loaded).unwrap();
+    assert_eq!(entries(&out), files);
+}

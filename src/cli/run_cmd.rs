@@ -5,8 +5,8 @@ use crate::cli::{DtypeArg, RunArgs, SetDistributionArg, VisibilityArg, model_dir
 use attnscope_core::Error;
 use attnscope_core::Result;
 use attnscope_core::capture::WeightsDtype;
-use attnscope_core::run::{GenerateOptions, PromptLogits};
 use attnscope_core::run::parallel::{ParallelOptions, SetDistribution};
+use attnscope_core::run::{GenerateOptions, PromptLogits};
 use attnscope_core::sampling::SamplerConfig;
 use attnscope_core::slots::Visibility;
 use attnscope_core::weights::LoadOptions;

@@ -3,7 +3,9 @@
 //! attention.safetensors), written to a temporary sibling sequence by sequence and renamed only when
 //! complete.
 
-use crate::manifest::{RunRecord, build_manifest};
+use crate::manifest::RunRecord;
+pub use crate::output::create_parents;
+use crate::output::{finish_run, run_writer, with_run_dir};
 use crate::session::Session;
 use attnscope_core::Error;
 use attnscope_core::Result;
@@ -11,10 +13,10 @@ use attnscope_core::capture::{CaptureSpec, WeightsDtype};
 use attnscope_core::input::{InputSpec, SequenceInput};
 use attnscope_core::run::{GenerateOptions, SequenceOutcome, budget, check_fits, run_sequence};
 use attnscope_core::slots::Visibility;
+use attnscope_io::RunDir;
 use attnscope_io::manifest::{InputRecord, Manifest};
-use attnscope_io::{RunDir, RunWriter, write_json};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What a job runs.
 #[derive(Clone, Debug)]
@@ -118,11 +120,50 @@ pub struct Job {
     pub command: Vec<std::ffi::OsString>,
 }
 
-/// What a job produced, in memory.
+/// What a job produced, in memory: everything its run directory holds ([`JobResults::write_run`]).
 pub struct JobResults {
     pub spec: CaptureSpec,
+    /// The generation settings the sequences ran with.
+    pub generation: GenerateOptions,
     pub inputs: Vec<InputRecord>,
     pub outcomes: Vec<SequenceOutcome>,
+    /// Wall time of [`Job::run`] in seconds (the manifest's total is this plus the writing).
+    pub run_seconds: f64,
+}
+
+impl JobResults {
+    /// Writes the run directory `out` that [`Job::write_run`] (and `attnscope run`) writes for the job
+    /// that produced these results: the same files, tables and tensors, and a manifest built the same way
+    /// (its command line is `job.command`; the generation settings are the ones the results ran with; its
+    /// timings are the run's and this call's). Through a temporary sibling renamed when complete; missing
+    /// parents are created, and on any failure nothing is left behind. Returns the directory and its
+    /// manifest.
+    pub fn write_run(
+        &self,
+        out: &Path,
+        overwrite: bool,
+        job: &Job,
+        session: &Session,
+    ) -> Result<(PathBuf, Manifest)> {
+        let run = Duration::try_from_secs_f64(self.run_seconds).unwrap_or_default();
+        let started = Instant::now().checked_sub(run).unwrap_or_else(Instant::now);
+        with_run_dir(out, overwrite, |run_dir| {
+            let write_started = Instant::now();
+            let mut writer = run_writer(&run_dir, session);
+            for (seq, outcome) in self.outcomes.iter().enumerate() {
+                writer.write_sequence(seq, outcome)?;
+            }
+            let record = RunRecord {
+                command: &job.command,
+                generation: &self.generation,
+                spec: &self.spec,
+                inputs: &self.inputs,
+                outcomes: &self.outcomes,
+            };
+            let write_seconds = write_started.elapsed().as_secs_f64();
+            finish_run(run_dir, writer, &record, session, write_seconds, started)
+        })
+    }
 }
 
 impl Job {
@@ -140,6 +181,7 @@ impl Job {
     /// Runs every sequence on `session` and returns the captures in memory (every capture is held until
     /// the call returns).
     pub fn run(&self, session: &Session, progress: &mut dyn Progress) -> Result<JobResults> {
+        let started = Instant::now();
         let prepared = self.prepare(session, CapturesHeld::Every)?;
         let (spec, mut inputs) = (prepared.spec, prepared.inputs);
         let outcomes = self.run_sequences(
@@ -152,8 +194,10 @@ impl Job {
         )?;
         Ok(JobResults {
             spec,
+            generation: self.generation.clone(),
             inputs,
             outcomes,
+            run_seconds: started.elapsed().as_secs_f64(),
         })
     }
 
@@ -170,20 +214,14 @@ impl Job {
         progress: &mut dyn Progress,
     ) -> Result<(PathBuf, Manifest)> {
         let started = Instant::now();
-        let created = create_parents(out)?;
-        let result = RunDir::create(out, overwrite).and_then(|run_dir| {
+        with_run_dir(out, overwrite, |run_dir| {
             let session = open()?;
             self.stream_run(run_dir, &session, progress, started)
-        });
-        if result.is_err() {
-            for dir in created.iter().rev() {
-                let _ = std::fs::remove_dir(dir);
-            }
-        }
-        result
+        })
     }
 
-    /// Runs the job into the claimed `run_dir` through a [`RunWriter`], writes the manifest and commits.
+    /// Runs the job into the claimed `run_dir` through a [`attnscope_io::RunWriter`], writing and dropping
+    /// each sequence's capture as it ends, then writes the manifest and commits.
     fn stream_run(
         &self,
         run_dir: RunDir,
@@ -193,11 +231,7 @@ impl Job {
     ) -> Result<(PathBuf, Manifest)> {
         let prepared = self.prepare(session, CapturesHeld::One)?;
         let (spec, mut inputs) = (prepared.spec, prepared.inputs);
-        let mut writer = RunWriter::new(
-            run_dir.path(),
-            session.model.cfg.sliding_window,
-            session.tokenizer.as_ref(),
-        );
+        let mut writer = run_writer(&run_dir, session);
         let mut write_seconds = 0.0;
         let outcomes = self.run_sequences(
             session,
@@ -214,9 +248,6 @@ impl Job {
                 Ok(())
             },
         )?;
-        let write_started = Instant::now();
-        writer.finish()?;
-        write_seconds += write_started.elapsed().as_secs_f64();
         let record = RunRecord {
             command: &self.command,
             generation: &self.generation,
@@ -224,9 +255,7 @@ impl Job {
             inputs: &inputs,
             outcomes: &outcomes,
         };
-        let manifest = build_manifest(&record, session, write_seconds, started)?;
-        write_json(&run_dir.file("manifest.json"), &manifest)?;
-        Ok((run_dir.commit()?, manifest))
+        finish_run(run_dir, writer, &record, session, write_seconds, started)
     }
 
     /// Runs `sequences` one after another, the code [`Job::run`] and [`Job::write_run`] share: fills each
@@ -377,34 +406,4 @@ fn record(seq: usize, source: String, text: Option<String>, s: &SequenceInput) -
         stopped_at_eos: false,
         generated_text: None,
     }
-}
-
-/// Creates the missing ancestors of `out`, returning them outermost first. An ancestor that exists but is
-/// not a directory is reported by name.
-pub fn create_parents(out: &Path) -> Result<Vec<PathBuf>> {
-    let mut missing = Vec::new();
-    for dir in out
-        .ancestors()
-        .skip(1)
-        .filter(|p| !p.as_os_str().is_empty())
-    {
-        if dir.is_dir() {
-            break;
-        }
-        if dir.exists() {
-            return Err(Error::output(
-                dir,
-                format!(
-                    "is not a directory, so --out {} cannot be created",
-                    out.display()
-                ),
-            ));
-        }
-        missing.push(dir.to_path_buf());
-    }
-    missing.reverse();
-    for dir in &missing {
-        std::fs::create_dir(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    Ok(missing)
 }

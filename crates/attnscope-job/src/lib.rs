@@ -6,6 +6,7 @@
 pub mod ablation;
 pub mod job;
 pub mod manifest;
+pub mod output;
 pub mod placement;
 pub mod session;
 
