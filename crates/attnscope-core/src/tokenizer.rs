@@ -26,6 +26,18 @@ pub struct TextTokenizer {
     disabled: Vec<&'static str>,
 }
 
+/// A text's tokens with where each came from ([`TextTokenizer::encode_with_offsets`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodedText {
+    /// The token ids, as [`TextTokenizer::encode`] returns them.
+    pub ids: Vec<u32>,
+    /// The vocabulary string of each token (e.g. `▁the`, `Ġthe`, `<0xE6>`, `<s>`).
+    pub pieces: Vec<String>,
+    /// Each token's span `[start, end)` of the text in characters (Unicode scalar values, not bytes);
+    /// `(0, 0)` for special tokens the text does not contain, such as a prepended BOS.
+    pub offsets: Vec<(usize, usize)>,
+}
+
 /// The fields of `tokenizer_config.json` (and `special_tokens_map.json`) that matter here.
 #[derive(Default)]
 struct SpecialConfig {
@@ -306,23 +318,59 @@ impl TextTokenizer {
     /// Encodes text, adding special tokens as the tokenizer's post-processor says; when
     /// `add_bos_token` is true and the result does not already start with BOS, prepends BOS.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self.encode_raw(text, |t| self.inner.encode(t, true))?;
+        let mut ids = enc.get_ids().to_vec();
+        if let Some(bos) = self.missing_bos(&ids) {
+            ids.insert(0, bos);
+        }
+        Self::refuse_no_tokens(&ids)?;
+        Ok(ids)
+    }
+
+    /// [`TextTokenizer::encode`] with each token's vocabulary string and its span of `text` in
+    /// characters: the same ids (and BOS rule: a prepended BOS has the span `(0, 0)`) and the same errors.
+    pub fn encode_with_offsets(&self, text: &str) -> Result<EncodedText> {
+        let enc = self.encode_raw(text, |t| self.inner.encode_char_offsets(t, true))?;
+        let mut out = EncodedText {
+            ids: enc.get_ids().to_vec(),
+            pieces: enc.get_tokens().to_vec(),
+            offsets: enc.get_offsets().to_vec(),
+        };
+        if let (Some(bos), Some((_, piece))) = (self.missing_bos(&out.ids), &self.bos) {
+            out.ids.insert(0, bos);
+            out.pieces.insert(0, piece.clone());
+            out.offsets.insert(0, (0, 0));
+        }
+        Self::refuse_no_tokens(&out.ids)?;
+        Ok(out)
+    }
+
+    /// Runs `encode` on a non-empty `text` under the panic guard, errors naming the tokenizer file.
+    fn encode_raw(
+        &self,
+        text: &str,
+        encode: impl FnOnce(&str) -> tokenizers::Result<tokenizers::Encoding>,
+    ) -> Result<tokenizers::Encoding> {
         if text.is_empty() {
             return Err(Error::input("empty prompt"));
         }
-        let enc = guard::guarded(&self.source, "encoding", || self.inner.encode(text, true))?
-            .map_err(|e| {
-                Error::tokenizer(&self.source, format!("encode failed: {}", one_line(e)))
-            })?;
-        let mut ids = enc.get_ids().to_vec();
-        if let (true, Some((bos, _))) = (self.add_bos, &self.bos)
-            && ids.first() != Some(bos)
-        {
-            ids.insert(0, *bos);
+        guard::guarded(&self.source, "encoding", || encode(text))?
+            .map_err(|e| Error::tokenizer(&self.source, format!("encode failed: {}", one_line(e))))
+    }
+
+    /// The BOS id to prepend to `ids`: when `add_bos_token` is true and they do not start with it.
+    fn missing_bos(&self, ids: &[u32]) -> Option<u32> {
+        match (self.add_bos, &self.bos) {
+            (true, Some((bos, _))) if ids.first() != Some(bos) => Some(*bos),
+            _ => None,
         }
+    }
+
+    fn refuse_no_tokens(ids: &[u32]) -> Result<()> {
         if ids.is_empty() {
             return Err(Error::input("prompt encodes to no tokens"));
         }
-        Ok(ids)
+        Ok(())
     }
 
     /// Decodes ids to text, keeping special tokens.
@@ -400,3 +448,5 @@ mod repair;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_offsets;

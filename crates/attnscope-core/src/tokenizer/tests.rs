@@ -5,7 +5,7 @@ use super::*;
 const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared");
 
 /// The shared directory `rel`, or `None` (after printing SKIP) when it is absent.
-fn shared_dir(rel: &str) -> Option<PathBuf> {
+pub(super) fn shared_dir(rel: &str) -> Option<PathBuf> {
     let dir = Path::new(SHARED).join(rel);
     if dir.is_dir() {
         Some(dir)
@@ -15,7 +15,7 @@ fn shared_dir(rel: &str) -> Option<PathBuf> {
     }
 }
 
-fn load(dir: &Path) -> TextTokenizer {
+pub(super) fn load(dir: &Path) -> TextTokenizer {
     match TextTokenizer::from_dir(dir) {
         Ok(Some(t)) => t,
         Ok(None) => panic!("no tokenizer in {}", dir.display()),
@@ -145,6 +145,15 @@ fn add_bos_is_prepended_once() {
         tok.encode("<|endoftext|>Hello").unwrap(),
         vec![50256, 15496]
     );
+    // With offsets: the prepended BOS has no span; one in the text has its own.
+    let e = tok.encode_with_offsets("Hello world").unwrap();
+    assert_eq!(e.ids, [50256, 15496, 995]);
+    assert_eq!(e.pieces, ["<|endoftext|>", "Hello", "Ġworld"]);
+    assert_eq!(e.offsets, [(0, 0), (0, 5), (5, 11)]);
+    let e = tok.encode_with_offsets("<|endoftext|>Hé").unwrap();
+    assert_eq!(e.ids, tok.encode("<|endoftext|>Hé").unwrap());
+    assert_eq!(e.offsets[0], (0, 13));
+    assert_eq!(e.offsets.last().map(|o| o.1), Some(15));
     let bad = r#"{"add_bos_token": "yes"}"#;
     std::fs::write(tmp.path().join("tokenizer_config.json"), bad).unwrap();
     let err = TextTokenizer::from_dir(tmp.path())
