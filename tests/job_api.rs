@@ -107,6 +107,10 @@ fn in_memory_results_match_the_run_directory_and_the_cli() {
     }
 }
 
+fn job_command() -> Vec<std::ffi::OsString> {
+    vec!["attnscope".into(), "ablate".into()]
+}
+
 #[test]
 fn ablation_job_scores_what_the_cli_reports() {
     let tmp = tempfile::tempdir().unwrap();
@@ -158,6 +162,20 @@ fn ablation_job_scores_what_the_cli_reports() {
     );
     let rows = read_parquet(&out.join("ablation.parquet"));
     assert_eq!(rows.len(), 3);
+    // The table in memory is the file's.
+    let table = result.table(&session);
+    assert_eq!(
+        attnscope_io::read_parquet(&out.join("ablation.parquet")).unwrap(),
+        table
+    );
+    let api_out = tmp.path().join("ab-api");
+    result
+        .write(&api_out, false, &session, &job_command())
+        .unwrap();
+    assert!(
+        fs::read(api_out.join("ablation.parquet")).unwrap()
+            == fs::read(out.join("ablation.parquet")).unwrap()
+    );
     for (j, row) in rows.iter().enumerate() {
         assert_eq!(float(row, "logp_base"), result.logp_base[j]);
         assert_eq!(float(row, "logp_ablated"), result.logp_ablated[j]);

@@ -185,15 +185,10 @@ impl AblationResult {
         (self.logp_base.iter().sum(), self.logp_ablated.iter().sum())
     }
 
-    /// Writes `ablation.parquet` and `manifest.json` to the run directory `out`.
-    pub fn write(
-        &self,
-        out: &Path,
-        overwrite: bool,
-        session: &Session,
-        command: &[std::ffi::OsString],
-    ) -> Result<PathBuf> {
-        let run = RunDir::create(out, overwrite)?;
+    /// The ablation table (what `ablation.parquet` holds): per target its index, token id and text (through
+    /// the session's tokenizer; empty without one), log-probabilities without and with the ablation, and
+    /// their difference (ablated − base).
+    pub fn table(&self, session: &Session) -> Table {
         let targets = &self.targets;
         let mut t = Table::new();
         t.push(
@@ -220,7 +215,21 @@ impl AblationResult {
                     .collect(),
             ),
         );
-        write_parquet(&run.file("ablation.parquet"), &t)?;
+        t
+    }
+
+    /// Writes `ablation.parquet` ([`AblationResult::table`]) and `manifest.json` to the run directory
+    /// `out`.
+    pub fn write(
+        &self,
+        out: &Path,
+        overwrite: bool,
+        session: &Session,
+        command: &[std::ffi::OsString],
+    ) -> Result<PathBuf> {
+        let run = RunDir::create(out, overwrite)?;
+        write_parquet(&run.file("ablation.parquet"), &self.table(session))?;
+        let targets = &self.targets;
         let (sb, sa) = self.totals();
         let p = &self.prompt;
         let (command, command_escaped) = attnscope_io::manifest::escape_args(command);
