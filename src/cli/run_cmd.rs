@@ -22,6 +22,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     check_flags(&args)?;
     crate::cli::threads::init_pool(args.threads)?;
     let job = build_job(&args)?;
+    job.check_settings()?;
     let out = args
         .out
         .clone()
@@ -104,22 +105,6 @@ fn check_flags(args: &RunArgs) -> Result<()> {
     }
     if args.prompt.iter().any(|p| p.is_empty()) {
         return Err(Error::input("--prompt: empty prompt"));
-    }
-    if !(args.temperature >= 0.0 && args.temperature.is_finite()) {
-        return Err(Error::input("--temperature: must be a finite number ≥ 0"));
-    }
-    if !(args.top_p > 0.0 && args.top_p <= 1.0) {
-        return Err(Error::input("--top-p: must be in (0, 1]"));
-    }
-    if let Some(p) = args.parallel_threshold
-        && !(p > 0.0 && p <= 1.0)
-    {
-        return Err(Error::input("--parallel-threshold: must be in (0, 1]"));
-    }
-    if args.parallel_max < 2 {
-        return Err(Error::input(
-            "--parallel-max: a parallel set needs at least 2 tokens",
-        ));
     }
     if args.threads == Some(0) {
         return Err(Error::input("--threads: must be at least 1"));

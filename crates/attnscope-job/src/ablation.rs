@@ -18,6 +18,8 @@ const NO_TOKENIZER: &str = "no tokenizer in the model directory; use --input and
 pub enum AblationPrompt {
     Text(String),
     SpecFile(PathBuf),
+    /// A sequence built in code (the Python module's token ids or dict).
+    Sequence(SequenceInput),
 }
 
 /// The tokens scored after the prompt.
@@ -114,6 +116,7 @@ impl AblationJob {
                 let tok = session.require_tokenizer(NO_TOKENIZER)?;
                 Ok(SequenceInput::from_tokens(tok.encode(text)?))
             }
+            AblationPrompt::Sequence(seq) => Ok(seq.clone()),
             AblationPrompt::SpecFile(path) => {
                 let mut spec = InputSpec::from_file(path)?;
                 if spec.sequences.len() != 1 {

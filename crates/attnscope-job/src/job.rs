@@ -167,6 +167,30 @@ impl JobResults {
 }
 
 impl Job {
+    /// Rejects generation settings that cannot work, before anything runs (the CLI's flag checks,
+    /// shared with the Python module): errors name the flag.
+    pub fn check_settings(&self) -> Result<()> {
+        let g = &self.generation;
+        let s = &g.sampler;
+        if !(s.temperature >= 0.0 && s.temperature.is_finite()) {
+            return Err(Error::input("--temperature: must be a finite number ≥ 0"));
+        }
+        if !(s.top_p > 0.0 && s.top_p <= 1.0) {
+            return Err(Error::input("--top-p: must be in (0, 1]"));
+        }
+        if let Some(p) = &g.parallel {
+            if !(p.threshold > 0.0 && p.threshold <= 1.0) {
+                return Err(Error::input("--parallel-threshold: must be in (0, 1]"));
+            }
+            if p.max_set < 2 {
+                return Err(Error::input(
+                    "--parallel-max: a parallel set needs at least 2 tokens",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// A job over `inputs` with the default capture (statistics) and no generation.
     pub fn new(inputs: JobInputs) -> Job {
         Job {
