@@ -156,11 +156,29 @@ impl Model {
         items: &mut [BatchItem],
         logit_rows: LogitRows,
     ) -> Result<Vec<Vec<f32>>> {
-        self.check_batch(items)?;
         let mut outs = vec![Vec::new(); items.len()];
-        self.exec
-            .forward_batch(&self.cfg, items, logit_rows, &mut outs)?;
+        self.forward_batch_into(items, logit_rows, &mut outs)?;
         Ok(outs)
+    }
+
+    /// [`Model::forward_batch`] writing item i's logits into `outs[i]` (cleared; its capacity is reused, so
+    /// a batched decode loop that passes the same buffers allocates nothing for them). `outs` holds one
+    /// buffer per item.
+    pub fn forward_batch_into(
+        &self,
+        items: &mut [BatchItem],
+        logit_rows: LogitRows,
+        outs: &mut [Vec<f32>],
+    ) -> Result<()> {
+        if outs.len() != items.len() {
+            return Err(Error::input(format!(
+                "forward: {} logits buffers for a batch of {} sequences",
+                outs.len(),
+                items.len()
+            )));
+        }
+        self.check_batch(items)?;
+        self.exec.forward_batch(&self.cfg, items, logit_rows, outs)
     }
 
     /// Rejects batches the model or the caches cannot take.

@@ -2,18 +2,21 @@
 //! `run::outputs` for writing. The CLI and the tests drive this module; it owns no I/O but the model's.
 
 pub mod ablation;
+pub mod batch;
 pub mod budget;
 pub mod parallel;
+mod step;
+
+pub use batch::run_batch;
 
 use crate::Error;
 use crate::Result;
-use crate::capture::{CaptureSpec, SequenceCapture, SequenceResult};
+use crate::capture::{CaptureSpec, SequenceResult};
 use crate::input::SequenceInput;
-use crate::model::{LogitRows, Model};
-use crate::sampling::{Sampler, SamplerConfig};
-use crate::slots::{SlotInfo, SlotKind};
-use parallel::{ParallelOptions, SetDistribution};
-use std::time::Instant;
+use crate::model::Model;
+use crate::sampling::SamplerConfig;
+use crate::slots::SlotInfo;
+use parallel::ParallelOptions;
 
 /// Generation settings of a run.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -144,7 +147,7 @@ pub fn check_fits(
 /// [`PromptLogits::All`] (else of the last one, when they are kept or a token is generated), and the
 /// outcome keeps the rows `generation.prompt_logits` asks for. `on_step` is called after the prefill and
 /// after every step; an error it returns (e.g. [`Error::Interrupted`]) stops the sequence there and is
-/// returned.
+/// returned. It is [`run_batch`] over the one sequence.
 pub fn run_sequence(
     model: &Model,
     seq: &SequenceInput,
@@ -152,80 +155,10 @@ pub fn run_sequence(
     generation: &GenerateOptions,
     on_step: &mut dyn FnMut() -> Result<()>,
 ) -> Result<SequenceOutcome> {
-    let n_prompt = seq.token_ids.len();
-    let capacity = budget::sequence_capacity(n_prompt, generation)?;
-    let mut cache = model.new_cache(capacity, seq.visibility)?;
-    let mut capture = spec
-        .any()
-        .then(|| SequenceCapture::new(spec, &model.cfg, capacity));
-    let prompt: Vec<SlotInfo> = (0..n_prompt)
-        .map(|i| SlotInfo::prompt(seq.token_ids[i], seq.positions[i], seq.groups[i]))
-        .collect();
-
-    let started = Instant::now();
-    let rows = match generation.prompt_logits {
-        PromptLogits::All => LogitRows::All,
-        PromptLogits::Last => LogitRows::Last,
-        PromptLogits::None if generation.max_new_tokens > 0 => LogitRows::Last,
-        PromptLogits::None => LogitRows::None,
-    };
-    let mut logits = Vec::new();
-    model.forward_into(&mut cache, &prompt, capture.as_mut(), rows, &mut logits)?;
-    check_finite(&logits, "the prefill")?;
-    let prefill_seconds = started.elapsed().as_secs_f64();
-    let prompt_logits = prompt_rows(generation.prompt_logits, &mut logits, model.cfg.vocab_size);
-    on_step()?;
-
-    let mut sampler = Sampler::new(generation.sampler);
-    let first_position = seq.positions.iter().copied().max().unwrap_or(-1) + 1;
-    let mut next_group = seq.groups.iter().copied().max().unwrap_or(-1).max(-1) + 1;
-    let mut decode_seconds = Vec::new();
-    let mut stopped_at_eos = false;
-    for step in 1..=generation.max_new_tokens {
-        let started = Instant::now();
-        let position = first_position + step as i64 - 1;
-        let new = next_slots(
-            &logits,
-            generation,
-            &mut sampler,
-            step,
-            position,
-            &mut next_group,
-        );
-        let is_set = new.len() >= 2;
-        let is_eos = new
-            .iter()
-            .any(|s| model.cfg.eos_token_ids.contains(&s.token));
-        // The sampled tokens enter the cache so that their own attention rows are captured too.
-        let (rows, how) = logit_rows_after(step, generation, is_set);
-        // The logits buffer is reused from step to step.
-        model.forward_into(&mut cache, &new, capture.as_mut(), rows, &mut logits)?;
-        check_finite(&logits, &format!("generation step {step}"))?;
-        if rows == LogitRows::All {
-            logits = parallel::next_logits(&logits, model.cfg.vocab_size, how);
-        }
-        decode_seconds.push(started.elapsed().as_secs_f64());
-        on_step()?;
-        if is_eos && generation.stop_at_eos {
-            stopped_at_eos = true;
-            break;
-        }
-    }
-    let slots = cache.slots().to_vec();
-    let capture = capture.map(|c| c.finish(&slots));
-    if let Some(c) = &capture {
-        c.check_finite("the capture")?;
-    }
-    Ok(SequenceOutcome {
-        capture,
-        logits: prompt_logits,
-        slots,
-        visibility: seq.visibility,
-        n_prompt,
-        prefill_seconds,
-        decode_seconds,
-        stopped_at_eos,
-    })
+    // One code path: a batch of one.
+    run_batch(model, &[seq], spec, generation, on_step)?
+        .pop()
+        .ok_or_else(|| Error::input("run: a batch of one sequence returned no outcome"))
 }
 
 /// The prompt rows `which` keeps of the prefill's `logits` (every prompt row for `All`, the last for
@@ -267,62 +200,4 @@ pub(crate) fn check_finite(logits: &[f32], at: &str) -> Result<()> {
             logits[i]
         ))),
     }
-}
-
-/// Which logits step `step` must return, and how a parallel set's rows make the next distribution: none
-/// after the last step, every row of a set whose next distribution is not its last row's, else the last.
-fn logit_rows_after(
-    step: usize,
-    generation: &GenerateOptions,
-    is_set: bool,
-) -> (LogitRows, SetDistribution) {
-    let how = generation
-        .parallel
-        .map_or(SetDistribution::Last, |p| p.next);
-    let rows = if step == generation.max_new_tokens {
-        LogitRows::None
-    } else if is_set && how != SetDistribution::Last {
-        LogitRows::All
-    } else {
-        LogitRows::Last
-    };
-    (rows, how)
-}
-
-/// The slots of generation step `step` at `position`: one sampled token, or a parallel set (a new group)
-/// when at least two tokens pass the parallel threshold.
-fn next_slots(
-    logits: &[f32],
-    generation: &GenerateOptions,
-    sampler: &mut Sampler,
-    step: usize,
-    position: i64,
-    next_group: &mut i32,
-) -> Vec<SlotInfo> {
-    let set = match generation.parallel {
-        Some(p) => parallel::parallel_candidates(logits, p.threshold, p.max_set),
-        None => Vec::new(),
-    };
-    let tokens = if set.len() >= 2 {
-        set
-    } else {
-        vec![sampler.sample(logits)]
-    };
-    let (group, kind) = if tokens.len() >= 2 {
-        *next_group += 1;
-        (*next_group - 1, SlotKind::Parallel)
-    } else {
-        (-1, SlotKind::Generated)
-    };
-    tokens
-        .iter()
-        .map(|&token| SlotInfo {
-            token,
-            position,
-            group,
-            step: step as u32,
-            kind,
-            ablated: false,
-        })
-        .collect()
 }
