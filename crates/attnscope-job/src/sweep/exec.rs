@@ -17,7 +17,7 @@ use attnscope_core::Error;
 use attnscope_core::Result;
 use attnscope_core::capture::CaptureSpec;
 use attnscope_core::input::SequenceInput;
-use attnscope_core::run::{GenerateOptions, SequenceOutcome, budget, check_fits, run_sequence};
+use attnscope_core::run::{GenerateOptions, SequenceOutcome, budget, check_fits, run_batch};
 use attnscope_cuda::DeviceRequest;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -467,17 +467,4 @@ fn pack(units: Vec<Prepared>, max_tokens: usize) -> Vec<Vec<Prepared>> {
         }
     }
     batches
-}
-
-/// Until `attnscope_core::run::run_batch` lands: one sequence after another.
-fn run_batch(
-    model: &attnscope_core::model::Model,
-    seqs: &[&SequenceInput],
-    spec: &CaptureSpec,
-    generation: &GenerateOptions,
-    on_step: &mut dyn FnMut() -> Result<()>,
-) -> Result<Vec<SequenceOutcome>> {
-    seqs.iter()
-        .map(|s| run_sequence(model, s, spec, generation, on_step))
-        .collect()
 }
