@@ -29,7 +29,7 @@ python3 -m venv "$venv" || { (apt-get install -y -qq python3-venv || (apt-get up
 export ATTNSCOPE_SLURM_DIR=${ATTNSCOPE_SLURM_DIR:-/tmp/attnscope-slurm}
 slurm_started=0
 cleanup() {
-    if [ "$slurm_started" = 1 ]; then scripts/slurm-local.sh stop || true; fi
+    if [ "$slurm_started" = 1 ]; then "$root"/scripts/slurm-local.sh stop || true; fi
 }
 trap cleanup EXIT
 
@@ -38,15 +38,15 @@ if [ "$(id -u)" != 0 ]; then
     [ "$require" = 1 ] && { echo "test-sweep: ATTNSCOPE_REQUIRE_SLURM=1 but not root" >&2; exit 1; }
     echo "SKIP: Slurm tests: not root (slurm-local.sh runs the daemons as root)"
     export ATTNSCOPE_SLURM_SKIP="not root"
-elif ! scripts/slurm-local.sh install; then
+elif ! "$root"/scripts/slurm-local.sh install; then
     [ "$require" = 1 ] && { echo "test-sweep: installing Slurm failed" >&2; exit 1; }
     echo "SKIP: Slurm tests: installing slurmctld/slurmd/munge failed"
     export ATTNSCOPE_SLURM_SKIP="installing Slurm failed"
 else
     # A cluster left over by an earlier run that was killed: stop it first (its directory is ours).
-    scripts/slurm-local.sh stop || true
+    "$root"/scripts/slurm-local.sh stop || true
     slurm_started=1
-    if env_line=$(scripts/slurm-local.sh start); then
+    if env_line=$("$root"/scripts/slurm-local.sh start); then
         eval "$env_line"
         echo "test-sweep: Slurm up ($(sinfo --version)), $env_line"
     else
