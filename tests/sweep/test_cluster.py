@@ -82,10 +82,8 @@ max_new_tokens = {MAX_NEW_TOKENS}
     return spec
 
 
-def plan(spec: Path, shard=None):
+def plan(spec: Path):
     args = ["sweep", "--plan", str(spec), "--json"]
-    if shard is not None:
-        args += ["--shard", shard]
     doc = json.loads(run(args).stdout)
     ids = [u["id"] for u in doc["units"]]
     assert doc["count"] == len(ids), doc
@@ -107,7 +105,8 @@ def spec(tmp_path_factory):
 
 
 def shard_ids(spec: Path, i: int, n: int):
-    return {u["id"] for u in plan(spec, f"{i}/{n}")["units"]}
+    """Shard i of n runs the plan positions = i mod n (attnscope's sweep::plan::Shard)."""
+    return {u["id"] for k, u in enumerate(plan(spec)["units"]) if k % n == i}
 
 
 def committed(out: Path):
@@ -235,7 +234,7 @@ def squeue(job):
 
 def slurm_logs(out: Path):
     texts = []
-    for f in sorted(out.glob("*.out")) + sorted(out.glob("*.err")) + sorted(out.glob("slurm*")):
+    for f in sorted(out.glob("logs/*")) + sorted(out.glob("*.out")) + sorted(out.glob("slurm*")):
         if f.is_file():
             texts.append(f"----- {f.name}\n{f.read_text(errors='replace')[-3000:]}")
     return "\n".join(texts)
@@ -277,6 +276,14 @@ def test_slurm_array_scancel_and_resubmit(spec, tmp_path):
     subprocess.run(["scancel", f"{job}_{k}"], check=True)
     log(f"scancelled {job}_{k} with {len(shards[k] & committed(out))}/{len(shards[k])} of its units committed")
 
+    # The cancelled task must stay cancelled: its SIGTERM makes attnscope exit 75 too, and a script that
+    # requeues on 75 alone would bring it back (Slurm 22.05 accepts `scontrol requeue` from a task that
+    # is being cancelled; it returns as PENDING, reason BeginTime).
+    wait_for(lambda: str(k) not in squeue(job) or squeue(job).get(str(k)) == "PENDING", 120,
+             f"task {k} to end after scancel", poll=0.5)
+    assert str(k) not in squeue(job), (
+        f"task {job}_{k} was requeued after scancel (state {squeue(job).get(str(k))}): the sbatch script must "
+        f"requeue only after the time-limit warning (SIGUSR1), not after scancel's SIGTERM\n{slurm_logs(out)}")
     wait_for(lambda: not squeue(job), 600, "all array tasks to end", poll=1)
     done = committed(out)
     assert shards[k] - done, "the cancelled task's shard is complete: the cancel came too late to test anything"
