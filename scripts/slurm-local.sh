@@ -12,14 +12,30 @@
 #
 # Everything lives in the private directory: confs, state, spool, logs, pid files, and a munged of its
 # own (its own key and socket, named by AuthInfo), so a system munged or /etc/slurm is left alone.
-# Ports: $ATTNSCOPE_SLURMCTLD_PORT (default 6817) and that + 1 for slurmd.
+# Ports: $ATTNSCOPE_SLURMCTLD_PORT and that + 1 for slurmd (default: the first free pair from 6817 up).
 # Needs root: SlurmUser=root, and slurmd runs jobs as their submitting user.
 set -euo pipefail
 
 DIR=${ATTNSCOPE_SLURM_DIR:-/tmp/attnscope-slurm}
-CTLD_PORT=${ATTNSCOPE_SLURMCTLD_PORT:-6817}
-SLURMD_PORT=$((CTLD_PORT + 1))
 CONF=$DIR/slurm.conf
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# The ports: $ATTNSCOPE_SLURMCTLD_PORT and that + 1, else the port pair already in our conf (a running
+# cluster), else the first free pair from 6817 up (another cluster on this host, e.g. a second checkout's
+# tests, holds 6817/6818).
+if [ -n "${ATTNSCOPE_SLURMCTLD_PORT:-}" ]; then
+    CTLD_PORT=$ATTNSCOPE_SLURMCTLD_PORT
+elif [ -f "$CONF" ] && grep -q '^SlurmctldPort=' "$CONF"; then
+    CTLD_PORT=$(sed -n 's/^SlurmctldPort=//p' "$CONF")
+else
+    CTLD_PORT=6817
+    if [ "${1:-}" = start ]; then
+        while port_busy "$CTLD_PORT" || port_busy $((CTLD_PORT + 1)); do
+            CTLD_PORT=$((CTLD_PORT + 2))
+            [ "$CTLD_PORT" -lt 6917 ] || { echo "slurm-local: no free port pair in 6817-6917" >&2; exit 1; }
+        done
+    fi
+fi
+SLURMD_PORT=$((CTLD_PORT + 1))
 MUNGE_SOCKET=$DIR/munge/munge.socket.2
 
 log() { echo "slurm-local: $*" >&2; }

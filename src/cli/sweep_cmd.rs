@@ -163,7 +163,9 @@ fn emit_slurm(args: &SweepArgs, spec: &SweepSpec, spec_path: &Path, out: &Path) 
     };
     let out = absolute(out)?;
     let script = sbatch_script(&spec.name, &binary, &absolute(spec_path)?, &out, &o);
-    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+    // Slurm opens --output before the script runs: a missing logs/ fails every task at once.
+    let logs = out.join("logs");
+    std::fs::create_dir_all(&logs).map_err(|e| Error::io(&logs, e))?;
     let path = out.join("sweep.sbatch");
     let tmp = out.join(".sweep.sbatch.tmp");
     std::fs::write(&tmp, script).map_err(|e| Error::io(&tmp, e))?;

@@ -76,7 +76,10 @@ mkdir -p {logs}
 echo "attnscope sweep: task ${{SLURM_ARRAY_TASK_ID}} of {n} on $(hostname) (job ${{SLURM_JOB_ID}}, restart ${{SLURM_RESTART_COUNT:-0}})"
 {bin} sweep {spec} --out {out} --shard "${{SLURM_ARRAY_TASK_ID}}/{n}" --threads "${{SLURM_CPUS_PER_TASK:-1}}" {extra} &
 child=$!
-trap 'kill -USR1 "$child" 2>/dev/null' USR1
+# Requeue only after the time-limit warning: scancel's SIGTERM also ends attnscope with 75, and Slurm
+# accepts a requeue from a task being cancelled (it would come back).
+warned=0
+trap 'warned=1; kill -USR1 "$child" 2>/dev/null' USR1
 trap 'kill -TERM "$child" 2>/dev/null' TERM INT
 rc=0
 while true; do
@@ -84,7 +87,7 @@ while true; do
     # A trapped signal interrupts `wait` (status > 128) while the child still runs: wait again.
     kill -0 "$child" 2>/dev/null || break
 done
-if [ "$rc" -eq {stopped} ]; then
+if [ "$rc" -eq {stopped} ] && [ "$warned" -eq 1 ]; then
     echo "attnscope sweep: stopped before the time limit; requeueing task ${{SLURM_ARRAY_TASK_ID}}"
     scontrol requeue "${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}"
 fi
