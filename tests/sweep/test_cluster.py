@@ -57,6 +57,9 @@ def write_spec(d: Path) -> Path:
     spec = d / "spec.toml"
     spec.write_text(
         f"""seed = 0
+# Small batches (about two units each), so that a shard commits units one batch at a time and can be
+# caught, killed or signalled between them.
+max_batch_tokens = 128
 [[models]]
 name = "stories"
 {model}
