@@ -9,6 +9,7 @@ mod doctor_cmd;
 mod inspect;
 mod interrupt;
 mod run_cmd;
+mod sweep_cmd;
 mod threads;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -51,6 +52,111 @@ pub enum Command {
     /// Check the CUDA setup: driver and GPUs, the NVRTC and cuBLAS found (CUDA 12 or 13) and which major is
     /// used and why, the kernel cache. Exits non-zero, saying why, when no GPU is usable.
     Doctor(DoctorArgs),
+    /// Run a sweep spec (models × prompt sets × variants) shard by shard, batched and resumable; `--plan`
+    /// lists its units, `--emit-slurm` writes a job-array script, `sweep status DIR` shows progress.
+    Sweep(Box<SweepArgs>),
+    /// Merge a sweep directory's committed units into one hive-partitioned Parquet dataset (DIR/merged).
+    Merge(MergeArgs),
+}
+
+/// Options of `attnscope sweep`.
+#[derive(Args, Debug)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    after_help = "Examples:\n  \
+    attnscope sweep study.toml --plan\n  \
+    attnscope sweep study.toml --out sweeps/study                 # every unit, here\n  \
+    attnscope sweep study.toml --out sweeps/study --shard 2/8     # one shard of eight\n  \
+    attnscope sweep study.toml --out sweeps/study --emit-slurm --array-tasks 8 --gpus 1 --time 02:00:00\n  \
+    attnscope sweep status sweeps/study\n  \
+    attnscope merge sweeps/study\n\n\
+    Under a Slurm array (SLURM_ARRAY_TASK_ID / _COUNT / _MIN set) the shard comes from the environment.\n\
+    A rerun skips committed units and redoes partial ones. Exit status 75: stopped by SIGUSR1 after the\n\
+    batch in progress (requeue it); SIGINT/SIGTERM abandon the batch and remove its temporary files.\n\
+    The spec format is in README.md (\"Sweeps\")."
+)]
+pub struct SweepArgs {
+    #[command(subcommand)]
+    pub action: Option<SweepAction>,
+    /// The sweep spec (TOML).
+    pub spec: Option<PathBuf>,
+    /// The sweep directory (units, failures, shard states; shared by every shard).
+    #[arg(long, short = 'o')]
+    pub out: Option<PathBuf>,
+    /// Print the units (id, model, prompt set, variant, row) and their count; run nothing.
+    #[arg(long)]
+    pub plan: bool,
+    /// With --plan: JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Run shard I of N (plan positions ≡ I mod N); default: from SLURM_ARRAY_TASK_*, else every unit.
+    #[arg(long)]
+    pub shard: Option<String>,
+    /// Slots of one batched forward pass (default: the spec's max_batch_tokens, else 4096).
+    #[arg(long)]
+    pub max_batch_tokens: Option<usize>,
+    /// Run the units recorded as failed again.
+    #[arg(long)]
+    pub retry_failed: bool,
+    /// One worker per device: GPU indexes or device names, e.g. 0,1,2,3 or cpu (default: each model's).
+    #[arg(long)]
+    pub devices: Option<String>,
+    /// Worker threads of the CPU engine (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Seconds between progress lines when stderr is not a terminal.
+    #[arg(long, default_value_t = 30.0)]
+    pub log_every: f64,
+    /// No progress output.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Write OUT/sweep.sbatch, a Slurm job array over the shards, and print how to submit it.
+    #[arg(long)]
+    pub emit_slurm: bool,
+    /// With --emit-slurm: array tasks (= shards).
+    #[arg(long, default_value_t = 4)]
+    pub array_tasks: usize,
+    /// With --emit-slurm: time limit of each task.
+    #[arg(long, default_value = "04:00:00")]
+    pub time: String,
+    /// With --emit-slurm: CPUs of each task (its --threads).
+    #[arg(long, default_value_t = 8)]
+    pub cpus_per_task: usize,
+    /// With --emit-slurm: memory of each task, e.g. 32G.
+    #[arg(long)]
+    pub mem: Option<String>,
+    /// With --emit-slurm: GPUs of each task.
+    #[arg(long)]
+    pub gpus: Option<usize>,
+    /// With --emit-slurm: partition.
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// With --emit-slurm: account.
+    #[arg(long)]
+    pub account: Option<String>,
+    /// With --emit-slurm: SIGUSR1 this many seconds before the time limit (the batch in progress ends,
+    /// is committed, and the task requeues itself).
+    #[arg(long, default_value_t = 300)]
+    pub signal_seconds: u32,
+}
+
+/// `attnscope sweep status`.
+#[derive(Subcommand, Debug)]
+pub enum SweepAction {
+    /// Done / pending / failed units per shard of a sweep directory.
+    Status {
+        dir: PathBuf,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Options of `attnscope merge`.
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// The sweep directory.
+    pub dir: PathBuf,
 }
 
 /// Options of `attnscope doctor`.
@@ -447,6 +553,8 @@ pub fn main() -> std::process::ExitCode {
         Command::BenchServe(args) => bench_serve_cmd::bench_serve(*args),
         Command::BenchAttention(args) => bench_attention_cmd::bench_attention(*args),
         Command::Doctor(a) => doctor_cmd::doctor(&a),
+        Command::Sweep(args) => sweep_cmd::sweep(*args),
+        Command::Merge(args) => sweep_cmd::merge(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -145,6 +145,20 @@ impl JobResults {
         job: &Job,
         session: &Session,
     ) -> Result<(PathBuf, Manifest)> {
+        self.write_run_with(out, overwrite, job, session, &|_| Ok(()))
+    }
+
+    /// [`JobResults::write_run`], with `extra` called on the temporary directory after the run's files
+    /// and before the manifest and the commit (a sweep writes its `unit.json` there, inside the atomic
+    /// rename).
+    pub(crate) fn write_run_with(
+        &self,
+        out: &Path,
+        overwrite: bool,
+        job: &Job,
+        session: &Session,
+        extra: &dyn Fn(&Path) -> Result<()>,
+    ) -> Result<(PathBuf, Manifest)> {
         let run = Duration::try_from_secs_f64(self.run_seconds).unwrap_or_default();
         let started = Instant::now().checked_sub(run).unwrap_or_else(Instant::now);
         with_run_dir(out, overwrite, |run_dir| {
@@ -160,6 +174,7 @@ impl JobResults {
                 inputs: &self.inputs,
                 outcomes: &self.outcomes,
             };
+            extra(run_dir.path())?;
             let write_seconds = write_started.elapsed().as_secs_f64();
             finish_run(run_dir, writer, &record, session, write_seconds, started)
         })
@@ -406,7 +421,11 @@ struct PreparedJob {
 
 /// Fills in what `record` says of the generation: the number of generated tokens, whether the sequence
 /// stopped at EOS, and the generated text (when there is a tokenizer and it decodes).
-fn record_generation(record: &mut InputRecord, outcome: &SequenceOutcome, session: &Session) {
+pub(crate) fn record_generation(
+    record: &mut InputRecord,
+    outcome: &SequenceOutcome,
+    session: &Session,
+) {
     record.generated_tokens = outcome.slots.len() - outcome.n_prompt;
     record.stopped_at_eos = outcome.stopped_at_eos;
     if let Some(tok) = &session.tokenizer {
@@ -419,7 +438,12 @@ fn record_generation(record: &mut InputRecord, outcome: &SequenceOutcome, sessio
 }
 
 /// The manifest's record of one input sequence (generation fields are filled in after the run).
-fn record(seq: usize, source: String, text: Option<String>, s: &SequenceInput) -> InputRecord {
+pub(crate) fn record(
+    seq: usize,
+    source: String,
+    text: Option<String>,
+    s: &SequenceInput,
+) -> InputRecord {
     InputRecord {
         seq,
         source,
