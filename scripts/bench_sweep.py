@@ -20,7 +20,9 @@ What is generated once (in a temporary directory, removed unless --keep):
 What each round times (rounds interleave: attnscope, then HF, then attnscope, then HF, ...):
   attnscope: the whole command `attnscope sweep SPEC.toml --out DIR --threads N --max-batch-tokens K` for
     each K of --max-batch-tokens, wall clock, process start and model load included; the figure "excl. load"
-    subtracts the manifests' timings.load_seconds. It writes stats / received / distance / tokens Parquet.
+    subtracts the first unit's manifest timings.load_seconds. It commits one run directory per prompt
+    (units/<id>/: stats / received / distance / tokens Parquet, manifest.json, unit.json); the units'
+    unit.json (prefill_seconds / batch_units, write_seconds) split the time into prefill and writing.
   HF: model load (AutoModelForCausalLM.from_pretrained, f32, attn_implementation="eager") timed apart, then
     for each batch size B of --hf-batch-sizes: prompts sorted by length, batches of B, right padding +
     attention_mask, torch.inference_mode(), model(ids, attention_mask=mask, output_attentions=True,
@@ -220,7 +222,8 @@ def make_model(path, shape, seed):
 
 
 def write_spec(path, model_dir, prompts_path, device, seed):
-    dev = f'device = "{device}"\n' if device != "cpu" else ""
+    # dtype f32 on both devices: the HF loop is f32 (attnscope's auto would pick bf16 on a GPU)
+    dev = f'device = "{device}"\ndtype = "f32"\n'
     with open(path, "w") as f:
         f.write(f"""seed = {seed}
 
@@ -257,18 +260,38 @@ def run_attnscope(args, spec, out_dir, mbt):
     wall = time.perf_counter() - t0
     if p.returncode != 0:
         raise SystemExit(f"error: {' '.join(cmd)} exited {p.returncode}:\n{p.stderr[-4000:]}")
+    return dict(wall_s=wall, cmd=" ".join(cmd), **read_units(out_dir))
+
+
+def read_units(out_dir):
+    """What the committed units say (untimed): one unit per prompt row, units/<id>/{unit,manifest}.json.
+    load_s: the first unit's manifest timings.load_seconds (one model, loaded once per command);
+    prefill_s: Σ of unit.json prefill_seconds over distinct values: unit.json documents it as the batch's
+    prefill wall time shared by its units (bit-identical within a batch), while the sweep of this commit still
+    runs a batch's sequences one after another (exec.rs: "until run_batch lands") and records each its own;
+    counting each distinct value once is right in both cases; write_s: Σ of unit.json write_seconds (each
+    unit's run directory: Parquet, tokens, manifest)."""
     units_dir = os.path.join(out_dir, "units")
     units = sorted(os.listdir(units_dir)) if os.path.isdir(units_dir) else []
-    timings, sizes = [], 0
-    for u in units:
-        mpath = os.path.join(units_dir, u, "manifest.json")
-        if os.path.exists(mpath):
-            with open(mpath) as f:
-                timings.append(json.load(f).get("timings", {}))
-        for root, _, files in os.walk(os.path.join(units_dir, u)):
+    load = write = 0.0
+    sizes, batches, index, prefills = 0, 0, {}, set()
+    for j, u in enumerate(units):
+        d = os.path.join(units_dir, u)
+        if j == 0:
+            with open(os.path.join(d, "manifest.json")) as f:
+                load = float(json.load(f).get("timings", {}).get("load_seconds", 0.0))
+        with open(os.path.join(d, "unit.json")) as f:
+            rec = json.load(f)
+        index[u] = rec["index"]
+        bu = max(int(rec.get("batch_units", 1)), 1)
+        prefills.add(float(rec.get("prefill_seconds", 0.0)))
+        write += float(rec.get("write_seconds", 0.0))
+        batches += 1.0 / bu
+        for root, _, files in os.walk(d):
             sizes += sum(os.path.getsize(os.path.join(root, x)) for x in files)
-    load = sum(float(t.get("load_seconds", 0.0) or 0.0) for t in timings)
-    return dict(wall_s=wall, load_s=load, units=units, timings=timings, bytes=sizes, cmd=" ".join(cmd))
+    prefill = sum(prefills)
+    return dict(units=len(units), load_s=load, prefill_s=prefill, write_s=write, batches=round(batches),
+                bytes=sizes, index=index)
 
 
 def hf_load(args, model_dir, device):
@@ -369,12 +392,23 @@ def compare_outputs(as_dir, hf_dir, n_seqs):
         t = t.sort_by([(k, "ascending") for k in keys])
         return t, keys
 
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     units = os.path.join(as_dir, "units")
+    index = read_units(as_dir)["index"]
+    chosen = sorted((i, u) for u, i in index.items() if i < n_seqs)
     res = {}
     for kind, cols in [("stats", ["value"]), ("received", ["received_sum", "received_mean"])]:
-        a_paths = [os.path.join(units, u, f"{kind}.parquet") for u in sorted(os.listdir(units))]
+        parts = []
+        for i, u in chosen:  # each unit is one sequence (seq 0 of its run directory): seq := its row index
+            t = pq.read_table(os.path.join(units, u, f"{kind}.parquet"))
+            t = t.set_column(t.column_names.index("seq"), "seq", pa.array(np.full(t.num_rows, i, np.int32)))
+            parts.append(t)
+        tmp = os.path.join(as_dir, f"_check-{kind}.parquet")
+        pq.write_table(pa.concat_tables(parts), tmp)
         h_paths = sorted(os.path.join(hf_dir, x) for x in os.listdir(hf_dir) if x.startswith(kind + "-"))
-        a, keys = load(a_paths, cols)
+        a, keys = load([tmp], cols)
+        os.remove(tmp)
         h, _ = load(h_paths, cols)
         if a.num_rows != h.num_rows:
             res[kind] = f"row counts differ: attnscope {a.num_rows}, HF {h.num_rows}"
@@ -396,31 +430,6 @@ def compare_outputs(as_dir, hf_dir, n_seqs):
 
 
 # ----------------------------------------------------------------------------------------------------------
-
-def scalar_timings(t):
-    """A manifest's timings as scalars: numbers as they are, lists of numbers summed (`<key>` + "_sum")."""
-    out = {}
-    for k, v in t.items():
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            out[k] = float(v)
-        elif isinstance(v, list):
-            flat = [x for y in v for x in (y if isinstance(y, list) else [y]) if isinstance(x, (int, float))]
-            out[k + "_sum"] = float(sum(flat))
-    return out
-
-
-def timings_summary(runs):
-    """Per timing key: summed over a pass's units, median over the passes (rates are not summed)."""
-    per_pass = []
-    for r in runs:
-        acc = {}
-        for t in r["timings"]:
-            for k, v in scalar_timings(t).items():
-                acc[k] = acc.get(k, 0.0) + v
-        per_pass.append(acc)
-    keys = sorted({k for p in per_pass for k in p if "per_second" not in k})
-    return {k: statistics.median(p.get(k, 0.0) for p in per_pass) for k in keys}
-
 
 def fmt(x, nd=1):
     return f"{x:.{nd}f}"
@@ -508,10 +517,12 @@ def main():
         for m in mbts:
             out = os.path.join(work, f"as-out-{m}")
             r = run_attnscope(args, spec, out, m)
+            r.pop("index")
             res["attnscope"][m].append(r)
             log(f"round {rnd + 1}/{args.rounds} attnscope --max-batch-tokens {m}: {r['wall_s']:.1f} s "
                 f"(load {r['load_s']:.2f} s) = {len(prompts) / r['wall_s']:.2f} prompts/s, "
-                f"{r['bytes'] / 1e6:.0f} MB, {len(r['units'])} unit(s)")
+                f"{r['bytes'] / 1e6:.0f} MB, {r['units']} units in {r['batches']} batches, prefill {r['prefill_s']:.1f} s, "
+                f"write {r['write_s']:.1f} s")
         model, load_s = hf_load(args, model_dir, device)
         res["hf_load_s"].append(load_s)
         log(f"round {rnd + 1}/{args.rounds} HF load {load_s:.2f} s")
@@ -543,8 +554,10 @@ def main():
     best_b = max(bss, key=lambda b: statistics.median(hf_pps[b]))
     ratio_incl = [a / h for a, h in zip(as_pps[best_m], hf_pps_l[best_b])]
     ratio_excl = [a / h for a, h in zip(as_pps_x[best_m], hf_pps[best_b])]
-    # where attnscope's time goes (manifest timings, summed over units, median over rounds of the best config)
-    timing_med = timings_summary(res["attnscope"][best_m])
+    # where attnscope's time goes (unit records, median over rounds of the best config)
+    timing_med = {k: statistics.median(r[k] for r in res["attnscope"][best_m])
+                  for k in ["wall_s", "load_s", "prefill_s", "write_s"]}
+    timing_med["other_s"] = timing_med["wall_s"] - timing_med["load_s"] - timing_med["prefill_s"] - timing_med["write_s"]
 
     md = []
     cpu = platform.processor() or platform.machine()
@@ -595,9 +608,11 @@ def main():
               f"{fmt(statistics.median(ratio_incl), 2)} / max {fmt(max(ratio_incl), 2)}; load excluded on both "
               f"sides min {fmt(min(ratio_excl), 2)} / median {fmt(statistics.median(ratio_excl), 2)} / max "
               f"{fmt(max(ratio_excl), 2)} (target ≥ 3×).")
-    md.append(f"HF load (from_pretrained): median {fmt(statistics.median(res['hf_load_s']), 2)} s; attnscope "
-              f"manifest timings (best config, summed over units, median over rounds): "
-              + ", ".join(f"{k} {v:.2f}" for k, v in timing_med.items()) + ".")
+    md.append(f"HF load (from_pretrained): median {fmt(statistics.median(res['hf_load_s']), 2)} s. attnscope's "
+              f"command (best config, median over rounds, from the units' records): wall "
+              f"{timing_med['wall_s']:.1f} s = load {timing_med['load_s']:.1f} + batched prefill with stats "
+              f"{timing_med['prefill_s']:.1f} + writing the unit directories {timing_med['write_s']:.1f} + the rest "
+              f"(process start, spec, prompts, planning) {timing_med['other_s']:.1f} s.")
     a_bytes = statistics.median(r["bytes"] for r in res["attnscope"][best_m])
     h_bytes = statistics.median(r["bytes"] for r in res["hf"][best_b])
     md.append(f"Output per pass: attnscope {a_bytes / 1e6:.0f} MB (stats, received, distance, tokens, manifest), "
