@@ -18,7 +18,6 @@ pub mod prompts;
 pub mod slurm;
 pub mod spec;
 pub mod status;
-pub mod variant;
 
 pub use exec::{SweepOptions, SweepProgress, SweepSummary, run_shard};
 pub use plan::{Plan, PlannedUnit, Shard, UnitRef};

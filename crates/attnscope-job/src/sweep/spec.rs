@@ -3,12 +3,11 @@
 //! file, the key and its line. Relative paths resolve against the spec file's directory.
 
 use crate::CaptureRequest;
-use crate::sweep::prompts::PromptSet;
-use crate::sweep::variant::{check_combinations, variant};
+use crate::sweep::prompts::{PromptContent, PromptSet};
 use attnscope_core::Error;
 use attnscope_core::Result;
 use attnscope_core::capture::WeightsDtype;
-use attnscope_core::run::parallel::ParallelOptions;
+use attnscope_core::run::parallel::{ParallelOptions, SetDistribution};
 use attnscope_core::run::{GenerateOptions, PromptLogits};
 use attnscope_core::sampling::SamplerConfig;
 use attnscope_core::slots::Visibility;
@@ -61,33 +60,33 @@ struct RawPrompts {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawVariant {
-    pub(super) name: Spanned<String>,
-    pub(super) template: Option<Spanned<String>>,
-    pub(super) filler: Option<Spanned<RawFiller>>,
-    pub(super) visibility: Option<Spanned<String>>,
+struct RawVariant {
+    name: Spanned<String>,
+    template: Option<Spanned<String>>,
+    filler: Option<Spanned<RawFiller>>,
+    visibility: Option<Spanned<String>>,
     #[serde(default)]
-    pub(super) position_offset: i64,
-    pub(super) parallel: Option<Spanned<RawParallel>>,
-    pub(super) generate: Option<usize>,
+    position_offset: i64,
+    parallel: Option<Spanned<RawParallel>>,
+    generate: Option<usize>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawFiller {
-    pub(super) text: String,
+struct RawFiller {
+    text: String,
     #[serde(default = "one")]
-    pub(super) repeat: usize,
+    repeat: usize,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawParallel {
-    pub(super) threshold: f32,
+struct RawParallel {
+    threshold: f32,
     #[serde(default = "four")]
-    pub(super) max: usize,
+    max: usize,
     #[serde(default = "last")]
-    pub(super) next: Spanned<String>,
+    next: Spanned<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -189,7 +188,7 @@ impl SweepSpec {
 }
 
 /// Where a key sits in the spec: file, key and line, for one-line errors.
-pub(super) struct Locator<'a> {
+struct Locator<'a> {
     path: &'a Path,
     text: &'a str,
 }
@@ -199,12 +198,7 @@ impl Locator<'_> {
         let end = span.start.min(self.text.len());
         self.text[..end].bytes().filter(|&b| b == b'\n').count() + 1
     }
-    pub(super) fn err(
-        &self,
-        key: &str,
-        span: &Range<usize>,
-        message: impl std::fmt::Display,
-    ) -> Error {
+    fn err(&self, key: &str, span: &Range<usize>, message: impl std::fmt::Display) -> Error {
         Error::input(format!(
             "{}: line {}: `{key}`: {message}",
             self.path.display(),
@@ -352,7 +346,7 @@ pub fn load_spec(path: &Path, default_model: &Path) -> Result<SweepSpec> {
 }
 
 /// A name used as a partition value: letters, digits, `.`, `_`, `-`.
-pub(super) fn checked_name(at: &Locator, key: &str, name: &Spanned<String>) -> Result<String> {
+fn checked_name(at: &Locator, key: &str, name: &Spanned<String>) -> Result<String> {
     let n = name.get_ref();
     let ok = !n.is_empty()
         && !n.starts_with('.')
@@ -418,6 +412,168 @@ fn file_stem(path: &Path) -> String {
             .file_stem()
             .map_or(String::new(), |n| n.to_string_lossy().into()),
     )
+}
+
+fn variant(at: &Locator, v: &RawVariant, default_generate: usize) -> Result<Variant> {
+    let name = checked_name(at, "variants.name", &v.name)?;
+    let (text, tspan) = match &v.template {
+        Some(t) => (t.get_ref().clone(), t.span()),
+        None => ("{prompt}".to_string(), v.name.span()),
+    };
+    check_template(&text)
+        .map_err(|m| at.err("variants.template", &tspan, format!("{text:?}: {m}")))?;
+    let filler = match &v.filler {
+        Some(f) => {
+            if !text.contains("{filler}") {
+                return Err(at.err(
+                    "variants.filler",
+                    &f.span(),
+                    "given, but the template has no `{filler}`",
+                ));
+            }
+            let f = f.get_ref();
+            if f.text.is_empty() || f.repeat == 0 {
+                return Err(at.err(
+                    "variants.filler",
+                    &v.filler.as_ref().map_or(0..0, |f| f.span()),
+                    "needs a non-empty `text` and `repeat` ≥ 1",
+                ));
+            }
+            Some(f.text.repeat(f.repeat))
+        }
+        None if text.contains("{filler}") => {
+            return Err(at.err(
+                "variants.template",
+                &tspan,
+                "uses `{filler}` but the variant has no `filler = { text = …, repeat = … }`",
+            ));
+        }
+        None => None,
+    };
+    let visibility = match &v.visibility {
+        None => None,
+        Some(s) => Some(match s.get_ref().as_str() {
+            "visible" => Visibility::Visible,
+            "isolated" => Visibility::Isolated,
+            other => {
+                return Err(at.err(
+                    "variants.visibility",
+                    &s.span(),
+                    format!("{other:?}: expected \"visible\" or \"isolated\""),
+                ));
+            }
+        }),
+    };
+    let max_new_tokens = v.generate.unwrap_or(default_generate);
+    let parallel = match &v.parallel {
+        None => None,
+        Some(p) => {
+            let span = p.span();
+            let r = p.get_ref();
+            if !(r.threshold > 0.0 && r.threshold <= 1.0) {
+                return Err(at.err("variants.parallel.threshold", &span, "must be in (0, 1]"));
+            }
+            if r.max < 2 {
+                return Err(at.err(
+                    "variants.parallel.max",
+                    &span,
+                    "a parallel set needs at least 2 tokens",
+                ));
+            }
+            let next = match r.next.get_ref().as_str() {
+                "last" => SetDistribution::Last,
+                "first" => SetDistribution::First,
+                "mean" => SetDistribution::Mean,
+                other => {
+                    return Err(at.err(
+                        "variants.parallel.next",
+                        &r.next.span(),
+                        format!("{other:?}: expected \"last\", \"first\" or \"mean\""),
+                    ));
+                }
+            };
+            if max_new_tokens == 0 {
+                return Err(at.err(
+                    "variants.parallel",
+                    &span,
+                    "parallel generation needs generated tokens: set `generate` in the variant or \
+                     `[generation] max_new_tokens`",
+                ));
+            }
+            Some(ParallelOptions {
+                threshold: r.threshold,
+                max_set: r.max,
+                next,
+            })
+        }
+    };
+    Ok(Variant {
+        name,
+        template: Template { text, filler },
+        visibility,
+        position_offset: v.position_offset,
+        parallel,
+        max_new_tokens,
+    })
+}
+
+/// A template holds `{prompt}` exactly once, `{filler}` at most once, and no other `{…}`.
+fn check_template(text: &str) -> std::result::Result<(), String> {
+    let mut rest = text;
+    let (mut prompts, mut fillers) = (0, 0);
+    while let Some(open) = rest.find('{') {
+        let Some(close) = rest[open..].find('}') else {
+            return Err("an unclosed `{`".into());
+        };
+        match &rest[open + 1..open + close] {
+            "prompt" => prompts += 1,
+            "filler" => fillers += 1,
+            other => {
+                return Err(format!(
+                    "unknown placeholder `{{{other}}}` (only {{prompt}} and {{filler}})"
+                ));
+            }
+        }
+        rest = &rest[open + close + 1..];
+    }
+    if rest.contains('}') {
+        return Err("a `}` without `{`".into());
+    }
+    match (prompts, fillers) {
+        (1, 0 | 1) => Ok(()),
+        (0, _) => Err("has no `{prompt}`".into()),
+        (_, 0 | 1) => Err("has `{prompt}` more than once".into()),
+        _ => Err("has `{filler}` more than once".into()),
+    }
+}
+
+/// Combinations no unit could run: text around token-id prompts.
+fn check_combinations(
+    at: &Locator,
+    span: &Range<usize>,
+    v: &Variant,
+    sets: &[PromptSet],
+) -> Result<()> {
+    if v.is_plain() {
+        return Ok(());
+    }
+    for s in sets {
+        if s.rows
+            .iter()
+            .any(|r| matches!(r.content, PromptContent::Tokens { .. }))
+        {
+            return Err(at.err(
+                "variants.template",
+                span,
+                format!(
+                    "variant {:?} puts text around {{prompt}}, but prompt set {:?} holds token ids; \
+                     a template needs text prompts (use template = \"{{prompt}}\")",
+                    v.name, s.name
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn capture(at: &Locator, c: &RawCapture) -> Result<CaptureRequest> {
