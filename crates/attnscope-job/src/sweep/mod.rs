@@ -13,6 +13,7 @@
 
 pub mod exec;
 pub mod merge;
+mod names;
 pub mod plan;
 pub mod prompts;
 pub mod slurm;

@@ -3,6 +3,7 @@
 //! file, the key and its line. Relative paths resolve against the spec file's directory.
 
 use crate::CaptureRequest;
+use crate::sweep::names::{check_template, file_name, file_stem};
 use crate::sweep::prompts::{PromptContent, PromptSet};
 use attnscope_core::Error;
 use attnscope_core::Result;
@@ -379,41 +380,6 @@ fn unique<'a>(
     Ok(())
 }
 
-fn sanitize(s: &str) -> String {
-    let cleaned: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let cleaned = cleaned.trim_start_matches('.').to_string();
-    if cleaned.is_empty() {
-        "unnamed".into()
-    } else {
-        cleaned
-    }
-}
-
-fn file_name(path: &Path) -> String {
-    sanitize(
-        &path
-            .file_name()
-            .map_or(String::new(), |n| n.to_string_lossy().into()),
-    )
-}
-
-fn file_stem(path: &Path) -> String {
-    sanitize(
-        &path
-            .file_stem()
-            .map_or(String::new(), |n| n.to_string_lossy().into()),
-    )
-}
-
 fn variant(at: &Locator, v: &RawVariant, default_generate: usize) -> Result<Variant> {
     let name = checked_name(at, "variants.name", &v.name)?;
     let (text, tspan) = match &v.template {
@@ -515,36 +481,6 @@ fn variant(at: &Locator, v: &RawVariant, default_generate: usize) -> Result<Vari
         parallel,
         max_new_tokens,
     })
-}
-
-/// A template holds `{prompt}` exactly once, `{filler}` at most once, and no other `{…}`.
-fn check_template(text: &str) -> std::result::Result<(), String> {
-    let mut rest = text;
-    let (mut prompts, mut fillers) = (0, 0);
-    while let Some(open) = rest.find('{') {
-        let Some(close) = rest[open..].find('}') else {
-            return Err("an unclosed `{`".into());
-        };
-        match &rest[open + 1..open + close] {
-            "prompt" => prompts += 1,
-            "filler" => fillers += 1,
-            other => {
-                return Err(format!(
-                    "unknown placeholder `{{{other}}}` (only {{prompt}} and {{filler}})"
-                ));
-            }
-        }
-        rest = &rest[open + close + 1..];
-    }
-    if rest.contains('}') {
-        return Err("a `}` without `{`".into());
-    }
-    match (prompts, fillers) {
-        (1, 0 | 1) => Ok(()),
-        (0, _) => Err("has no `{prompt}`".into()),
-        (_, 0 | 1) => Err("has `{prompt}` more than once".into()),
-        _ => Err("has `{filler}` more than once".into()),
-    }
 }
 
 /// Combinations no unit could run: text around token-id prompts.
