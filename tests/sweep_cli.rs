@@ -207,10 +207,22 @@ fn shards_resume_record_failures_and_merge_to_the_plan() {
     assert_eq!(status["shards"].as_array().unwrap().len(), 2);
     let error = status["failures"][0]["error"].as_str().unwrap();
     assert!(error.contains("context"), "{error}");
+    // A dead run's partial unit, written on another host of a shared file system: the shard that owns
+    // the unit removes it, even with nothing left to run.
+    let plan: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("plan.json")).unwrap()).unwrap();
+    let id = plan["units"][0]["id"].as_str().unwrap();
+    let partial = out
+        .join("units")
+        .join(format!(".{id}.tmp-999999999@ffffffff-1"));
+    std::fs::create_dir(&partial).unwrap();
     // A rerun has nothing left to do; --retry-failed runs the failures again (and they fail again).
     let again = run(&["sweep", s, "--out", o, "--threads", "1"]);
     assert!(again.status.success());
-    assert!(String::from_utf8_lossy(&again.stderr).contains("0 units to run"));
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("0 units to run"), "{stderr}");
+    assert!(stderr.contains("removed partial run"), "{stderr}");
+    assert!(!partial.exists());
     no_temporaries(&out);
 
     // One unit per batch gives the same statistics as the packed batches.

@@ -352,6 +352,12 @@ impl SweepProgress for Progress {
             None => {}
         }
     }
+    fn note(&self, line: &str) {
+        match &self.bar {
+            Some(b) => b.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
     fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();

@@ -13,7 +13,7 @@ pub mod tensors_stream;
 
 pub use parquet_read::read_parquet;
 pub use parquet_table::{Column, ColumnData, ParquetWriter, Table, write_parquet};
-pub use run_dir::{RunDir, write_json, write_json_atomic};
+pub use run_dir::{RunDir, host_name, remove_partial_runs, write_json, write_json_atomic};
 pub use run_writer::RunWriter;
 pub use tensors::{NamedTensor, TensorData, TensorView, write_safetensors};
 pub use tensors_stream::SafetensorsWriter;

@@ -1,6 +1,7 @@
 //! Atomic output directories and JSON files.
 //!
-//! A [`RunDir`] is written in a hidden sibling temp directory `.NAME.tmp-PID-NANOS` and renamed onto its
+//! A [`RunDir`] is written in a hidden sibling temp directory `.NAME.tmp-PID@HOST-NANOS` (HOST: 8 hex
+//! digits of a hash of this machine's host name, [`host_tag`]) and renamed onto its
 //! final path by [`RunDir::commit`], so readers never see a half-written run. Before the rename every file
 //! in it is fsynced, then the directory itself; after it, the parent directory. A run that is dropped
 //! without committing (error, panic unwinding) removes its temp directory.
@@ -8,9 +9,11 @@
 //! Interrupted runs: every live temp directory is listed in a process-wide registry
 //! ([`remove_live_temp_dirs`]) that the binary's SIGINT/SIGTERM handler empties before it exits, and
 //! [`RunDir::create`] removes *stale* siblings left by a process that was killed outright (`SIGKILL`,
-//! power loss): any `.NAME.tmp-PID-NANOS` or `.NAME.old-PID-NANOS` in the parent whose PID is not a live
-//! process (on Linux: `/proc/PID` is absent while `/proc/self` exists; elsewhere, or when unsure, they are
-//! left). A stale `.old` whose final path is missing is the old run of a half-done `--overwrite`: it is
+//! power loss): any `.NAME.tmp-PID@HOST-NANOS` or `.NAME.old-PID@HOST-NANOS` in the parent whose HOST is
+//! this machine's and whose PID is not a live process (on Linux: `/proc/PID` is absent while `/proc/self`
+//! exists; elsewhere, or when unsure, they are left). A sibling written on another host is never removed
+//! here: on a shared file system its PID says nothing about that host's processes (names of the older
+//! `.NAME.tmp-PID-NANOS` form, without HOST, count as this host's). A stale `.old` whose final path is missing is the old run of a half-done `--overwrite`: it is
 //! renamed back instead of deleted. One `note:` line on stderr tells of each removal or restore.
 //!
 //! Overwriting: on Linux the finished temp directory is exchanged with the existing run in one
@@ -80,8 +83,8 @@ pub struct RunDir {
 
 /// Most bytes a file name may have (Linux NAME_MAX; also the limit of most other file systems).
 const NAME_MAX: usize = 255;
-/// Longest `.tag-PID-NANOS` suffix of a sibling: `.tmp-` + a u32 + `-` + 20 digits.
-const SUFFIX_MAX: usize = 5 + 10 + 1 + 20;
+/// Longest `.tag-PID@HOST-NANOS` suffix of a sibling: `.tmp-` + a u32 + `@` + 8 hex + `-` + 20 digits.
+const SUFFIX_MAX: usize = 5 + 10 + 1 + 8 + 1 + 20;
 /// Bytes of the name kept in front of the hash when a sibling's name is shortened.
 const SHORT_PREFIX: usize = 160;
 
@@ -107,15 +110,63 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// A unique hidden sibling name `.<stem>.<tag>-<pid>-<nanos>` in `parent`.
+/// This machine's host name (`/proc/sys/kernel/hostname`, else `$HOSTNAME`, else `unknown`).
+pub fn host_name() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The HOST part of this machine's sibling names: 8 hex digits of the FNV-1a hash of [`host_name`].
+pub fn host_tag() -> String {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| format!("{:08x}", fnv1a(host_name().as_bytes()) as u32))
+        .clone()
+}
+
+/// A unique hidden sibling name `.<stem>.<tag>-<pid>@<host>-<nanos>` in `parent`.
 fn sibling(parent: &Path, stem: &OsStr, tag: &str) -> PathBuf {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     let mut name = OsString::from(".");
     name.push(stem);
-    name.push(format!(".{tag}-{}-{nanos}", std::process::id()));
+    name.push(format!(
+        ".{tag}-{}@{}-{nanos}",
+        std::process::id(),
+        host_tag()
+    ));
     parent.join(name)
+}
+
+/// Removes the temp siblings `.STEM.tmp-…` in `parent` whose STEM `owned` accepts and that no live process
+/// of this host is writing: those of a dead process here and *any* of another host. Only for callers that
+/// know no other process can be writing those runs, such as a sweep shard's own units (one process runs a
+/// shard at a time); [`RunDir::create`] itself never touches another host's siblings. Returns one `note:`
+/// (or `warning:`) line per removal.
+pub fn remove_partial_runs(parent: &Path, owned: &dyn Fn(&[u8]) -> bool) -> Vec<String> {
+    let Ok(dir) = fs::read_dir(parent) else {
+        return Vec::new();
+    };
+    let mut notes = Vec::new();
+    for name in dir.filter_map(|e| e.ok().map(|e| e.file_name())) {
+        let Some(s) = stale::parse(&name) else {
+            continue;
+        };
+        let foreign = s.host.is_some_and(|h| h != host_tag().as_bytes());
+        if s.tag != "tmp" || !owned(s.stem) || !(foreign || s.is_abandoned()) {
+            continue;
+        }
+        let path = parent.join(&name);
+        notes.push(match remove_any(&path) {
+            Ok(()) => format!("note: removed partial run {}", path.display()),
+            Err(e) => format!("warning: cannot remove partial run {}: {e}", path.display()),
+        });
+    }
+    notes
 }
 
 /// Removes a file or directory tree at `path`.
@@ -367,15 +418,43 @@ fn close(file: File) -> io::Result<()> {
 mod stale {
     use super::*;
 
-    /// Splits `.STEM.TAG-PID-NANOS` (TAG `tmp` or `old`, PID and NANOS decimal, STEM non-empty) into
-    /// (STEM bytes, TAG, PID).
-    pub(super) fn parse(name: &OsStr) -> Option<(&[u8], &'static str, u32)> {
+    /// A parsed sibling name `.STEM.TAG-PID[@HOST]-NANOS`.
+    pub(super) struct Sibling<'a> {
+        pub stem: &'a [u8],
+        pub tag: &'static str,
+        pub pid: u32,
+        /// The 8-hex-digit host tag; `None` for names of the older form without one.
+        pub host: Option<&'a [u8]>,
+    }
+
+    impl Sibling<'_> {
+        /// Whether the process that made it is surely gone: it ran on this host and its PID is dead.
+        pub(super) fn is_abandoned(&self) -> bool {
+            self.host.is_none_or(|h| h == host_tag().as_bytes()) && is_dead(self.pid)
+        }
+    }
+
+    /// Splits `.STEM.TAG-PID[@HOST]-NANOS` (TAG `tmp` or `old`, PID and NANOS decimal, HOST 8 lowercase hex
+    /// digits, STEM non-empty).
+    pub(super) fn parse(name: &OsStr) -> Option<Sibling<'_>> {
         let rest = name.as_encoded_bytes().strip_prefix(b".")?;
         let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
         let dash = rest.iter().rposition(|&b| b == b'-')?;
         let (rest, nanos) = (&rest[..dash], &rest[dash + 1..]);
         let dash = rest.iter().rposition(|&b| b == b'-')?;
-        let (rest, pid) = (&rest[..dash], &rest[dash + 1..]);
+        let (rest, owner) = (&rest[..dash], &rest[dash + 1..]);
+        let (pid, host) = match owner.iter().position(|&b| b == b'@') {
+            Some(at) => {
+                let host = &owner[at + 1..];
+                let hex =
+                    host.len() == 8 && host.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+                if !hex {
+                    return None;
+                }
+                (&owner[..at], Some(host))
+            }
+            None => (owner, None),
+        };
         if !digits(nanos) || !digits(pid) {
             return None;
         }
@@ -385,7 +464,12 @@ mod stale {
         } else {
             (rest.strip_suffix(b".old")?, "old")
         };
-        (!stem.is_empty()).then_some((stem, tag, pid))
+        (!stem.is_empty()).then_some(Sibling {
+            stem,
+            tag,
+            pid,
+            host,
+        })
     }
 
     /// Whether `pid` is surely not a live process: `/proc/PID` is absent while `/proc/self` exists.
@@ -414,12 +498,10 @@ mod stale {
         let names: Vec<OsString> = dir.filter_map(|e| e.ok().map(|e| e.file_name())).collect();
         let mut notes = Vec::new();
         for name in &names {
-            let Some((stem, tag, pid)) = parse(name) else {
+            let Some(Sibling { stem, tag, pid, .. }) = parse(name).filter(Sibling::is_abandoned)
+            else {
                 continue;
             };
-            if !is_dead(pid) {
-                continue;
-            }
             let path = parent.join(name);
             if tag == "old" {
                 let run_present = names

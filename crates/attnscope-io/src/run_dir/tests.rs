@@ -71,9 +71,19 @@ fn registry_lists_live_temp_dirs() {
 
 #[test]
 fn sibling_names_parse() {
-    let ok = |s: &str| stale::parse(OsStr::new(s)).map(|(st, t, p)| (st.to_vec(), t, p));
-    assert_eq!(ok(".run.tmp-12-345"), Some((b"run".to_vec(), "tmp", 12)));
-    assert_eq!(ok(".a.b.old-1-2"), Some((b"a.b".to_vec(), "old", 1)));
+    let ok = |s: &str| {
+        stale::parse(OsStr::new(s))
+            .map(|p| (p.stem.to_vec(), p.tag, p.pid, p.host.map(<[u8]>::to_vec)))
+    };
+    assert_eq!(
+        ok(".run.tmp-12-345"),
+        Some((b"run".to_vec(), "tmp", 12, None))
+    );
+    assert_eq!(ok(".a.b.old-1-2"), Some((b"a.b".to_vec(), "old", 1, None)));
+    assert_eq!(
+        ok(".a-b.tmp-7@0123abcd-9"),
+        Some((b"a-b".to_vec(), "tmp", 7, Some(b"0123abcd".to_vec())))
+    );
     for long in ["x".repeat(250), "é".repeat(120)] {
         let stem = sibling_stem(OsStr::new(&long));
         assert!(stale::is_shortened(stem.as_encoded_bytes()), "{stem:?}");
@@ -87,6 +97,9 @@ fn sibling_names_parse() {
         ".run.new-12-345",
         ".run.tmp-12",
         ".run.tmp-99999999999-1",
+        ".run.tmp-12@0123abc-1",
+        ".run.tmp-12@0123ABCD-1",
+        ".run.tmp-@0123abcd-1",
     ] {
         assert_eq!(ok(bad), None, "{bad}");
     }
@@ -133,6 +146,62 @@ fn stale_siblings_of_dead_processes_are_removed() {
     ];
     want.sort();
     assert_eq!(entries(p), want);
+}
+
+#[test]
+fn own_sibling_names_carry_this_host() {
+    let parent = tempfile::tempdir().unwrap();
+    let run = RunDir::create(&parent.path().join("run"), false).unwrap();
+    let name = run.path().file_name().unwrap().to_owned();
+    let parsed = stale::parse(&name).unwrap();
+    assert_eq!(parsed.pid, std::process::id());
+    assert_eq!(parsed.host, Some(crate::run_dir::host_tag().as_bytes()));
+    assert!(!parsed.is_abandoned());
+}
+
+/// A host tag that is not this machine's.
+#[cfg(target_os = "linux")]
+fn other_host() -> &'static str {
+    if crate::run_dir::host_tag() == "00000000" {
+        "00000001"
+    } else {
+        "00000000"
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn another_hosts_siblings_are_left_by_create_and_removed_for_their_owner() {
+    let parent = tempfile::tempdir().unwrap();
+    let p = parent.path();
+    let (me, here, there) = (std::process::id(), crate::run_dir::host_tag(), other_host());
+    let dirs = [
+        format!(".a.tmp-{DEAD}@{there}-1"), // another host's: kept by create, removed for its owner
+        format!(".a.tmp-{me}@{here}-2"),    // alive here: kept by both
+        format!(".b.tmp-{DEAD}@{there}-3"), // another host's, not owned: kept by both
+        format!(".a.old-{DEAD}@{there}-4"), // not a temp run: kept by both
+    ];
+    for d in &dirs {
+        fs::create_dir(p.join(d)).unwrap();
+    }
+    let dead_here = format!(".c.tmp-{DEAD}@{here}-5"); // dead here: removed by create
+    fs::create_dir(p.join(&dead_here)).unwrap();
+    let run = RunDir::create(&p.join("run"), false).unwrap();
+    let tmp = run
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let mut want: Vec<String> = dirs.to_vec();
+    want.push(tmp.clone());
+    want.sort();
+    assert_eq!(entries(p), want);
+    let notes = crate::run_dir::remove_partial_runs(p, &|stem| stem == b"a" || stem == b"run");
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    want.retain(|d| d != &dirs[0]);
+    assert_eq!(entries(p), want);
+    run.commit().unwrap();
 }
 
 #[cfg(target_os = "linux")]

@@ -54,6 +54,8 @@ pub trait SweepProgress: Sync {
     fn batch(&self, _done: usize, _failed: usize, _tokens: usize) {}
     /// A unit failed with `error`.
     fn failed(&self, _unit: &UnitRef, _error: &str) {}
+    /// A one-line `note:` or `warning:` (e.g. a dead run's partial unit removed).
+    fn note(&self, _line: &str) {}
     fn finish(&self) {}
 }
 
@@ -128,15 +130,6 @@ pub struct ShardState {
     pub failed: usize,
 }
 
-/// This machine's host name.
-pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown".into())
-}
-
 struct Shared<'a> {
     spec: &'a SweepSpec,
     dir: SweepDir,
@@ -158,6 +151,15 @@ pub fn run_shard(
     let dir = SweepDir::new(&opts.out);
     dir.claim(&PlanFile::new(spec, plan))?;
     let mut summary = SweepSummary::default();
+    // A dead run of this shard (SIGKILL, a lost node, a requeue onto another host) may have left its
+    // units' hidden temp directories: this shard owns those units, so they go, whichever host wrote them.
+    let mine: std::collections::HashSet<&[u8]> = plan
+        .shard(opts.shard)
+        .map(|u| u.unit.id.as_bytes())
+        .collect();
+    for note in attnscope_io::remove_partial_runs(&dir.units(), &|stem| mine.contains(stem)) {
+        progress.note(&note);
+    }
     let mut pending: Vec<&PlannedUnit> = Vec::new();
     for u in plan.shard(opts.shard) {
         summary.units += 1;
@@ -175,7 +177,7 @@ pub fn run_shard(
         dir,
         opts,
         progress,
-        host: host_name(),
+        host: attnscope_io::host_name(),
         counts: Mutex::new((0, 0)),
         started: unix_seconds(),
     };

@@ -6,7 +6,8 @@
 //! Layout of a sweep directory:
 //! - `plan.json`: the spec's hash and every unit (id, model, prompt set, variant, row), written once;
 //! - `units/<id>/`: a committed unit, a run directory (`attnscope run`'s files) plus `unit.json`; written
-//!   as a hidden `.<id>.tmp-<pid>-<nanos>` sibling and renamed, so a unit is there whole or not at all;
+//!   as a hidden `.<id>.tmp-<pid>@<host>-<nanos>` sibling and renamed, so a unit is there whole or not at all
+//!   (a shard removes its own units' partial siblings when it starts, whichever host wrote them);
 //! - `failed/<id>.json`: a unit that failed, with its error (skipped on reruns unless `--retry-failed`);
 //! - `shards/shard-<i>-of-<n>.json`: each shard's last state (host, pid, counts, updated);
 //! - `merged/`: what `attnscope merge` writes.
